@@ -1,0 +1,417 @@
+"""Stage 1, detect: find every face in a folder of photos, crop it, record it in a manifest.
+
+Library API::
+
+    from facerec import FaceDetector
+    faces = FaceDetector().detect("photo.jpg")        # list[Face], boxes in original pixels
+    detect_folder("raw/", "processed/")                # the `facerec detect` stage
+
+Output of :func:`detect_folder` (documented in docs/ARCHITECTURE.md, a stable format):
+
+* ``processed/[<album>/]<stem>_<8 hex>_<i>.jpg``: one crop per face; ``<album>`` is the photo's
+  first-level folder under RAW_DIR (one folder per person when the user sorted albums);
+* ``processed/manifest.jsonl``: one JSON object per source file, see :func:`manifest_record`.
+
+The stage is resumable and crash-safe: crops are written to a temporary name and renamed, each
+photo's manifest line is appended (and flushed) only after its crops exist, a torn last line is
+dropped on the next run, and a rerun skips photos already recorded with the same content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facerec.align import crop_transform, warp_crop
+from facerec.errors import FacerecError
+from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, iter_files, load_image
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class Face:
+    """One detected face, in the original image's pixels."""
+
+    box: tuple[float, float, float, float]  # x, y, w, h
+    score: float
+    landmarks: list[tuple[float, float]]  # left eye, right eye, nose, mouth left, mouth right
+
+    @property
+    def corners(self) -> tuple[float, float, float, float]:
+        x, y, w, h = self.box
+        return x, y, x + w, y + h
+
+    def to_dict(self) -> dict:
+        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 6),
+                "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks]}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FacerecError(f"device {device} requested but CUDA is not available (use --device cpu)")
+    return device
+
+
+class FaceDetector:
+    """MTCNN face detector (P-, R-, O-Net) in PyTorch, batched, CUDA when available.
+
+    ``max_side``: larger photos are detected on a copy downscaled to this longest side (JPEGs are
+    decoded at reduced size, which is cheap); boxes and landmarks are always returned in the
+    original image's pixels. ``None`` or 0 detects at full resolution. Faces smaller than
+    ``min_face_size`` pixels *of the detection copy* are not searched for.
+    """
+
+    def __init__(self, device: str | torch.device = "auto", min_face_size: int = 20,
+                 thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 max_side: int | None = 1600) -> None:
+        from facerec.mtcnn import MTCNN
+
+        if len(thresholds) != 3:
+            raise ValueError("thresholds must be three numbers (P-Net, R-Net, O-Net)")
+        self.device = resolve_device(device)
+        self.max_side = max_side or None
+        self.mtcnn = MTCNN(self.device, min_face_size, tuple(thresholds), factor)
+
+    def _prepare(self, image) -> LoadedImage:
+        if isinstance(image, LoadedImage):
+            loaded = image
+        elif isinstance(image, (str, os.PathLike)):
+            return load_image(image, self.max_side)
+        else:
+            loaded = as_rgb_image(image)
+        side = max(loaded.image.size)
+        if self.max_side and side > self.max_side:
+            scale = self.max_side / side
+            size = (max(1, round(loaded.image.width * scale)), max(1, round(loaded.image.height * scale)))
+            small = loaded.image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return LoadedImage(small, loaded.width, loaded.height, loaded.scale * scale)
+        return loaded
+
+    def detect(self, image) -> list[Face]:
+        """Faces in one image (a path, PIL image or HxWx3 uint8 array), highest score first."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Iterable) -> list[list[Face]]:
+        """Faces in several images at once (one pass of each network over the whole batch)."""
+        prepared = [self._prepare(image) for image in images]
+        if not prepared:
+            return []
+        arrays = [torch.from_numpy(np.array(p.image, dtype=np.uint8)) for p in prepared]
+        results = self.mtcnn.detect(arrays)
+        faces = []
+        for p, det in zip(prepared, results):
+            # original pixel = detection pixel / scale (x and y are scaled alike)
+            sx = p.width / p.image.width
+            sy = p.height / p.image.height
+            boxes = det.boxes * np.array([sx, sy, sx, sy])
+            landmarks = det.landmarks * np.array([sx, sy])
+            faces.append([
+                Face((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), float(s),
+                     [(float(x), float(y)) for x, y in pts])
+                for b, s, pts in zip(boxes, det.scores, landmarks)
+            ])
+        return faces
+
+
+# ------------------------------------------------------------------------------------------ crops
+
+
+def crop_face(image: Image.Image, face: Face, size: int = 160, margin: float = 0.2,
+              align: bool = False) -> tuple[Image.Image, np.ndarray]:
+    """Crop one face from the original image. Returns (crop, 2x3 affine original -> crop).
+
+    Box crops are squares centred on the box, with side max(w, h) * (1 + margin); aligned crops map
+    the 5 landmarks onto a canonical template (see :mod:`facerec.align`). Areas outside the photo
+    are black.
+    """
+    matrix = crop_transform(face.box, face.landmarks if align else None, size, margin)
+    return warp_crop(image, matrix, size), matrix
+
+
+# --------------------------------------------------------------------------------------- manifest
+
+
+def _safe_stem(stem: str, limit: int = 48) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "photo"
+    return stem[:limit]
+
+
+def crop_name(relpath: str, index: int) -> str:
+    """Crop file name, unique across photos: sanitised stem + hash of the relative path + index."""
+    digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
+    return f"{_safe_stem(Path(relpath).stem)}_{digest}_{index}.jpg"
+
+
+def crop_folder(relpath: str) -> str:
+    """Album folder of a photo: its first-level folder under RAW_DIR ('' for loose photos)."""
+    parts = Path(relpath).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_record(relpath: str, sha256: str | None, width: int | None, height: int | None,
+                    faces: list[dict], error: str | None) -> dict:
+    """One manifest line. ``faces`` items: box [x, y, w, h], score, landmarks [[x, y] x 5],
+    crop (path relative to processed/), crop_box [x0, y0, x1, y1] and crop_transform (2x3 affine
+    from original pixels to crop pixels)."""
+    return {"path": relpath, "sha256": sha256, "width": width, "height": height,
+            "faces": faces, "error": error}
+
+
+def read_manifest(out_dir: str | os.PathLike, repair: bool = False) -> dict[str, dict]:
+    """Manifest records by path (the last line for a path wins). With ``repair``, a torn last line
+    left by a killed run is cut off the file."""
+    path = Path(out_dir) / MANIFEST
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    data = path.read_bytes()
+    good_end = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+            if not line.endswith(b"\n") or not isinstance(record, dict) or "path" not in record:
+                raise ValueError("incomplete record")
+        except ValueError:
+            break
+        records[record["path"]] = record
+        good_end += len(line)
+    if repair and good_end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+    return records
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class DetectSummary:
+    raw_dir: str
+    out_dir: str
+    files: int = 0
+    photos_read: int = 0
+    already_done: int = 0
+    faces: int = 0
+    photos_without_faces: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
+    if not raw_dir.exists():
+        raise FacerecError(f"input folder not found: {raw_dir}")
+    if not raw_dir.is_dir():
+        raise FacerecError(f"input is not a folder: {raw_dir}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".facerec-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise FacerecError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}") from None
+
+
+def _clean_temporaries(out_dir: Path) -> None:
+    """Remove half-written files a killed run may have left (only our own temp names)."""
+    for tmp in out_dir.rglob(".*.tmp-*"):
+        if tmp.is_file():
+            tmp.unlink()
+
+
+def _load(path: Path) -> tuple[LoadedImage | None, str | None]:
+    try:
+        return load_image(path), None
+    except ImageLoadError as exc:
+        return None, str(exc)
+
+
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[tuple[Path, str, str]]]):
+    """Yield (batch, loaded images) while the next batch decodes in the background (PIL releases
+    the GIL), holding at most two batches in memory."""
+    def submit(batch):
+        return [pool.submit(_load, path) for path, _, _ in batch]
+
+    pending = submit(batches[0]) if batches else []
+    for i, batch in enumerate(batches):
+        current = pending
+        pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
+        yield batch, [future.result() for future in current]
+
+
+def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
+                  detector: FaceDetector | None = None, size: int = 160, margin: float = 0.2,
+                  align: bool = False, min_score: float = 0.0, batch_size: int = 8,
+                  progress: bool = True, quality: int = 95) -> DetectSummary:
+    """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    _check_dirs(raw_dir, out_dir)
+    started = time.perf_counter()
+    detector = detector or FaceDetector()
+    done = read_manifest(out_dir, repair=True)
+    _clean_temporaries(out_dir)
+    files = list(iter_files(raw_dir, exclude=out_dir))
+    if not files:
+        raise FacerecError(f"input folder is empty: {raw_dir}")
+    summary = DetectSummary(str(raw_dir), str(out_dir), files=len(files))
+
+    todo: list[tuple[Path, str, str]] = []
+    for path in files:
+        rel = path.relative_to(raw_dir).as_posix()
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            digest = ""
+            summary.skipped["unreadable"] += 1
+            summary.skipped_files.append((rel, f"unreadable: {exc.strerror or exc}"))
+            continue
+        previous = done.get(rel)
+        if previous is not None and previous.get("sha256") == digest:
+            summary.already_done += 1
+            _count(summary, previous)
+            continue
+        todo.append((path, rel, digest))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="photo", desc="detect", disable=not progress or not todo,
+               file=sys.stderr)
+    manifest = open(out_dir / MANIFEST, "a", encoding="utf-8")
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        batches = [todo[i:i + batch_size] for i in range(0, len(todo), max(1, batch_size))]
+        for batch, loaded in _prefetch(pool, batches):
+            ok = [(item, image) for item, (image, _) in zip(batch, loaded) if image is not None]
+            found = detector.detect_batch([image for _, image in ok]) if ok else []
+            faces_of = {item[1]: faces for (item, _), faces in zip(ok, found)}
+            for (path, rel, digest), (image, error) in zip(batch, loaded):
+                if image is None:
+                    record = manifest_record(rel, digest, None, None, [], error)
+                else:
+                    faces = [f for f in faces_of[rel] if f.score >= min_score]
+                    record = manifest_record(rel, digest, image.width, image.height,
+                                             _save_crops(image.image, faces, rel, out_dir, size,
+                                                         margin, align, quality), None)
+                manifest.write(json.dumps(record) + "\n")
+                manifest.flush()
+                os.fsync(manifest.fileno())
+                summary.photos_read += image is not None
+                _count(summary, record)
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        manifest.close()
+        bar.close()
+    _compact_manifest(out_dir)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _count(summary: DetectSummary, record: dict) -> None:
+    if record.get("error"):
+        reason = record["error"].split(":")[0]
+        summary.skipped[reason] += 1
+        summary.skipped_files.append((record["path"], record["error"]))
+    elif record["faces"]:
+        summary.faces += len(record["faces"])
+    else:
+        summary.photos_without_faces += 1
+
+
+def _save_crops(image: Image.Image, faces: list[Face], rel: str, out_dir: Path, size: int,
+                margin: float, align: bool, quality: int) -> list[dict]:
+    folder = out_dir / crop_folder(rel)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, face in enumerate(faces):
+        crop, matrix = crop_face(image, face, size, margin, align)
+        target = folder / crop_name(rel, i)
+        _write_atomic(target, lambda tmp: crop.save(tmp, format="JPEG", quality=quality))
+        inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+        corners = inverse @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]])
+        entry = face.to_dict()
+        entry["crop"] = target.relative_to(out_dir).as_posix()
+        entry["crop_box"] = [round(float(v), 2) for v in (*corners.min(1), *corners.max(1))]
+        entry["crop_transform"] = [[round(float(v), 6) for v in row] for row in matrix]
+        entries.append(entry)
+    return entries
+
+
+def _compact_manifest(out_dir: Path) -> None:
+    """Rewrite the manifest with one line per path (sorted), atomically."""
+    records = read_manifest(out_dir)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for rel in sorted(records):
+                handle.write(json.dumps(records[rel]) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _write_atomic(out_dir / MANIFEST, write)
+
+
+def iter_manifest_faces(out_dir: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
+    """(photo record, face entry) for every face recorded in ``out_dir``'s manifest."""
+    for record in read_manifest(out_dir).values():
+        for face in record.get("faces") or []:
+            yield record, face
+
+
+def print_detect_summary(summary: DetectSummary, file=None) -> None:
+    """The summary printed by ``facerec detect``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    table = Table(title=f"facerec detect: {summary.raw_dir} -> {summary.out_dir}", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("files", str(summary.files))
+    table.add_row("photos read", str(summary.photos_read))
+    table.add_row("already done (skipped)", str(summary.already_done))
+    table.add_row("faces found", str(summary.faces))
+    table.add_row("photos without faces", str(summary.photos_without_faces))
+    for reason, count in sorted(summary.skipped.items()):
+        table.add_row(f"skipped: {reason}", str(count))
+    table.add_row("seconds", f"{summary.seconds:.1f}")
+    console.print(table)
+    for rel, why in summary.skipped_files[:20]:
+        console.print(f"  skipped {rel}: {why}")
+    if len(summary.skipped_files) > 20:
+        console.print(f"  ... and {len(summary.skipped_files) - 20} more (see manifest.jsonl)")

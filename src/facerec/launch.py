@@ -1,0 +1,356 @@
+"""Run ``facerec train`` / ``facerec sweep`` on cloud GPUs through SkyPilot (the Grid AI run, open).
+
+:func:`build_task` turns a facerec command plus resources (``--gpus T4:1``, ``--use_spot``,
+``--num_nodes N``, ``--datastore NAME:VERSION``) into a SkyPilot task (a dict); :func:`task_yaml`
+writes it as YAML; :func:`run_sky` hands it to ``sky launch`` (a cluster you keep, ``sky down``
+it) or ``sky jobs launch`` (a managed job: the controller recovers spot preemptions and tears the
+machines down). SkyPilot is optional: ``pip install "facerec[cloud]"``.
+
+The task:
+
+* ``resources``: accelerators, spot, cloud; ``num_nodes`` for several machines.
+* ``file_mounts``: the datastore's store (a bucket, mounted; a local store is copied) at
+  ``/facerec-store``, with ``FACEREC_STORE`` pointing there, so ``--data_path datastore://NAME/V``
+  pulls into the machine's cache once and verifies every hash.
+* ``setup``: ``pip install facerec==<this version>`` (``--pip`` to install something else).
+* ``run``: the facerec command. For ``train`` on several nodes it first maps SkyPilot's
+  variables (SKYPILOT_NODE_IPS, SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES,
+  SKYPILOT_NUM_GPUS_PER_NODE) to Lightning's (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE)
+  and passes ``--num_nodes``/``--devices``. For ``sweep`` on several nodes every node runs a
+  worker of the same Optuna study, which needs a shared ``--storage`` database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facerec import __version__
+from facerec.errors import FacerecError
+
+COMMANDS = ("train", "sweep")
+STORE_MOUNT = "/facerec-store"
+MASTER_PORT = 29500
+_GPU_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d+(?:\.\d+)?))?")
+_CLUSTER_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_BUCKETS = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://")
+
+
+@dataclass
+class LaunchPlan:
+    """A SkyPilot task, plus notes worth telling the user (printed by the CLI to stderr)."""
+
+    name: str
+    task: dict[str, Any]
+    command: list[str]  # the facerec command run on every node, as written in `run`
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def yaml(self) -> str:
+        return task_yaml(self.task)
+
+
+# ---------------------------------------------------------------------------------- flag helpers
+def _find_flag(args: Sequence[str], flag: str) -> tuple[int, str | None] | None:
+    """Index and value of ``--flag VALUE`` / ``--flag=VALUE`` in ARGS (last one wins)."""
+    hit = None
+    for i, a in enumerate(args):
+        if a == flag:
+            hit = (i, args[i + 1] if i + 1 < len(args) else None)
+        elif a.startswith(flag + "="):
+            hit = (i, a.split("=", 1)[1])
+    return hit
+
+
+def _pop_flag(args: list[str], flag: str, takes_value: bool) -> str | bool | None:
+    """Remove FLAG (and its value) from ARGS; return its value, True for a switch, None if absent."""
+    found: str | bool | None = None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == flag:
+            if takes_value:
+                if i + 1 >= len(args):
+                    raise FacerecError(f"{flag} needs a value")
+                found = args[i + 1]
+                del args[i:i + 2]
+            else:
+                found = True
+                del args[i]
+            continue
+        if takes_value and a.startswith(flag + "="):
+            found = a.split("=", 1)[1]
+            del args[i]
+            continue
+        i += 1
+    return found
+
+
+def parse_gpus(spec: str) -> tuple[str, float]:
+    """``T4:1`` -> ("T4", 1); ``A100`` -> ("A100", 1)."""
+    m = _GPU_RE.fullmatch(str(spec).strip())
+    if not m:
+        raise FacerecError(f"invalid --gpus {spec!r}: expected TYPE[:COUNT], e.g. T4:1 or A100:8")
+    count = float(m.group(2)) if m.group(2) else 1.0
+    if count <= 0:
+        raise FacerecError(f"invalid --gpus {spec!r}: the count must be positive")
+    return m.group(1), count
+
+
+def _normalize_command(command: Sequence[str]) -> list[str]:
+    cmd = list(command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if cmd and Path(cmd[0]).name == "facerec":
+        cmd = cmd[1:]
+    if not cmd:
+        raise FacerecError("no facerec command to launch: use `facerec launch [flags] -- train ...`")
+    if cmd[0] not in COMMANDS:
+        raise FacerecError(f"facerec launch runs {' or '.join(COMMANDS)}, not {cmd[0]!r}: "
+                           "use `facerec launch [flags] -- train ...`")
+    return cmd
+
+
+def _store_mount(store: str) -> tuple[Any, str | None]:
+    """file_mounts value for the store, and a note if it is a local folder (copied each launch)."""
+    if store.startswith(_BUCKETS):
+        return {"source": store.rstrip("/"), "mode": "MOUNT"}, None
+    if "://" in store and not store.startswith("file://"):
+        raise FacerecError(f"SkyPilot cannot mount store {store}: use an s3://, gs://, r2:// or "
+                           "https:// (Azure) bucket, or a local folder")
+    local = Path(store.removeprefix("file://")).expanduser().absolute()
+    return str(local), (f"the datastore store is the local folder {local}: SkyPilot copies all of it "
+                        "to every machine at each launch; a bucket store (--store s3://...) is "
+                        "uploaded once and mounted")
+
+
+# ------------------------------------------------------------------------------------------ task
+def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: bool = False,
+               num_nodes: int | None = None, datastore: str | None = None, store: str | None = None,
+               cloud: str | None = None, name: str | None = None, pip: str | None = None,
+               managed: bool = False) -> LaunchPlan:
+    """The SkyPilot task that runs COMMAND (``train ...`` or ``sweep ...``, ``facerec`` optional).
+
+    ``--gpus``, ``--use_spot`` and ``--datastore`` may also be written inside COMMAND (they are not
+    train or sweep flags) and are taken out of it. ``--num_nodes`` in COMMAND and ``num_nodes`` must
+    agree. ``store`` defaults to ``$FACEREC_STORE`` (then ``~/.facerec/datastores``).
+    """
+    from facerec.datastore import SCHEME, default_store_url, parse_data_url, parse_ref
+
+    cmd = _normalize_command(command)
+    sub, notes = cmd[0], []
+
+    # launch flags written after the command, as in `facerec launch -- train ... --gpus T4:1`
+    for flag, takes_value, current in (("--gpus", True, gpus), ("--datastore", True, datastore),
+                                       ("--use_spot", False, use_spot)):
+        value = _pop_flag(cmd, flag, takes_value)
+        if value is None:
+            continue
+        if current and current != value:
+            raise FacerecError(f"{flag} given twice with different values ({current} and {value})")
+        if flag == "--gpus":
+            gpus = value
+        elif flag == "--datastore":
+            datastore = value
+        else:
+            use_spot = True
+
+    # nodes: `--num_nodes` of launch and of the train command are the same thing (for a sweep,
+    # launch's --num_nodes is the number of machines running workers)
+    in_cmd = _find_flag(cmd, "--num_nodes") if sub == "train" else None
+    cmd_nodes = None
+    if in_cmd is not None:
+        try:
+            cmd_nodes = int(in_cmd[1] or "")
+        except ValueError:
+            raise FacerecError(f"invalid --num_nodes {in_cmd[1]!r} in the facerec command") from None
+    if num_nodes is not None and cmd_nodes is not None and num_nodes != cmd_nodes:
+        raise FacerecError(f"--num_nodes {num_nodes} disagrees with --num_nodes {cmd_nodes} "
+                           "in the facerec command")
+    nodes = num_nodes or cmd_nodes or 1
+    if nodes < 1:
+        raise FacerecError(f"--num_nodes must be at least 1, not {nodes}")
+
+    # resources
+    resources: dict[str, Any] = {}
+    per_node = 0.0
+    if cloud:
+        resources["cloud"] = cloud.lower()
+    if gpus:
+        gpu_type, per_node = parse_gpus(gpus)
+        count = int(per_node) if float(per_node).is_integer() else per_node
+        resources["accelerators"] = f"{gpu_type}:{count}"
+    if use_spot:
+        resources["use_spot"] = True
+    devices = _find_flag(cmd, "--devices")
+    if devices is not None and gpus and devices[1] not in (None, "auto", "-1"):
+        try:
+            if int(devices[1]) != int(per_node):
+                raise FacerecError(f"--devices {devices[1]} in the facerec command disagrees with "
+                                   f"--gpus {gpus} ({int(per_node)} per node)")
+        except ValueError:
+            pass  # a device list such as 0,1: leave it to Lightning
+
+    # data: --datastore NAME[:VERSION] <-> --data_path datastore://NAME/VERSION
+    data_path = _find_flag(cmd, "--data_path")
+    if data_path is not None and data_path[1] and data_path[1].startswith(SCHEME):
+        ds_name, ds_version = parse_data_url(data_path[1])
+        if datastore is not None and parse_ref(datastore) != (ds_name, ds_version):
+            raise FacerecError(f"--datastore {datastore} disagrees with --data_path {data_path[1]}")
+        datastore = f"{ds_name}:{ds_version}" if ds_version else ds_name
+    elif datastore is not None:
+        if data_path is not None:
+            raise FacerecError(f"--datastore {datastore} and --data_path {data_path[1]} both name the "
+                               "data: keep one")
+        ds_name, ds_version = parse_ref(datastore)
+        cmd += ["--data_path", f"{SCHEME}{ds_name}" + (f"/{ds_version}" if ds_version else "")]
+    elif data_path is not None:
+        notes.append(f"--data_path {data_path[1]} must exist on the cloud machine; upload local data "
+                     "with `facerec datastore create` and pass --datastore NAME:VERSION")
+    else:
+        notes.append("no --datastore or --data_path: the command will look for its default data "
+                     "folder on the cloud machine")
+    if datastore is not None and parse_ref(datastore)[1] is None:
+        notes.append(f"--datastore {datastore} has no version: the machine will use the latest "
+                     "succeeded version when it starts; pin one (NAME:VERSION) for reproducible runs")
+
+    # distributed run
+    run_cmd = shlex.join(["facerec", *cmd])
+    lines = ["set -e"]
+    if sub == "train":
+        if nodes > 1 and not gpus:
+            raise FacerecError("multi-node training needs GPUs: add --gpus TYPE:COUNT")
+        extra = []
+        if gpus and devices is None:
+            extra.append('--devices "$SKYPILOT_NUM_GPUS_PER_NODE"')
+        if nodes > 1:
+            lines += [
+                "# Lightning's multi-node environment, from SkyPilot's",
+                'export MASTER_ADDR="$(echo "$SKYPILOT_NODE_IPS" | head -n1)"',
+                f'export MASTER_PORT="${{MASTER_PORT:-{MASTER_PORT}}}"',
+                'export NODE_RANK="$SKYPILOT_NODE_RANK"',
+                'export WORLD_SIZE="$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))"',
+            ]
+            if cmd_nodes is None:
+                extra.append('--num_nodes "$SKYPILOT_NUM_NODES"')
+        run_cmd = " ".join([run_cmd, *extra])
+    elif nodes > 1:
+        storage = _find_flag(cmd, "--storage")
+        if storage is None or not storage[1] or storage[1].startswith("sqlite"):
+            raise FacerecError("a sweep on several nodes needs a shared study database that every "
+                               "node reaches: add --storage postgresql://USER:PASS@HOST/DB (or "
+                               "mysql://...) to the sweep command")
+    lines.append(run_cmd)
+
+    name = name or f"facerec-{sub}"
+    if not _CLUSTER_RE.fullmatch(name):
+        raise FacerecError(f"invalid --name {name!r}: lowercase letters, digits and '-', "
+                           "starting with a letter")
+
+    task: dict[str, Any] = {"name": name}
+    if nodes > 1:
+        task["num_nodes"] = nodes
+    if resources:
+        task["resources"] = resources
+    envs: dict[str, str] = {}
+    if datastore is not None:
+        store_url = store or default_store_url()
+        mount, note = _store_mount(store_url)
+        if note:
+            notes.append(note)
+        task["file_mounts"] = {STORE_MOUNT: mount}
+        envs["FACEREC_STORE"] = STORE_MOUNT
+    elif store:
+        notes.append("--store is only used with a datastore (--datastore or --data_path datastore://)")
+    if envs:
+        task["envs"] = envs
+    pip_spec = pip or f"facerec=={__version__}"
+    task["setup"] = "set -e\n" + f"pip install {shlex.quote(pip_spec)}\n"
+    task["run"] = "\n".join(lines) + "\n"
+    if managed and use_spot and sub == "train":
+        notes.append("a managed spot job restarts the command after a preemption: make training "
+                     "resume from its last checkpoint, or the run starts over")
+    return LaunchPlan(name=name, task=task, command=cmd, notes=notes)
+
+
+# ------------------------------------------------------------------------------------------ yaml
+class _Dumper:
+    """YAML dumper that writes multi-line strings (setup, run) as literal blocks."""
+
+    _cls = None
+
+    @classmethod
+    def get(cls):
+        if cls._cls is None:
+            import yaml
+
+            class Dumper(yaml.SafeDumper):
+                pass
+
+            def str_presenter(dumper, data):
+                style = "|" if "\n" in data else None
+                return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+            Dumper.add_representer(str, str_presenter)
+            cls._cls = Dumper
+        return cls._cls
+
+
+def task_yaml(task: dict[str, Any]) -> str:
+    import yaml
+
+    header = f"# SkyPilot task written by facerec {__version__} (facerec launch)\n"
+    return header + yaml.dump(task, Dumper=_Dumper.get(), sort_keys=False, default_flow_style=False)
+
+
+def write_yaml(plan: LaunchPlan, path: str | os.PathLike | None = None) -> Path:
+    out = Path(path) if path else Path("runs") / "launch" / f"{plan.name}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(plan.yaml)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- sky
+def sky_executable() -> str | None:
+    """The ``sky`` command, on PATH or next to this Python (a venv that is not activated)."""
+    found = shutil.which("sky")
+    if found:
+        return found
+    local = Path(sys.executable).parent / "sky"
+    return str(local) if local.is_file() and os.access(local, os.X_OK) else None
+
+
+def sky_command(yaml_path: str | os.PathLike, name: str, *, managed: bool = False, yes: bool = False,
+                down: bool = False) -> list[str]:
+    exe = sky_executable() or "sky"
+    if managed:
+        cmd = [exe, "jobs", "launch", "-n", name, str(yaml_path)]
+    else:
+        cmd = [exe, "launch", "-c", name, str(yaml_path)]
+        if down:
+            cmd.append("--down")
+    if yes:
+        cmd.append("--yes")
+    return cmd
+
+
+def run_sky(yaml_path: str | os.PathLike, name: str, *, managed: bool = False, yes: bool = False,
+            down: bool = False) -> int:
+    """Run ``sky launch`` / ``sky jobs launch`` on the YAML; its exit status."""
+    if sky_executable() is None:
+        raise FacerecError(f'SkyPilot is not installed: pip install "facerec[cloud]" (then `sky check`), '
+                           f"or launch the task yourself: sky launch -c {name} {yaml_path}")
+    cmd = sky_command(yaml_path, name, managed=managed, yes=yes, down=down)
+    print("+ " + shlex.join(cmd), file=sys.stderr)
+    try:
+        return subprocess.call(cmd)
+    except OSError as exc:
+        raise FacerecError(f"cannot run {cmd[0]}: {exc}") from exc

@@ -1,0 +1,174 @@
+"""`facerec launch`: the SkyPilot task it writes (content everywhere; SkyPilot's own parser where
+the `cloud` extra is installed), its multi-node run script, and how it calls `sky`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facerec import __version__
+from facerec.cli import main
+from facerec.errors import FacerecError
+from facerec.launch import STORE_MOUNT, build_task, parse_gpus, run_sky, sky_command, write_yaml
+
+
+def _dryrun(capsys, *argv: str) -> dict:
+    assert main(["launch", "--dryrun", *argv]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_single_gpu_spot_task_with_a_bucket_datastore(capsys):
+    task = _dryrun(capsys, "--gpus", "T4:1", "--use_spot", "--datastore", "face_detection:2",
+                   "--store", "s3://my-bucket/stores", "--cloud", "AWS",
+                   "--", "train", "--max_epochs", "5", "--run_name", "first run")
+    assert task["name"] == "facerec-train"
+    assert task["resources"] == {"cloud": "aws", "accelerators": "T4:1", "use_spot": True}
+    assert "num_nodes" not in task
+    assert task["file_mounts"] == {STORE_MOUNT: {"source": "s3://my-bucket/stores", "mode": "MOUNT"}}
+    assert task["envs"] == {"FACEREC_STORE": STORE_MOUNT}
+    assert f"pip install facerec=={__version__}" in task["setup"]
+    run = task["run"].strip().splitlines()
+    assert run[-1] == ("facerec train --max_epochs 5 --run_name 'first run' "
+                       '--data_path datastore://face_detection/2 --devices "$SKYPILOT_NUM_GPUS_PER_NODE"')
+    assert "MASTER_ADDR" not in task["run"]  # one node: no rendezvous
+
+
+def test_issue_syntax_with_launch_flags_after_the_command(capsys):
+    """`facerec launch -- train ... --gpus T4:1 --use_spot --num_nodes 2 --datastore NAME:V`."""
+    task = _dryrun(capsys, "--store", "gs://bkt", "--", "facerec", "train", "--max_epochs", "3",
+                   "--gpus", "T4:1", "--use_spot", "--num_nodes", "2", "--datastore", "faces:1")
+    assert task["resources"] == {"accelerators": "T4:1", "use_spot": True}
+    assert task["num_nodes"] == 2
+    last = task["run"].strip().splitlines()[-1]
+    assert "--gpus" not in last and "--use_spot" not in last and "--datastore" not in last
+    assert last.startswith("facerec train --max_epochs 3 --num_nodes 2 --data_path datastore://faces/1")
+    assert task["file_mounts"][STORE_MOUNT]["source"] == "gs://bkt"
+
+
+def test_multi_node_run_script_sets_lightning_environment(tmp_path):
+    """Run the generated `run` script with SkyPilot's variables and a stand-in `facerec`."""
+    plan = build_task(["train", "--max_epochs", "2"], gpus="A100:2", num_nodes=2,
+                      datastore="faces:3", store="s3://b/s")
+    assert plan.task["num_nodes"] == 2
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "facerec"
+    fake.write_text('#!/usr/bin/env bash\n'
+                    'echo "ENV $MASTER_ADDR $MASTER_PORT $NODE_RANK $WORLD_SIZE"\n'
+                    'echo "ARGS $*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "SKYPILOT_NODE_IPS": "10.0.0.7\n10.0.0.8", "SKYPILOT_NODE_RANK": "1",
+           "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NUM_GPUS_PER_NODE": "2"}
+    out = subprocess.run(["bash", "-c", plan.task["run"]], env=env, capture_output=True,
+                         text=True, timeout=30, check=True).stdout.splitlines()
+    assert out[0] == "ENV 10.0.0.7 29500 1 4"
+    assert out[1] == ("ARGS train --max_epochs 2 --data_path datastore://faces/3 "
+                      "--devices 2 --num_nodes 2")
+
+
+def test_distributed_sweep_needs_a_shared_study(capsys):
+    with pytest.raises(FacerecError, match="--storage postgresql://"):
+        build_task(["sweep", "--n_trials", "40"], gpus="T4:1", num_nodes=4)
+    with pytest.raises(FacerecError, match="shared study"):
+        build_task(["sweep", "--storage", "sqlite:///study.db"], num_nodes=2)
+    task = _dryrun(capsys, "--gpus", "T4:1", "--num_nodes", "4", "--datastore", "faces:1",
+                   "--store", "s3://b", "--", "sweep", "--n_trials", "40",
+                   "--storage", "postgresql://u:p@db.example.com/optuna")
+    assert task["name"] == "facerec-sweep" and task["num_nodes"] == 4
+    assert "MASTER_ADDR" not in task["run"] and "--num_nodes" not in task["run"]
+    assert task["run"].strip().splitlines()[-1] == (
+        "facerec sweep --n_trials 40 --storage postgresql://u:p@db.example.com/optuna "
+        "--data_path datastore://faces/1")
+
+
+def test_local_store_is_copied_and_unpinned_version_noted(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "store"))
+    assert main(["launch", "--dryrun", "--", "train", "--data_path", "datastore://faces"]) == 0
+    captured = capsys.readouterr()
+    task = yaml.safe_load(captured.out)
+    assert task["file_mounts"] == {STORE_MOUNT: str(tmp_path / "store")}
+    assert "copies all of it" in captured.err and "has no version" in captured.err
+    assert "resources" not in task  # no --gpus: SkyPilot's default CPU machine
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--", "detect", "raw"], "runs train or sweep"),
+    ([], "no facerec command"),
+    (["--num_nodes", "2", "--gpus", "T4:1", "--", "train", "--num_nodes", "3"], "disagrees"),
+    (["--num_nodes", "2", "--", "train"], "needs GPUs"),
+    (["--gpus", "T4:2", "--", "train", "--devices", "4"], "disagrees with --gpus"),
+    (["--datastore", "a:1", "--", "train", "--data_path", "datastore://b/1"], "disagrees"),
+    (["--datastore", "a:1", "--", "train", "--data_path", "dataset"], "keep one"),
+    (["--gpus", "T4:x", "--", "train"], "invalid --gpus"),
+    (["--name", "Bad_Name", "--", "train"], "invalid --name"),
+    (["--datastore", "a:1", "--store", "ftp://host/x", "--", "train"], "cannot mount"),
+])
+def test_bad_launches_are_clear_errors(argv, message, capsys):
+    assert main(["launch", "--dryrun", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parse_gpus():
+    assert parse_gpus("T4:1") == ("T4", 1)
+    assert parse_gpus("A100-80GB:8") == ("A100-80GB", 8)
+    assert parse_gpus("L4") == ("L4", 1)
+    with pytest.raises(FacerecError):
+        parse_gpus("T4:0")
+
+
+def test_without_skypilot_the_yaml_is_written_and_the_error_says_how(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nobin" / "python"))
+    assert main(["launch", "--gpus", "T4:1", "--", "train"]) == 2
+    err = capsys.readouterr().err
+    written = tmp_path / "runs" / "launch" / "facerec-train.yaml"
+    assert written.is_file() and yaml.safe_load(written.read_text())["resources"]["accelerators"] == "T4:1"
+    assert 'pip install "facerec[cloud]"' in err and "runs/launch/facerec-train.yaml" in err
+
+
+def test_sky_is_called_with_the_task(tmp_path, monkeypatch):
+    """A stand-in `sky` on PATH records how it is called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sky.log"
+    fake = bin_dir / "sky"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\nexit 3\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    plan = build_task(["train"], gpus="T4:1", use_spot=True, name="faces-run")
+    path = write_yaml(plan, tmp_path / "task.yaml")
+    assert run_sky(path, plan.name, down=True, yes=True) == 3  # sky's exit status comes back
+    assert run_sky(path, plan.name, managed=True) == 3
+    assert log.read_text().splitlines() == [f"launch -c faces-run {path} --down --yes",
+                                            f"jobs launch -n faces-run {path}"]
+    assert sky_command(path, "x", managed=True)[1:3] == ["jobs", "launch"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sky") is None,
+                    reason='SkyPilot not installed (pip install "facerec[cloud]")')
+def test_skypilot_parses_the_task(tmp_path):
+    import sky
+
+    # a local store: SkyPilot checks that it exists, and parsing stays offline (a bucket source
+    # may be looked up in the cloud by some SkyPilot versions)
+    (tmp_path / "store").mkdir()
+    plan = build_task(["train", "--max_epochs", "1"], gpus="T4:2", use_spot=True, num_nodes=2,
+                      datastore="faces:1", store=str(tmp_path / "store"), cloud="aws")
+    path = write_yaml(plan, tmp_path / "task.yaml")
+    task = sky.Task.from_yaml(str(path))
+    assert task.num_nodes == 2
+    assert task.file_mounts == {STORE_MOUNT: str(tmp_path / "store")}
+    assert "facerec train" in task.run and "MASTER_ADDR" in task.run
+    assert task.envs["FACEREC_STORE"] == STORE_MOUNT
+    [resources] = list(task.resources)
+    assert resources.use_spot and resources.accelerators == {"T4": 2}
