@@ -301,6 +301,21 @@ def test_resolve_data_path_pulls_once_into_the_cache(tmp_path, source, monkeypat
         resolve_data_path("datastore://faces/7")
 
 
+def test_concurrent_resolves_pull_once(tmp_path, source, monkeypatch):
+    """DDP workers / SLURM tasks resolving together: one pulls, the others reuse its copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Datastore().create("faces", source, progress=False)
+    pulls = []
+    real = Datastore._pull_into
+    monkeypatch.setattr(Datastore, "_pull_into", lambda self, *a: (pulls.append(a), real(self, *a))[1])
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: resolve_data_path("datastore://faces/1", progress=False),
+                              range(4)))
+    assert len(set(paths)) == 1 and _tree(paths[0]) == _tree(source)
+    assert len(pulls) == 1
+
+
 def test_resolve_data_path_from_s3(s3_endpoint, source, tmp_path):
     url = f"s3://{_new_bucket(s3_endpoint)}"
     Datastore(url, storage_options=_s3_options(s3_endpoint)).create("faces", source, progress=False)

@@ -58,7 +58,7 @@ def _run_detect(args: argparse.Namespace) -> int:
 def _add_datastore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "datastore",
-        help="upload a dataset once as a versioned datastore; list, show and pull it verified",
+        help="versioned, verified datasets in a store: create, list, show, pull",
         description="Immutable, versioned, hash-verified copies of a dataset folder in a store: a "
         "local folder, s3://bucket/prefix, gs://bucket/prefix (any fsspec URL). Train on one "
         "with --data_path datastore://NAME/VERSION.",

@@ -32,6 +32,7 @@ call it on ``--data_path``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -137,6 +138,15 @@ def _digest(files: list[FileEntry]) -> str:
 
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the store (or the disk) failed": shown as one-line FacerecErrors."""
+    errors: list[type[BaseException]] = [OSError]
+    boto = sys.modules.get("botocore.exceptions")  # s3fs lets NoCredentialsError & co through
+    if boto is not None:
+        errors.append(boto.BotoCoreError)
+    return tuple(errors)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -274,9 +284,6 @@ class Datastore:
     def _object_path(self, sha: str) -> str:
         return self._p("objects", sha[:2], sha)
 
-    def _version_dir(self, name: str, version: int) -> str:
-        return self._p("datastores", name, str(version))
-
     # ------------------------------------------------------------------------------- raw access
     def _read_json(self, path: str) -> dict | None:
         try:
@@ -390,7 +397,7 @@ class Datastore:
             scanned = self._scan(name)
             status_paths = [p["status"] for p in scanned.values() if "status" in p]
             raw = {k: v for k, v in self._cat_many(status_paths).items() if isinstance(v, bytes)}
-        except OSError as exc:
+        except _store_errors() as exc:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         infos = []
         for (ds_name, version), paths in sorted(scanned.items()):
@@ -432,7 +439,7 @@ class Datastore:
         try:
             manifest = self._read_json(self._p("datastores", name, str(v), "manifest.json"))
             status = self._read_json(self._p("datastores", name, str(v), "status.json"))
-        except OSError as exc:
+        except _store_errors() as exc:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         return self._info(name, v, status, manifest)
 
@@ -486,7 +493,7 @@ class Datastore:
                       "upload_id": uuid.uuid4().hex, "error": None}
             status_path = self._p("datastores", name, str(version), "status.json")
             self._write_bytes(status_path, _json_bytes(status))
-        except OSError as exc:
+        except _store_errors() as exc:
             raise FacerecError(f"cannot write to store {self.url}: {exc}") from exc
 
         try:
@@ -502,7 +509,7 @@ class Datastore:
                     self._write_bytes(status_path, _json_bytes(status))
             except Exception:  # best effort: the store may be what failed
                 pass
-            if isinstance(exc, OSError):
+            if isinstance(exc, _store_errors()):
                 raise FacerecError(
                     f"upload of {name}:{version} to {self.url} failed: {exc} "
                     "(rerun the same command to resume it)") from exc
@@ -611,12 +618,12 @@ class Datastore:
         v = self._resolve_version(name, version)
         try:
             manifest = self._manifest(name, v)
-        except OSError as exc:
+        except _store_errors() as exc:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         target = Path(to).expanduser() if to is not None else default_cache_dir() / "datastores" / name / str(v)
         try:
             return self._pull_into(name, v, manifest, target, progress)
-        except OSError as exc:
+        except _store_errors() as exc:
             raise FacerecError(f"pull of {name}:{v} into {target} failed: {exc} "
                                "(rerun the same command to resume it)") from exc
 
@@ -626,7 +633,8 @@ class Datastore:
         old = _read_marker(target)
         if target.exists() and not target.is_dir():
             raise FacerecError(f"{target} exists and is not a folder")
-        if old is None and target.is_dir() and any(target.iterdir()):
+        if old is None and target.is_dir() and any(
+                not c.name.startswith(f".{MARKER}.") for c in target.iterdir()):
             raise FacerecError(f"refusing to pull {name}:{version} into {target}: the folder is not "
                                "empty and was not filled by `facerec datastore pull`")
         wanted = {f.path for f in files}
@@ -707,14 +715,6 @@ class Datastore:
                 "from the store and rerun `facerec datastore create` from the original folder")
 
     # ---------------------------------------------------------------------------------- resolve
-    def is_pulled(self, target: str | os.PathLike, name: str, version: int, digest: str) -> bool:
-        """True if TARGET holds a complete pull of content DIGEST (cheap: sizes, not hashes)."""
-        target = Path(target)
-        marker = _read_marker(target)
-        if not marker or not marker.get("complete") or marker.get("digest") != digest:
-            return False
-        return all((target / p).is_file() for p in marker.get("files", []))
-
     def resolve(self, name: str, version: int | str | None = None,
                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
         """Local, verified folder for NAME:VERSION, pulled into the cache on first use only."""
@@ -728,7 +728,7 @@ class Datastore:
                 manifest = self._manifest(name, v)
             except FacerecError as exc:
                 if (marker and marker.get("complete") and marker.get("name") == name
-                        and isinstance(exc.__cause__, OSError)):
+                        and isinstance(exc.__cause__, _store_errors())):
                     print(f"facerec: store {self.url} unreachable ({exc.__cause__}); using the cached "
                           f"{name}:{explicit} in {target}", file=sys.stderr)
                     return target
@@ -737,14 +737,43 @@ class Datastore:
             v = self._resolve_version(name, None)
             manifest = self._manifest(name, v)
             target = cache / "datastores" / name / str(v)
-        if self.is_pulled(target, name, v, manifest["digest"]):
-            sizes = {f["path"]: int(f["size"]) for f in manifest["files"]}
-            if all((target / p).stat().st_size == s for p, s in sizes.items()):
+        # several processes (DDP workers, SLURM tasks) may resolve at once: one pulls, the others
+        # wait for it and then find the cache complete
+        with _file_lock(target.parent / f".{target.name}.lock"):
+            if _is_pulled(target, manifest):
                 return target
+            try:
+                return self._pull_into(name, v, manifest, target, progress)
+            except _store_errors() as exc:
+                raise FacerecError(f"pull of {name}:{v} into {target} failed: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on PATH between processes (POSIX flock; no lock where unavailable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            return self._pull_into(name, v, manifest, target, progress)
-        except OSError as exc:
-            raise FacerecError(f"pull of {name}:{v} into {target} failed: {exc}") from exc
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_pulled(target: Path, manifest: dict) -> bool:
+    """TARGET holds a complete pull of MANIFEST's content (cheap: names and sizes, not hashes)."""
+    marker = _read_marker(target)
+    if not marker or not marker.get("complete") or marker.get("digest") != manifest["digest"]:
+        return False
+    try:
+        return all((target / f["path"]).stat().st_size == int(f["size"]) for f in manifest["files"])
+    except OSError:
+        return False
 
 
 def _read_marker(target: Path) -> dict | None:
