@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facerec.mtcnn import MTCNN, _area_resize, _integral, load_networks, weights_dir
+from facerec.mtcnn import MTCNN, _area_resize, _area_resize_whole, _integral, load_networks, weights_dir
 
 
 def _array(path: Path) -> torch.Tensor:
@@ -42,7 +42,7 @@ def test_weights_load_without_importing_mtcnn_or_tensorflow():
 def test_area_resize_equals_interpolate_area():
     gen = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (3, 37, 51), dtype=torch.uint8, generator=gen)
-    integral = _integral(image)
+    integral = _integral(image.permute(1, 2, 0))
     rows = torch.tensor([[0, 37], [3, 20], [10, 12]])
     cols = torch.tensor([[0, 51], [5, 40], [7, 9]])
     for size in (24, 48, 7):
@@ -51,6 +51,9 @@ def test_area_resize_equals_interpolate_area():
             crop = image[None, :, rows[k, 0]:rows[k, 1], cols[k, 0]:cols[k, 1]].float()
             want = torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0]
             assert torch.allclose(got[k], want, atol=1e-4)
+    for size in ((20, 30), (37, 51), (50, 70)):  # whole image, down and up
+        want = torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")
+        assert torch.allclose(_area_resize_whole(integral, *size), want, atol=1e-4)
 
 
 def test_networks_match_facenet_pytorch_layers():

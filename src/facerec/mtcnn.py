@@ -214,7 +214,7 @@ def _pack_levels(levels: list[_Level], max_canvas_pixels: int) -> list[tuple[int
     order = sorted(range(len(levels)), key=lambda i: -levels[i].height)
     widest = max(lv.width for lv in levels)
     total = sum(lv.width * lv.height for lv in levels)
-    canvas_width = max(widest, min(2048, int(math.sqrt(total * 1.2)))) + 2
+    canvas_width = max(widest, min(2048, int(math.sqrt(total / 2)))) + 2
     canvas_width += canvas_width % 2
     canvases: list[list[list[int]]] = []  # canvas -> shelves [y, height, x_used]
     heights: list[int] = []
@@ -246,10 +246,13 @@ def _pack_levels(levels: list[_Level], max_canvas_pixels: int) -> list[tuple[int
 
 
 def _integral(image: torch.Tensor) -> torch.Tensor:
-    """Zero-padded integral image [3, H+1, W+1] of a uint8 [3, H, W] image (exact integers)."""
-    dtype = torch.int32 if image.shape[1] * image.shape[2] * 255 < 2**31 else torch.int64
-    s = image.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
-    return F.pad(s, (1, 0, 1, 0))
+    """Zero-padded integral image [H+1, W+1, 3] of a uint8 [H, W, 3] image (exact integers).
+
+    Pixel-major (channels last) so that gathering one position reads its 3 sums contiguously.
+    """
+    dtype = torch.int32 if image.shape[0] * image.shape[1] * 255 < 2**31 else torch.int64
+    s = image.cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
+    return F.pad(s, (0, 0, 1, 0, 1, 0)).contiguous()
 
 
 def _bins(ranges: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,16 +271,33 @@ def _area_resize(integral: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     """
     r0, r1 = _bins(rows, out_h)
     c0, c1 = _bins(cols, out_w)
-    stride = integral.shape[2]
-    flat = integral.reshape(3, -1)
+    stride = integral.shape[1]
+    flat = integral.reshape(-1, 3)
 
     def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         index = (r[:, :, None] * stride + c[:, None, :]).reshape(-1)
-        return flat.index_select(1, index).reshape(3, len(rows), out_h, out_w)
+        return flat.index_select(0, index)
 
-    total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)
-    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).to(torch.float32)
-    return (total.to(torch.float32) / area).permute(1, 0, 2, 3)
+    total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # [K*h*w, 3]
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1).to(torch.float32)
+    patches = (total.to(torch.float32) / area).reshape(len(rows), out_h, out_w, 3)
+    return patches.permute(0, 3, 1, 2)
+
+
+def _area_resize_whole(integral: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Area-resize a whole image (given its integral) to out_h x out_w: [1, 3, out_h, out_w].
+
+    Same as ``F.interpolate(image, (out_h, out_w), mode="area")``; separable, so four selections
+    of whole rows/columns instead of per-pixel gathers.
+    """
+    height, width = integral.shape[0] - 1, integral.shape[1] - 1
+    device = integral.device
+    (r0, r1), = zip(*_bins(torch.tensor([[0, height]], device=device), out_h))
+    (c0, c1), = zip(*_bins(torch.tensor([[0, width]], device=device), out_w))
+    rows = integral.index_select(0, r1) - integral.index_select(0, r0)  # [out_h, W+1, 3]
+    total = rows.index_select(1, c1) - rows.index_select(1, c0)  # [out_h, out_w, 3]
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).to(torch.float32)
+    return (total.to(torch.float32) / area[:, :, None]).permute(2, 0, 1)[None]
 
 
 def _area_patches(integrals: list[torch.Tensor], image_idx: torch.Tensor, rows: torch.Tensor,
@@ -363,7 +383,7 @@ class MTCNN:
 
     def __init__(self, device: str | torch.device = "cpu", min_face_size: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 max_canvas_pixels: int = 4_000_000, stage_batch: int = 2048) -> None:
+                 max_canvas_pixels: int = 4_000_000, stage_batch: int = 256) -> None:
         if min_face_size < 12:
             raise ValueError("min_face_size must be >= 12 (P-Net's window)")
         if not 0 < factor < 1:
@@ -383,7 +403,7 @@ class MTCNN:
     def _proposals(self, integrals: list[torch.Tensor]):
         levels: list[_Level] = []
         for i, integral in enumerate(integrals):
-            h, w = integral.shape[1] - 1, integral.shape[2] - 1
+            h, w = integral.shape[0] - 1, integral.shape[1] - 1
             for s in pyramid_scales(h, w, self.min_face_size, self.factor):
                 levels.append(_Level(i, s, int(h * s + 1), int(w * s + 1)))
         empty = torch.zeros(0, 9, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
@@ -397,10 +417,7 @@ class MTCNN:
             valid = torch.zeros(1, 1, ch - 2, cw - 2, dtype=torch.bool, device=self.device)
             for j in on_canvas:
                 lv = levels[j]
-                integral = integrals[lv.image]
-                whole = torch.tensor([[0, integral.shape[1] - 1]], device=self.device)
-                whole_w = torch.tensor([[0, integral.shape[2] - 1]], device=self.device)
-                level = _area_resize(integral, whole, whole_w, lv.height, lv.width)
+                level = _area_resize_whole(integrals[lv.image], lv.height, lv.width)
                 canvas[:, :, lv.y:lv.y + lv.height, lv.x:lv.x + lv.width] = _normalise(level)
                 valid[:, :, lv.y:lv.y + lv.height - 2, lv.x:lv.x + lv.width - 2] = True
             canvas = canvas.contiguous(memory_format=torch.channels_last)
@@ -452,7 +469,7 @@ class MTCNN:
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """``images``: uint8 RGB tensors [H, W, 3]. Returns one :class:`Detections` per image."""
-        integrals = [_integral(img.to(self.device).permute(2, 0, 1)) for img in images]
+        integrals = [_integral(img.to(self.device)) for img in images]
         sizes = torch.tensor([img.shape[:2] for img in images], device=self.device).reshape(-1, 2)
         boxes, image_idx = self._proposals(integrals)
         landmarks = torch.zeros(0, 5, 2, device=self.device)
