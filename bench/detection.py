@@ -144,14 +144,16 @@ def timed_side_by_side(paths: list[Path], detectors: dict) -> tuple[dict, dict]:
 
 
 def peak_memory(name: str, paths: list[Path], threads: int) -> float:
-    """Max RSS (MiB) of a fresh process that detects ``paths`` with detector ``name``."""
+    """Peak RSS (MiB) of a fresh process that detects ``paths`` with detector ``name``."""
     code = (
-        "import sys, json, resource, torch; sys.path.insert(0, %r);"
+        "import sys, json, torch; sys.path.insert(0, %r);"
         "torch.set_num_threads(%d);"
         "from detection import make_detector; run = make_detector(%r);"
         "[run(p) for p in json.loads(sys.argv[1])];"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
+        "print(int(hwm.split()[1]) / 1024)"
     ) % (str(Path(__file__).parent), threads, name)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report the parent's
     out = subprocess.run([sys.executable, "-c", code, json.dumps([str(p) for p in paths])],
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
