@@ -152,6 +152,28 @@ class Embedder(abc.ABC):
     def cache_id(self) -> str:
         return f"{self.name}-v{self.version}"
 
+    # Distances used by annotate/split, scaled from ``same_person_threshold`` unless a subclass
+    # measured better ones (the dlib values come from bench/annotate.py).
+    @property
+    def cluster_threshold(self) -> float:
+        """Ward-linkage merge distance for clustering faces by person."""
+        return self.same_person_threshold / 0.6
+
+    @property
+    def member_distance(self) -> float:
+        """Max mean distance of a cluster member to the other members."""
+        return self.same_person_threshold * 0.65 / 0.6
+
+    @property
+    def suggest_distance(self) -> float:
+        """Max mean distance to a known person's nearest crops to suggest a crop for them."""
+        return self.same_person_threshold * 0.55 / 0.6
+
+    @property
+    def duplicate_distance(self) -> float:
+        """Below this, two crops are taken for the same photo (re-sized or re-cropped)."""
+        return self.same_person_threshold * 0.25 / 0.6
+
     def embed_images(self, images: Sequence[Any], landmarks: Sequence[Any] | None = None,
                      boxes: Sequence[Any] | None = None) -> np.ndarray:
         """Embeddings of RGB crops (PIL images or HxWx3 uint8 arrays): float32 (N, dim).
@@ -248,13 +270,13 @@ class DlibFaceEmbedder(Embedder):
 
     name = "dlib_face"
     dim = 128
-    version = "1"
+    version = "2"  # 2: landmark fit in the box detect leaves (1/(1+margin) of the crop)
     metric = "euclidean"
     same_person_threshold = 0.6
     chip_size = 150
     chip_padding = 0.25
     #: a fit whose eye centres are further than this (x inter-ocular distance) from MTCNN's fails
-    max_fit_error = 0.35
+    max_fit_error = 0.45
 
     def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0) -> None:
         import dlib
@@ -278,8 +300,9 @@ class DlibFaceEmbedder(Embedder):
         return f"{self.name}-v{self.version}{extra}"
 
     def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """The face box ``facerec detect`` leaves in a crop: centred, 1/(1+2*margin) of its side."""
-        fw, fh = width / (1 + 2 * self.margin), height / (1 + 2 * self.margin)
+        """The face box ``facerec detect`` leaves in a crop: centred, 1/(1+margin) of its side
+        (detect crops a square of side max(w, h) * (1 + margin) around the box)."""
+        fw, fh = width / (1 + self.margin), height / (1 + self.margin)
         return ((width - fw) / 2, (height - fh) / 2, (width + fw) / 2, (height + fh) / 2)
 
     def fit_landmarks(self, img: np.ndarray, box: Sequence[float] | None = None):

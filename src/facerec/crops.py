@@ -1,0 +1,172 @@
+"""The crops in ``processed/``: which are loose, which belong to a person, and what the detect
+manifest knows about each (source photo, detector score, face size, landmarks in crop pixels).
+
+Crops are looked up in ``processed/manifest.jsonl`` by file name (``facerec detect`` makes names
+unique across photos), so a crop that ``annotate`` or the user moved to another folder is still
+found. A crop the manifest does not know (added by hand, renamed) falls back to its content hash as
+its "source" and has no score or landmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facerec.errors import FacerecError
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+MANIFEST = "manifest.jsonl"
+STATE_DIR = ".facerec"
+
+
+def is_person_folder(name: str) -> bool:
+    """Folders starting with ``_`` or ``.`` are bookkeeping (``_rejected``...), not people."""
+    return bool(name) and not name.startswith(("_", "."))
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted; hidden files skipped)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def person_folders(processed: Path) -> dict[str, list[Path]]:
+    """``{person: [crop paths]}`` for every person folder (including empty ones)."""
+    out: dict[str, list[Path]] = {}
+    for child in sorted(processed.iterdir()):
+        if child.is_dir() and is_person_folder(child.name):
+            out[child.name] = list_images(child)
+    return out
+
+
+@dataclass
+class CropInfo:
+    """What is known about one crop file."""
+
+    path: Path                      # absolute path now
+    rel: str                        # posix path relative to processed/
+    source: str                     # source photo (manifest path) or "sha256:<content hash>"
+    in_manifest: bool = False
+    manifest_crop: str | None = None  # where detect wrote it (posix, relative to processed/)
+    score: float | None = None
+    face_size: float | None = None  # min(w, h) of the detector box, original pixels
+    landmarks: np.ndarray | None = None  # 5x2, crop pixels
+    face_index: int | None = None
+
+    @property
+    def folder(self) -> str:
+        """First-level folder ('' for a loose crop)."""
+        parts = self.rel.split("/")
+        return parts[0] if len(parts) > 1 else ""
+
+
+def read_manifest_records(processed: Path) -> dict[str, dict]:
+    """Manifest records by photo path (the last line for a path wins; a torn line is skipped)."""
+    path = Path(processed) / MANIFEST
+    records: dict[str, dict] = {}
+    if not path.is_file():
+        return records
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                records[record["path"]] = record
+    return records
+
+
+class Manifest:
+    """Crop file name -> (photo record, face entry), from ``processed/manifest.jsonl``."""
+
+    def __init__(self, processed: str | os.PathLike) -> None:
+        self.processed = Path(processed)
+        self.by_name: dict[str, tuple[dict, dict, int]] = {}
+        for record in read_manifest_records(self.processed).values():
+            for index, face in enumerate(record.get("faces") or []):
+                crop = face.get("crop")
+                if isinstance(crop, str):
+                    self.by_name[Path(crop).name] = (record, face, index)
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def info(self, path: Path, size: tuple[int, int] | None = None) -> CropInfo:
+        """:class:`CropInfo` for a crop file under ``processed``. ``size``: the crop's (w, h) if
+        known (read from the file header otherwise; only needed for landmarks)."""
+        path = Path(path)
+        rel = path.relative_to(self.processed).as_posix()
+        hit = self.by_name.get(path.name)
+        if hit is None:
+            return CropInfo(path=path, rel=rel, source="sha256:" + file_sha256(path))
+        record, face, index = hit
+        info = CropInfo(path=path, rel=rel, source=record["path"], in_manifest=True,
+                        manifest_crop=face.get("crop"), face_index=index)
+        score = face.get("score")
+        info.score = float(score) if isinstance(score, (int, float)) else None
+        box = face.get("box")
+        if isinstance(box, (list, tuple)) and len(box) == 4:
+            info.face_size = float(min(box[2], box[3]))
+        info.landmarks = _landmarks_in_crop(face, path, size)
+        return info
+
+
+def _landmarks_in_crop(face: dict, path: Path, size: tuple[int, int] | None) -> np.ndarray | None:
+    lm = face.get("landmarks")
+    try:
+        pts = np.asarray(lm, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return None
+    if pts.shape[0] != 5 or not np.all(np.isfinite(pts)):
+        return None
+    matrix = face.get("crop_transform")
+    if matrix is not None:
+        try:
+            m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+            return pts @ m[:, :2].T + m[:, 2]
+        except (TypeError, ValueError):
+            pass
+    box = face.get("crop_box")
+    if not (isinstance(box, (list, tuple)) and len(box) == 4):
+        return None
+    if size is None:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                size = img.size
+        except OSError:
+            return None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    w, h = size
+    return np.stack([(pts[:, 0] - x0) * w / (x1 - x0), (pts[:, 1] - y0) * h / (y1 - y0)], axis=1)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_folder(processed: str | os.PathLike, what: str = "processed folder") -> Path:
+    path = Path(processed)
+    if not path.exists():
+        raise FacerecError(f"{what} not found: {path}")
+    if not path.is_dir():
+        raise FacerecError(f"{what} is not a folder: {path}")
+    return path
