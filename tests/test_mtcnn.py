@@ -46,14 +46,15 @@ def test_area_resize_equals_interpolate_area():
     rows = torch.tensor([[0, 37], [3, 20], [10, 12]])
     cols = torch.tensor([[0, 51], [5, 40], [7, 9]])
     for size in (24, 48, 7):
-        got = _area_resize(integral, rows, cols, size, size)
+        got = _area_resize(integral, rows, cols, size, size).permute(0, 3, 1, 2)
         for k in range(len(rows)):
             crop = image[None, :, rows[k, 0]:rows[k, 1], cols[k, 0]:cols[k, 1]].float()
             want = torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0]
             assert torch.allclose(got[k], want, atol=1e-4)
     for size in ((20, 30), (37, 51), (50, 70)):  # whole image, down and up
         want = torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")
-        assert torch.allclose(_area_resize_whole(integral, *size), want, atol=1e-4)
+        got = _area_resize_whole(integral, *size).permute(2, 0, 1)[None]
+        assert torch.allclose(got, want, atol=1e-4)
 
 
 def test_networks_match_facenet_pytorch_layers():

@@ -251,7 +251,7 @@ def _integral(image: torch.Tensor) -> torch.Tensor:
     Pixel-major (channels last) so that gathering one position reads its 3 sums contiguously.
     """
     dtype = torch.int32 if image.shape[0] * image.shape[1] * 255 < 2**31 else torch.int64
-    s = image.cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
+    s = image.cumsum(1, dtype=dtype).cumsum(0, dtype=dtype)
     return F.pad(s, (0, 0, 1, 0, 1, 0)).contiguous()
 
 
@@ -264,10 +264,11 @@ def _bins(ranges: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _area_resize(integral: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                  out_h: int, out_w: int) -> torch.Tensor:
-    """Area-resize the regions rows[k] x cols[k] of one image to out_h x out_w: [K, 3, out_h, out_w].
+    """Area-resize the regions rows[k] x cols[k] of one image to out_h x out_w: [K, out_h, out_w, 3].
 
     Identical to ``F.interpolate(image[..., r0:r1, c0:c1], (out_h, out_w), mode="area")`` (adaptive
-    average pooling), but for all K regions at once with four gathers from the integral image.
+    average pooling), but for all K regions at once with four gathers from the integral image:
+    the cost is proportional to the output size, whatever the size of the regions.
     """
     r0, r1 = _bins(rows, out_h)
     c0, c1 = _bins(cols, out_w)
@@ -280,35 +281,26 @@ def _area_resize(integral: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
 
     total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # [K*h*w, 3]
     area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1).to(torch.float32)
-    patches = (total.to(torch.float32) / area).reshape(len(rows), out_h, out_w, 3)
-    return patches.permute(0, 3, 1, 2)
+    return total.to(torch.float32).div_(area).reshape(len(rows), out_h, out_w, 3)
 
 
 def _area_resize_whole(integral: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Area-resize a whole image (given its integral) to out_h x out_w: [1, 3, out_h, out_w].
-
-    Same as ``F.interpolate(image, (out_h, out_w), mode="area")``; separable, so four selections
-    of whole rows/columns instead of per-pixel gathers.
-    """
+    """Area-resize a whole image (given its integral) to out_h x out_w: [out_h, out_w, 3]."""
     height, width = integral.shape[0] - 1, integral.shape[1] - 1
-    device = integral.device
-    (r0, r1), = zip(*_bins(torch.tensor([[0, height]], device=device), out_h))
-    (c0, c1), = zip(*_bins(torch.tensor([[0, width]], device=device), out_w))
-    rows = integral.index_select(0, r1) - integral.index_select(0, r0)  # [out_h, W+1, 3]
-    total = rows.index_select(1, c1) - rows.index_select(1, c0)  # [out_h, out_w, 3]
-    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).to(torch.float32)
-    return (total.to(torch.float32) / area[:, :, None]).permute(2, 0, 1)[None]
+    rows = torch.tensor([[0, height]], device=integral.device)
+    cols = torch.tensor([[0, width]], device=integral.device)
+    return _area_resize(integral, rows, cols, out_h, out_w)[0]
 
 
 def _area_patches(integrals: list[torch.Tensor], image_idx: torch.Tensor, rows: torch.Tensor,
                   cols: torch.Tensor, size: int) -> torch.Tensor:
     """Square ``size`` patches of the boxes of several images (image_idx[k] says whose box k is)."""
-    out = torch.empty(len(rows), 3, size, size, device=rows.device)
+    out = torch.empty(len(rows), size, size, 3, device=rows.device)
     for i, integral in enumerate(integrals):
         sel = (image_idx == i).nonzero().squeeze(1)
         if len(sel):
             out[sel] = _area_resize(integral, rows[sel], cols[sel], size, size)
-    return out
+    return out.permute(0, 3, 1, 2)  # NCHW view with channels-last storage
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -413,14 +405,15 @@ class MTCNN:
         found_boxes, found_images, found_levels = [], [], []
         for c, (ch, cw) in enumerate(canvas_sizes):
             on_canvas = [j for j, lv in enumerate(levels) if lv.canvas == c]
-            canvas = torch.zeros(1, 3, ch, cw, device=self.device)
+            # NHWC storage: the NCHW view below is channels-last, P-Net's fast layout on CPU
+            canvas = torch.zeros(1, ch, cw, 3, device=self.device)
             valid = torch.zeros(1, 1, ch - 2, cw - 2, dtype=torch.bool, device=self.device)
             for j in on_canvas:
                 lv = levels[j]
-                level = _area_resize_whole(integrals[lv.image], lv.height, lv.width)
-                canvas[:, :, lv.y:lv.y + lv.height, lv.x:lv.x + lv.width] = _normalise(level)
+                canvas[0, lv.y:lv.y + lv.height, lv.x:lv.x + lv.width] = _area_resize_whole(
+                    integrals[lv.image], lv.height, lv.width)
                 valid[:, :, lv.y:lv.y + lv.height - 2, lv.x:lv.x + lv.width - 2] = True
-            canvas = canvas.contiguous(memory_format=torch.channels_last)
+            canvas = _normalise(canvas).permute(0, 3, 1, 2)
             reg, prob = self.pnet(canvas, valid)
             reg, prob = reg[0], prob[0]
             # map every output cell back to its level; cells that straddle levels are dropped
