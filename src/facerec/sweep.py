@@ -1,0 +1,1183 @@
+"""Hyperparameter sweeps (the Grid AI sweep, open): a grid of training runs in an Optuna study.
+
+``facerec sweep`` takes every ``facerec train`` flag. A value may be a *distribution*, in the
+syntax of the Grid AI tutorial; the sweep is the cross product of all of them::
+
+    facerec sweep --max_epochs 10 --learning_rate "uniform(0,0.0001,2)" \\
+        --backbone "['resnet18','resnet200d']"                # 2 x 2 = 4 experiments
+
+=====================  =====================================================================
+``uniform(a,b,n)``     n values drawn uniformly at random from [a, b], sorted. The draw is
+                       deterministic: seeded by ``--seed`` (0 when it is unset or swept) and the
+                       flag name, so every worker and every rerun gets the same values. Values
+                       are rounded to 4 significant digits (more when that would merge two).
+``loguniform(a,b,n)``  the same, uniform in log space (0 < a < b): learning rates, weight decay.
+``range(a,b,step)``    ``a, a+step, ...`` below ``b``, like Python's ``range`` (``range(b)`` and
+                       ``range(a,b)`` too); floats allowed.
+``['a','b']``          these values (a Python-style list; numbers need no quotes; plain words
+                       without quotes are read as strings, for shells that ate the quotes).
+anything else          a plain value, the same in every experiment.
+=====================  =====================================================================
+
+On a flag that takes whole numbers (``--batch_size "uniform(16,64,3)"``) samples are rounded.
+Every value is converted and checked exactly as ``facerec train`` would, and bad syntax is a
+one-line :class:`~facerec.errors.FacerecError` naming the flag, before anything runs.
+
+How it runs:
+
+* The grid goes to an Optuna study with a :class:`~optuna.samplers.GridSampler`, stored in
+  ``runs/<name>/optuna.db`` (SQLite) or in ``--storage URL`` (PostgreSQL, MySQL: any SQLAlchemy
+  URL), so that several processes (``--parallel K``) and several machines share it: each
+  worker takes a grid point that nobody has finished or started.
+* The study keeps the sweep's definition (grid and fixed flags). A worker started with
+  ``--study NAME`` and no sweep flags adopts it; one whose flags differ is refused.
+* The name (and the study) is ``--name``, else ``sweep-<hash of the sweep's definition>``: the
+  same command resumes the same sweep, on this machine or on another sharing ``--storage``.
+* A trial that raises is recorded as ``FAIL`` (its error is kept) and the sweep goes on. A new
+  invocation retries the grid points that only have failed (or interrupted) trials. A worker
+  killed outright leaves its trial ``RUNNING``; a heartbeat marks it failed after
+  :data:`GRACE_PERIOD` seconds, and the next invocation retries it.
+* Hopeless trials are pruned (:class:`optuna.pruners.MedianPruner`) by a small Lightning callback
+  that reports the validation metric after every epoch; a pruned trial stops early.
+* Artifacts: ``runs/<name>/<name>-exp<K>/version_<V>/...`` where K is the index of the grid point
+  in the cross product (flags in the order of ``facerec train --help``, values in the order
+  given) and V is 0, or
+  the next free number when a grid point is retried.
+* At the end, a table of the trials sorted by the metric and ``Best checkpoint: PATH``.
+
+The training function is looked up once, as ``facerec.train.train`` (``train_fn`` replaces it, in
+tests for instance; it must be importable by name for ``--parallel``, which uses spawned
+processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as _dt
+import hashlib
+import inspect
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from facerec.errors import FacerecError
+
+
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "FlagSpec",
+    "SweepSpec",
+    "SweepResult",
+    "TrialRow",
+    "add_train_flags",
+    "parse_sweep_value",
+    "expand_flag",
+    "spec_from_args",
+    "run_sweep",
+    "print_sweep_table",
+]
+
+DISTRIBUTIONS = ("uniform", "loguniform", "range")
+DEFAULT_ROOT = "runs"
+STORAGE_FILE = "optuna.db"
+STUDY_ATTR = "facerec_sweep"  # study user attr holding the sweep's definition
+SPEC_VERSION = 1
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60  # a RUNNING trial without a heartbeat for this long is marked FAIL
+MAX_GRID = 100_000
+MAX_VALUES = 10_000  # per flag
+
+#: train flags that describe the machine, not the experiment: per worker, never swept, not part of
+#: the sweep's identity (two machines with different GPUs join the same sweep)
+ENVIRONMENT_FLAGS = frozenset({
+    "num_workers", "gpus", "accelerator", "devices", "strategy", "num_nodes", "quiet",
+    "progress", "no_progress", "log_every_n_steps", "device",
+})
+#: train flags that the sweep sets for each trial (its folder): `facerec sweep` has its own
+#: --name and --runs_dir, and no --ckpt_path (a trial starts from scratch)
+SWEEP_OWNED_FLAGS = frozenset({"name", "runs_dir", "ckpt_path", "callbacks"})
+#: train flags that take one value in a sweep, and why
+UNSWEPT_FLAGS = {"monitor": "the metric that the sweep compares the experiments on"}
+
+_CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)", re.S)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_BARE_RE = re.compile(r"[A-Za-z0-9_.:/+-]+")
+_SCALAR = (str, int, float, bool, type(None))
+
+
+# ------------------------------------------------------------------------------------ syntax
+def _number_args(inner: str, flag: str, text: str) -> list[float | int]:
+    if not inner.strip():
+        return []
+    try:
+        node = ast.parse(f"({inner},)", mode="eval").body
+    except SyntaxError:
+        raise FacerecError(f"{flag}: cannot read the numbers in {text!r}") from None
+    out: list[float | int] = []
+    for elt in getattr(node, "elts", [node]):
+        try:
+            value = ast.literal_eval(elt)
+        except (ValueError, SyntaxError, TypeError):
+            value = None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise FacerecError(f"{flag}: {ast.unparse(elt)!r} in {text!r} is not a number")
+        out.append(value)
+    return out
+
+
+def _round_samples(values: list[float]) -> list[float]:
+    for digits in (4, 6, 8, 10, 12, 17):
+        rounded = [float(f"{v:.{digits}g}") for v in values]
+        if len(set(rounded)) == len(set(values)):
+            return rounded
+    return values  # pragma: no cover
+
+
+def _sample(kind: str, a: float, b: float, n: int, flag: str, seed: int) -> list[float]:
+    rng = random.Random(f"facerec-sweep/{seed}/{flag}/{kind}/{a!r}/{b!r}/{n}")
+    if kind == "uniform":
+        draws = [rng.uniform(a, b) for _ in range(n)]
+    else:
+        draws = [math.exp(rng.uniform(math.log(a), math.log(b))) for _ in range(n)]
+    return sorted(_round_samples(draws))
+
+
+def _frange(args: list[float | int], flag: str, text: str) -> list[float | int]:
+    if not 1 <= len(args) <= 3:
+        raise FacerecError(f"{flag}: range takes 1 to 3 numbers (range(b), range(a,b) or "
+                           f"range(a,b,step)), got {len(args)} in {text!r}")
+    a, b, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], args[2] if len(args) == 3 else 1)
+    if step == 0:
+        raise FacerecError(f"{flag}: the step of {text!r} is 0")
+    if all(isinstance(x, int) for x in (a, b, step)):
+        count = len(range(a, b, step))
+        values: list[float | int] = list(range(a, b, step)) if count <= MAX_VALUES else []
+    else:
+        count = max(0, math.ceil((b - a) / step - 1e-9))
+        values = [round(a + i * step, 12) for i in range(count)] if count <= MAX_VALUES else []
+    if count == 0:
+        raise FacerecError(f"{flag}: {text!r} is empty")
+    if count > MAX_VALUES:
+        raise FacerecError(f"{flag}: {text!r} has {count} values (at most {MAX_VALUES})")
+    return values
+
+
+def _parse_list(text: str, flag: str) -> list:
+    s = text.strip()
+    if not s.endswith("]"):
+        raise FacerecError(f"{flag}: unclosed list {text!r}: write it like \"['resnet18','resnet200d']\"")
+    try:
+        value = ast.literal_eval(s)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        # quotes eaten by the shell ([resnet18,resnet200d]): plain words are strings
+        items = [x.strip() for x in s[1:-1].split(",")]
+        if not all(_BARE_RE.fullmatch(x) for x in items):
+            raise FacerecError(f"{flag}: cannot read the list {text!r}: write it like "
+                               "\"['resnet18','resnet200d']\" or \"[0.001, 0.01]\"") from None
+        value = []
+        for x in items:
+            try:
+                v = ast.literal_eval(x)
+            except (ValueError, SyntaxError):
+                v = x
+            value.append(v if isinstance(v, (int, float)) and not isinstance(v, bool) else x)
+    if not isinstance(value, list):
+        raise FacerecError(f"{flag}: {text!r} is not a list")
+    if not value:
+        raise FacerecError(f"{flag}: the list {text!r} is empty")
+    for v in value:
+        if not isinstance(v, _SCALAR):
+            raise FacerecError(f"{flag}: {v!r} in {text!r} is not a plain value (a string or a number)")
+    if len(value) > MAX_VALUES:
+        raise FacerecError(f"{flag}: {text!r} has {len(value)} values (at most {MAX_VALUES})")
+    return value
+
+
+def parse_sweep_value(text: str, flag: str = "value", *, seed: int = 0) -> list | None:
+    """The values a flag's TEXT stands for, or ``None`` for a plain value (no distribution).
+
+    ``uniform(a,b,n)``, ``loguniform(a,b,n)``, ``range(a,b,step)``, ``['a','b']``; see the module
+    docstring. Raises :class:`FacerecError` (naming FLAG) on bad syntax. No ``eval``: lists are read
+    with :func:`ast.literal_eval`, arguments must be number literals.
+    """
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    if s.startswith("["):
+        return _parse_list(s, flag)
+    m = _CALL_RE.fullmatch(s)
+    if m is None:
+        if re.match(r"(uniform|loguniform|range)\s*\(", s):
+            raise FacerecError(f"{flag}: unclosed parenthesis in {text!r}")
+        return None
+    kind, inner = m.group(1), m.group(2)
+    if kind not in DISTRIBUTIONS:
+        raise FacerecError(f"{flag}: unknown distribution {kind}() in {text!r}: use uniform(a,b,n), "
+                           "loguniform(a,b,n), range(a,b,step) or a list like \"['a','b']\"")
+    args = _number_args(inner, flag, text)
+    if kind == "range":
+        return _frange(args, flag, text)
+    if len(args) != 3:
+        raise FacerecError(f"{flag}: {kind}(a,b,n) takes 3 numbers (low, high, number of values), "
+                           f"got {len(args)} in {text!r}")
+    a, b, n = args
+    if not (isinstance(n, int) or float(n).is_integer()) or n < 1:
+        raise FacerecError(f"{flag}: the number of values n in {text!r} must be a whole number >= 1")
+    n = int(n)
+    if n > MAX_VALUES:
+        raise FacerecError(f"{flag}: {text!r} asks for {n} values (at most {MAX_VALUES})")
+    if not a < b:
+        raise FacerecError(f"{flag}: in {text!r} the low end must be below the high end")
+    if kind == "loguniform" and a <= 0:
+        raise FacerecError(f"{flag}: loguniform needs 0 < low < high, got {text!r}")
+    return _sample(kind, float(a), float(b), n, flag, seed)
+
+
+# ----------------------------------------------------------------------------- flags & values
+@dataclass(frozen=True)
+class FlagSpec:
+    """One ``facerec train`` flag as the sweep takes it: how its values are converted and checked."""
+
+    dest: str
+    option: str  # "--learning_rate"
+    type: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+    default: Any = None
+    required: bool = False
+    environment: bool = False  # describes the machine: per worker, never swept
+    sweepable: bool = True  # False: a switch (--no_augment...) or --monitor: one value
+
+    def convert(self, value: Any, *, sampled: bool = False) -> Any:
+        """VALUE (text, or a number from a list or a distribution) as ``facerec train`` takes it."""
+        if not self.sweepable:
+            return value
+        t = self.type
+        try:
+            if t is None or t is str:
+                out = value if isinstance(value, str) else _fmt(value)
+            elif t is int and isinstance(value, float):
+                if sampled:
+                    out = int(round(value))
+                elif value.is_integer():
+                    out = int(value)
+                else:
+                    raise ValueError(f"{value!r} is not a whole number")
+            elif t in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out = t(value)
+            else:
+                out = t(value if isinstance(value, str) else _fmt(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FacerecError(f"{self.option}: invalid value {value!r} ({why})") from None
+        if self.choices is not None and out not in self.choices:
+            raise FacerecError(f"{self.option}: invalid choice {out!r} (choose from "
+                               f"{', '.join(map(str, self.choices))})")
+        return out
+
+    def stored(self, value: Any, *, sampled: bool = False) -> Any:
+        """VALUE converted, as a plain JSON/Optuna-able value (the text when the type is richer)."""
+        out = self.convert(value, sampled=sampled)
+        if isinstance(out, _SCALAR):
+            return out
+        return value if isinstance(value, str) else _fmt(value)
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def expand_flag(spec: FlagSpec, text: Any, *, seed: int = 0) -> tuple[list, bool]:
+    """(values, is_swept) of a flag: converted and checked, duplicates removed."""
+    if text is None or not spec.sweepable:
+        return [text], False
+    values = parse_sweep_value(text, spec.option, seed=seed) if isinstance(text, str) else None
+    if values is None:
+        return [spec.stored(text)], False
+    if spec.environment:
+        raise FacerecError(f"{spec.option} describes the machine and cannot be swept: give one value")
+    if spec.dest in UNSWEPT_FLAGS:
+        raise FacerecError(f"{spec.option} cannot be swept: it is {UNSWEPT_FLAGS[spec.dest]}")
+    sampled = text.strip().split("(")[0].strip() in ("uniform", "loguniform")
+    out: list = []
+    for v in values:
+        c = spec.stored(v, sampled=sampled)
+        if c in out:
+            if sampled:
+                continue  # two samples rounded to the same whole number
+            raise FacerecError(f"{spec.option}: {c!r} appears twice in {text!r}")
+        out.append(c)
+    return out, True
+
+
+def add_train_flags(parser: argparse.ArgumentParser,
+                    train_parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
+    """Give PARSER every flag of TRAIN_PARSER (the ``facerec train`` parser), with its help and
+    default, except that a flag taking one value takes it as text: a distribution or a plain
+    value, converted and checked later by :func:`spec_from_args` with the train flag's own type
+    and choices. Flags that PARSER already has (``--name``, ``--runs_dir``) and
+    :data:`SWEEP_OWNED_FLAGS` are left out. Returns every flag taken, by dest, in train's
+    order."""
+    own = {opt for a in parser._actions for opt in a.option_strings}
+    specs: dict[str, FlagSpec] = {}
+    for action in train_parser._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        if action.dest in SWEEP_OWNED_FLAGS or any(o in own for o in action.option_strings):
+            continue
+        option = max(action.option_strings, key=len)
+        if type(action) is argparse._StoreAction and action.nargs is None:
+            metavar = action.metavar or (action.dest.upper() if action.choices is None
+                                         else "{" + ",".join(map(str, action.choices)) + "}")
+            parser.add_argument(*action.option_strings, dest=action.dest, default=action.default,
+                                metavar=metavar, help=action.help)
+            specs[action.dest] = FlagSpec(
+                dest=action.dest, option=option, type=action.type,
+                choices=tuple(action.choices) if action.choices is not None else None,
+                default=action.default, required=action.required,
+                environment=action.dest in ENVIRONMENT_FLAGS)
+        else:  # switches, flags with nargs: as in train, one value
+            parser._add_action(action)
+            specs[action.dest] = FlagSpec(dest=action.dest, option=option, default=action.default,
+                                          environment=action.dest in ENVIRONMENT_FLAGS,
+                                          sweepable=False)
+    return specs
+
+
+# ------------------------------------------------------------------------------------ the spec
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep is: the grid (swept flags -> values, in train flag order), the flags fixed
+    for every experiment, and the per-machine flags (not part of its identity). Keys are the
+    ``facerec train`` flags' dests."""
+
+    grid: dict[str, list]
+    fixed: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # dest -> "--flag", for messages
+    customized: bool = True  # False: every flag at its default (a worker joining by --study)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.grid.values())
+
+    def identity(self) -> dict:
+        return {"version": SPEC_VERSION, "grid": {k: list(v) for k, v in self.grid.items()},
+                "fixed": dict(self.fixed)}
+
+    def digest(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def default_name(self) -> str:
+        return f"sweep-{self.digest()[:8]}"
+
+    def combos(self) -> list[dict[str, Any]]:
+        """Every grid point, in cross-product order (index K = experiment ``exp<K>``)."""
+        import itertools
+
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+    def index_of(self, params: Mapping[str, Any]) -> int | None:
+        index = 0
+        for key, values in self.grid.items():
+            if key not in params or params[key] not in values:
+                return None
+            index = index * len(values) + values.index(params[key])
+        return index
+
+    def search_space(self) -> dict[str, list]:
+        return {k: list(v) for k, v in self.grid.items()}
+
+    def describe(self) -> str:
+        swept = " x ".join(f"{len(v)} {self.options.get(k, '--' + k)}" for k, v in self.grid.items())
+        return f"{self.size} experiment{'s' * (self.size != 1)}" + (f" ({swept})" if swept else "")
+
+    @classmethod
+    def from_identity(cls, data: Mapping, *, environment: Mapping | None = None,
+                      options: Mapping | None = None) -> SweepSpec:
+        return cls(grid={k: list(v) for k, v in data["grid"].items()}, fixed=dict(data["fixed"]),
+                   environment=dict(environment or {}), options=dict(options or {}))
+
+
+def _sampling_seed(values: Mapping[str, Any], flags: Mapping[str, FlagSpec]) -> int:
+    spec, raw = flags.get("seed"), values.get("seed")
+    if spec is None or raw is None:
+        return 0
+    if isinstance(raw, str) and parse_sweep_value(raw, spec.option) is not None:
+        return 0  # the seed itself is swept
+    try:
+        return int(spec.convert(raw))
+    except (FacerecError, TypeError, ValueError):
+        return 0
+
+
+def spec_from_args(args: argparse.Namespace | Mapping[str, Any],
+                   flags: Mapping[str, FlagSpec]) -> SweepSpec:
+    """The sweep that parsed ARGS describe (FLAGS: from :func:`add_train_flags`; a flag missing
+    from ARGS takes its default). Raises :class:`FacerecError` naming the flag on bad syntax or on
+    a value that ``facerec train`` would refuse, before anything runs."""
+    values = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    seed = _sampling_seed(values, flags)
+    grid: dict[str, list] = {}
+    fixed: dict[str, Any] = {}
+    env: dict[str, Any] = {}
+    customized = False
+    for dest, spec in flags.items():
+        raw = values.get(dest, spec.default)
+        options, swept = expand_flag(spec, raw, seed=seed)
+        if swept:
+            grid[dest] = options
+            customized = True
+        elif spec.environment:
+            env[dest] = options[0]
+        else:
+            fixed[dest] = options[0]
+            default = spec.default if (spec.default is None or not spec.sweepable) \
+                else spec.stored(spec.default)
+            customized = customized or options[0] != default
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_GRID:
+        raise FacerecError(f"the sweep has {size} experiments (at most {MAX_GRID}): sweep fewer values")
+    return SweepSpec(grid=grid, fixed=fixed, environment=env,
+                     options={d: s.option for d, s in flags.items()}, customized=customized)
+
+
+#: dests of ``facerec train`` switches that are the negation of a TrainConfig field
+_NEGATED = {"quiet": "progress", "no_mirror": "mirror_tta"}
+
+
+def train_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``facerec train`` flags (dests) -> keyword arguments of ``facerec.train.train``
+    (``--no_augment`` -> ``augment=False``, ``--quiet`` -> ``progress=False``...)."""
+    out: dict[str, Any] = {}
+    for dest, value in values.items():
+        target = _NEGATED.get(dest) or (dest[3:] if dest.startswith("no_") else None)
+        if target is not None and isinstance(value, bool):
+            out[target] = not value
+        else:
+            out[dest] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------- training
+def default_train_fn() -> Callable[..., Any]:
+    """``facerec.train.train``, looked up once per process."""
+    try:
+        from facerec.train import train
+    except ImportError as exc:  # pragma: no cover - the training stage is missing
+        raise FacerecError(f"the training stage is not available ({exc})") from None
+    return train
+
+
+def _direction(metric: str) -> str:
+    """Accuracy and F1 are maximized (as ``facerec train`` does), everything else minimized."""
+    return "maximize" if metric.endswith(("acc", "f1")) else "minimize"
+
+
+def _accepts(fn: Callable, names: Sequence[str]) -> tuple[bool, set[str]]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover
+        return True, set(names)
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True, set(names)
+    return False, {n for n in names if n in params}
+
+
+def _get(result: Any, name: str) -> Any:
+    return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
+
+
+def _number(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v.item() if hasattr(v, "item") else v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def read_result(result: Any, metric: str) -> tuple[str | None, float | None, dict[str, float]]:
+    """(best checkpoint, METRIC's value, final metrics) of what the train function returned: a
+    :class:`facerec.train.TrainResult` (or any object or mapping with ``best_checkpoint`` and
+    ``metrics``, the metrics of the best checkpoint)."""
+    ckpt = _get(result, "best_checkpoint")
+    metrics: dict[str, float] = {}
+    raw = _get(result, "metrics")
+    if isinstance(raw, Mapping):
+        for k, v in raw.items():
+            f = _number(v)
+            if f is not None:
+                metrics[str(k)] = f
+    return (str(ckpt) if ckpt else None), metrics.get(metric), metrics
+
+
+def make_pruning_callback(trial: Any, metric: str):
+    """A Lightning callback: after each validation, report METRIC to the Optuna TRIAL; when the
+    pruner says so, stop training (``trainer.should_stop``). ``callback.pruned_epoch`` then tells
+    the sweep to mark the trial pruned. (A stand-in for optuna-integration's
+    PyTorchLightningPruningCallback, which is a separate package.)"""
+    from lightning.pytorch.callbacks import Callback
+
+    class OptunaPruning(Callback):
+        def __init__(self) -> None:
+            self.trial, self.metric = trial, metric
+            self.pruned_epoch: int | None = None
+            self.last_value: float | None = None
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+                return  # not after fit (train validates the best checkpoint again)
+            value = _number(trainer.callback_metrics.get(self.metric))
+            if value is None:
+                return
+            epoch = int(trainer.current_epoch)
+            self.last_value = value
+            self.trial.report(value, step=epoch)
+            if self.pruned_epoch is None and self.trial.should_prune():
+                self.pruned_epoch = epoch
+                trainer.should_stop = True
+
+    return OptunaPruning()
+
+
+# ------------------------------------------------------------------------------------- storage
+def default_storage(root: str | os.PathLike, name: str) -> str:
+    return f"sqlite:///{(Path(root) / name / STORAGE_FILE).resolve()}"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+def make_storage(url: str, *, heartbeat: tuple[int, int] | None = None):
+    """An Optuna RDB storage for URL; SQLite waits up to 60 s for a lock (parallel workers).
+    HEARTBEAT: (interval, grace period) in seconds, default (:data:`HEARTBEAT_INTERVAL`,
+    :data:`GRACE_PERIOD`): a RUNNING trial whose worker stopped beating is marked FAIL."""
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+    interval, grace = heartbeat or (HEARTBEAT_INTERVAL, GRACE_PERIOD)
+    kwargs.update(heartbeat_interval=interval, grace_period=grace)
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except ImportError as exc:
+        raise FacerecError(f"cannot open --storage {_redact(url)}: a database driver is missing "
+                           f"({exc}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql") from None
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy's errors: bad URL, unreachable server...
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FacerecError(f"cannot open --storage {_redact(url)}: {why[:300]}") from None
+
+
+# -------------------------------------------------------------------------------------- running
+@dataclass
+class _Job:
+    """Everything a worker needs (picklable: sent to spawned processes)."""
+
+    name: str
+    root: str
+    storage_url: str
+    spec: SweepSpec
+    data_paths: dict[str, str]  # --data_path as given -> local folder
+    metric: str
+    direction: str
+    prune: bool
+    seed: int
+    train_fn: Callable[..., Any] | None = None
+    threads: int | None = None  # torch threads per worker (--parallel)
+    gpus: list[str] | None = None  # CUDA devices, round-robin over workers
+    heartbeat: tuple[int, int] | None = None  # (interval, grace period), seconds
+
+
+def _pruner(job: _Job):
+    import optuna
+
+    if not job.prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def _load_study(job: _Job, storage=None):
+    import optuna
+
+    storage = storage if storage is not None else make_storage(job.storage_url, heartbeat=job.heartbeat)
+    return optuna.load_study(study_name=job.name, storage=storage,
+                             sampler=optuna.samplers.GridSampler(job.spec.search_space(), seed=job.seed),
+                             pruner=_pruner(job))
+
+
+def _next_version(exp_dir: Path) -> int:
+    taken = []
+    if exp_dir.is_dir():
+        for p in exp_dir.iterdir():
+            m = re.fullmatch(r"version_(\d+)", p.name)
+            if m:
+                taken.append(int(m.group(1)))
+    return max(taken) + 1 if taken else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+class _Objective:
+    def __init__(self, job: _Job, train_fn: Callable[..., Any],
+                 on_params: Callable[[], None] | None = None):
+        self.job, self.train_fn, self.on_params = job, train_fn, on_params
+        self.host = socket.gethostname()
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        job, spec = self.job, self.job.spec
+        # a first heartbeat now (Optuna's thread may not have written one yet): a worker killed
+        # at any point leaves a trial that the next run can tell is stale
+        record = getattr(trial.storage, "record_heartbeat", None)
+        if record is not None and getattr(trial.storage, "heartbeat_interval", None):
+            record(trial._trial_id)
+        params = {k: trial.suggest_categorical(k, v) for k, v in spec.grid.items()}
+        if self.on_params is not None:
+            self.on_params()  # the grid point is taken: other local workers may look for theirs
+        k = spec.index_of(params)
+        exp = f"{job.name}-exp{k}"
+        sweep_dir = Path(job.root) / job.name
+        version = _next_version(sweep_dir / exp)
+        run_dir = sweep_dir / exp / f"version_{version}"
+        for key, value in (("exp", exp), ("run_dir", str(run_dir)), ("host", self.host)):
+            trial.set_user_attr(key, value)
+        kwargs = train_kwargs({**spec.fixed, **params, **spec.environment})
+        if kwargs.get("data_path") is not None:
+            kwargs["data_path"] = job.data_paths.get(str(kwargs["data_path"]), kwargs["data_path"])
+        callback = make_pruning_callback(trial, job.metric) if job.prune else None
+        # train writes <runs_dir>/<name>/version_N: N = 0, or the next free one on a retry
+        kwargs.update(name=exp, runs_dir=str(sweep_dir),
+                      callbacks=[callback] if callback is not None else [])
+        shown = " ".join(f"{spec.options.get(p, p)}={_short(v)}" for p, v in params.items())
+        print(f"\n=== {job.name}: trial {trial.number}, {exp}" + (f" ({shown})" if shown else "")
+              + " ===", flush=True)
+        has_var_kw, accepted = _accepts(self.train_fn, list(kwargs))
+        if not has_var_kw:
+            kwargs = {n: v for n, v in kwargs.items() if n in accepted}
+        start = time.monotonic()
+        try:
+            result = self.train_fn(**kwargs)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted")
+            raise
+        except BaseException as exc:
+            trial.set_user_attr("error", _one_line(exc))
+            trial.set_user_attr("seconds", round(time.monotonic() - start, 1))
+            raise
+        trial.set_user_attr("seconds", round(time.monotonic() - start, 1))
+        ckpt, value, metrics = read_result(result, job.metric)
+        actual_dir = _get(result, "run_dir")
+        if actual_dir and str(actual_dir) != str(run_dir):
+            trial.set_user_attr("run_dir", str(actual_dir))
+        if ckpt:
+            trial.set_user_attr("checkpoint", ckpt)
+        if metrics:
+            trial.set_user_attr("metrics", metrics)
+        pruned = getattr(callback, "pruned_epoch", None)
+        if pruned is not None:
+            trial.set_user_attr("pruned_epoch", pruned)
+            if value is not None:
+                trial.set_user_attr("value", value)
+            raise optuna.TrialPruned(f"{job.metric} {getattr(callback, 'last_value', None)} at "
+                                     f"epoch {pruned}: worse than the median of earlier trials")
+        if value is None:
+            msg = (f"training returned no {job.metric} (metrics: {', '.join(metrics) or 'none'}): "
+                   "a sweep compares validation metrics, so the dataset needs a val/ split")
+            trial.set_user_attr("error", msg)
+            raise FacerecError(msg)
+        return value
+
+
+def _grid_status(study, spec: SweepSpec) -> tuple[set[int], set[int], int, int]:
+    """(finished grid indices, running grid indices, running trials with no params yet, waiting)."""
+    from optuna.trial import TrialState
+
+    done: set[int] = set()
+    running: set[int] = set()
+    unknown = waiting = 0
+    for t in study.get_trials(deepcopy=False):
+        idx = spec.index_of(t.params) if (t.params or not spec.grid) else None
+        if t.state == TrialState.WAITING:
+            waiting += 1
+        elif t.state == TrialState.RUNNING:
+            if idx is None:
+                unknown += 1
+            else:
+                running.add(idx)
+        elif t.state.is_finished() and idx is not None:
+            done.add(idx)
+    return done, running, unknown, waiting
+
+
+def _has_work(study, spec: SweepSpec) -> bool:
+    done, running, unknown, waiting = _grid_status(study, spec)
+    return waiting > 0 or spec.size - len(done | running) - unknown > 0
+
+
+class _Shared:
+    """What the workers of one invocation share: a budget of at most N trials started, all
+    workers together, and a lock held from "is there a grid point left?" until the new trial has
+    its parameters, so that two local workers never take the same grid point. (Workers on other
+    machines can still, rarely, both take the last one: Optuna's GridSampler has that race.)"""
+
+    def __init__(self, n: int | None, ctx=None):
+        self._value = ctx.Value("i", -1 if n is None else n) if ctx is not None else None
+        self._lock = ctx.Lock() if ctx is not None else None
+        self._n = -1 if n is None else n
+        self._held = False
+
+    def take(self) -> bool:
+        if self._value is None:
+            if self._n == 0:
+                return False
+            self._n -= 1 if self._n > 0 else 0
+            return True
+        with self._value.get_lock():
+            if self._value.value == 0:
+                return False
+            if self._value.value > 0:
+                self._value.value -= 1
+            return True
+
+    def claim(self) -> None:
+        # best effort: a worker killed while holding the lock must not block the others forever
+        if self._lock is not None and not self._held:
+            self._held = self._lock.acquire(timeout=120)
+
+    def claimed(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+
+def _worker(job: _Job, shared: _Shared, index: int = 0) -> None:
+    import warnings
+
+    import optuna
+
+    if job.threads:
+        os.environ["OMP_NUM_THREADS"] = str(job.threads)
+        os.environ["MKL_NUM_THREADS"] = str(job.threads)
+    if job.gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = job.gpus[index % len(job.gpus)]
+    if job.threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(job.threads)
+    train_fn = job.train_fn or default_train_fn()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _load_study(job)
+    objective = _Objective(job, train_fn, on_params=shared.claimed)
+    while True:
+        shared.claim()
+        try:
+            if not (_has_work(study, job.spec) and shared.take()):
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        finally:
+            shared.claimed()
+
+
+def _worker_main(job: _Job, shared: _Shared, index: int) -> None:  # spawned process
+    try:
+        _worker(job, shared, index)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _retry_failed(study, spec: SweepSpec) -> int:
+    """Queue again the grid points whose trials all failed (or were interrupted)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    by_index: dict[int, list] = {}
+    for t in trials:
+        idx = spec.index_of(t.params) if (t.params or not spec.grid) else None
+        if idx is not None:
+            by_index.setdefault(idx, []).append(t)
+    queued = 0
+    for idx, ts in sorted(by_index.items()):
+        if any(t.state != TrialState.FAIL for t in ts):
+            continue
+        last = max(ts, key=lambda t: t.number)
+        attrs = {k: v for k, v in last.system_attrs.items() if k in ("grid_id", "search_space")}
+        attrs["fixed_params"] = dict(last.params)
+        attrs["retry_of"] = last.number
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=attrs))
+        queued += 1
+    return queued
+
+
+def _visible_gpus() -> list[str] | None:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [x.strip() for x in env.split(",") if x.strip() and x.strip() != "-1"]
+        return ids or None
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch / no driver
+        return None
+    return [str(i) for i in range(n)] or None
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial, as the final table shows it."""
+
+    number: int
+    exp: str | None
+    params: dict[str, Any]
+    value: float | None
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    checkpoint: str | None
+    error: str | None
+    seconds: float | None
+    host: str | None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    root: Path
+    storage: str  # the storage URL, password hidden
+    spec: SweepSpec
+    metric: str
+    direction: str
+    trials: list[TrialRow]  # sorted: completed best first, then pruned, then the rest
+    seconds: float = 0.0
+    retried: int = 0
+    ran: int = 0  # trials started by this invocation (counted from the study)
+
+    @property
+    def best(self) -> TrialRow | None:
+        done = [t for t in self.trials if t.state == "COMPLETE" and t.value is not None]
+        return done[0] if done else None
+
+    @property
+    def complete(self) -> int:
+        return len({t.exp for t in self.trials if t.state in ("COMPLETE", "PRUNED")})
+
+
+def _rows(study, spec: SweepSpec, direction: str) -> list[TrialRow]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        value = t.value if t.value is not None else _number(ua.get("value"))
+        if value is None and t.intermediate_values:
+            value = t.intermediate_values[max(t.intermediate_values)]
+        rows.append(TrialRow(number=t.number, exp=ua.get("exp"), params=dict(t.params), value=value,
+                             state=t.state.name, checkpoint=ua.get("checkpoint"), error=ua.get("error"),
+                             seconds=ua.get("seconds"), host=ua.get("host")))
+    sign = -1.0 if direction == "maximize" else 1.0
+    order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
+
+    def key(r: TrialRow):
+        return (order.get(r.state, 5), r.value is None,
+                sign * r.value if r.value is not None else 0.0, r.number)
+
+    return sorted(rows, key=key)
+
+
+def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
+              storage: str | None = None, parallel: int = 1, max_trials: int | None = None,
+              prune: bool = True, metric: str | None = None, direction: str | None = None,
+              train_fn: Callable[..., Any] | None = None, log: Callable[[str], None] | None = None) -> SweepResult:
+    """Run (or resume, or join) the sweep SPEC; returns every trial of the study, sorted.
+
+    NAME: the sweep's name, study and folder (default: ``sweep-<hash of SPEC>``). STORAGE: an
+    SQLAlchemy URL shared by workers (default ``sqlite:///ROOT/NAME/optuna.db``). PARALLEL: worker
+    processes on this machine. MAX_TRIALS: at most this many trials started by this call.
+    TRAIN_FN: the training function (default ``facerec.train.train``), called with keyword
+    arguments (:func:`train_kwargs` of the train flags, plus ``name``, ``runs_dir`` and
+    ``callbacks``) and returning an object with ``best_checkpoint`` and ``metrics``. METRIC: what
+    the trials are compared on (default: the ``monitor`` train flag, else ``val_loss``).
+    """
+    import multiprocessing as mp
+    import warnings
+
+    import optuna
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if parallel < 1:
+        raise FacerecError(f"--parallel must be at least 1, not {parallel}")
+    if max_trials is not None and max_trials < 0:
+        raise FacerecError(f"--max_trials must be 0 or more, not {max_trials}")
+    if name is not None and not _NAME_RE.fullmatch(name):
+        raise FacerecError(f"invalid sweep name {name!r}: letters, digits, '.', '_', '-' "
+                           "(starting with a letter or digit)")
+    metric = metric or spec.fixed.get("monitor") or "val_loss"
+    direction = direction or _direction(metric)
+    if direction not in ("minimize", "maximize"):
+        raise FacerecError(f"direction must be minimize or maximize, not {direction!r}")
+    spec = replace(spec, environment=_one_device(spec.environment, parallel))
+    if train_fn is None:
+        _check_train_options(spec)
+
+    name = name or spec.default_name()
+    root_path = Path(root)
+    sweep_dir = root_path / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(root_path, name)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    heartbeat = (HEARTBEAT_INTERVAL, GRACE_PERIOD)
+    rdb = make_storage(url, heartbeat=heartbeat)
+
+    # the study, and the sweep it holds
+    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, load_if_exists=True)
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        study.set_user_attr(STUDY_ATTR, {**spec.identity(), "metric": metric, "direction": direction,
+                                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                                             timespec="seconds")})
+    else:
+        stored_spec = SweepSpec.from_identity(stored, environment=spec.environment, options=spec.options)
+        if stored_spec.identity() != spec.identity():
+            if spec.customized:
+                raise FacerecError(_mismatch(name, stored_spec, spec))
+            log(f"facerec sweep: joining sweep {name} as stored in the study")
+            spec = stored_spec
+            if train_fn is None:
+                _check_train_options(spec)
+        metric = stored.get("metric", metric)
+        direction = stored.get("direction", direction)
+    if study.direction.name.lower() != direction:
+        raise FacerecError(f"study {name} optimizes in the direction {study.direction.name.lower()}, "
+                           f"not {direction}")
+
+    # data: datastore://NAME/VERSION pulled and verified once, before any trial
+    data_paths: dict[str, str] = {}
+    raw_paths = spec.grid.get("data_path") or [spec.fixed.get("data_path")]
+    for raw in raw_paths:
+        if raw is None:
+            continue
+        from facerec.datastore import resolve_data_path
+
+        data_paths[str(raw)] = str(resolve_data_path(str(raw)))
+        if train_fn is None and not Path(data_paths[str(raw)]).is_dir():
+            raise FacerecError(f"dataset folder not found: {data_paths[str(raw)]} (make one with "
+                               "`facerec split`, or pass --data_path)")
+
+    # resume: stale RUNNING trials (dead workers) -> FAIL; failed grid points queued again
+    optuna.storages.fail_stale_trials(study)
+    retried = _retry_failed(study, spec) if (max_trials is None or max_trials > 0) else 0
+    before = len(study.get_trials(deepcopy=False)) - retried
+
+    seed = int(spec.fixed.get("seed") or 0) if isinstance(spec.fixed.get("seed"), int) else 0
+    job = _Job(name=name, root=str(root_path), storage_url=url, spec=spec, data_paths=data_paths,
+               metric=metric, direction=direction, prune=prune, seed=seed, train_fn=train_fn,
+               heartbeat=heartbeat)
+    log(f"facerec sweep: {name}: {spec.describe()}, {metric} ({direction}), "
+        f"storage {_redact(url)}" + (f", {parallel} workers" if parallel > 1 else ""))
+    if retried:
+        log(f"facerec sweep: retrying {retried} failed or interrupted experiment"
+            f"{'s' * (retried != 1)}")
+
+    start = time.monotonic()
+    if parallel == 1:
+        _worker(job, _Shared(max_trials))
+    else:
+        ctx = mp.get_context("spawn")
+        accelerator = str(spec.environment.get("accelerator") or "auto")
+        if accelerator != "cpu" and str(spec.environment.get("devices") or "auto") in ("auto", "1"):
+            job.gpus = _visible_gpus()
+        if not job.gpus:
+            job.threads = max(1, (os.cpu_count() or 1) // parallel)
+        shared = _Shared(max_trials, ctx)
+        procs = [ctx.Process(target=_worker_main, args=(job, shared, i), name=f"facerec-sweep-{i}")
+                 for i in range(parallel)]
+        try:
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:
+            for p in procs:
+                p.join(timeout=30)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            raise
+        bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+        if bad:
+            log(f"facerec sweep: {len(bad)} worker{'s' * (len(bad) != 1)} exited with status "
+                f"{', '.join(map(str, bad))}")
+    seconds = time.monotonic() - start
+
+    study = optuna.load_study(study_name=name, storage=rdb)
+    rows = _rows(study, spec, direction)
+    ran = len(study.get_trials(deepcopy=False)) - before
+    return SweepResult(name=name, root=root_path, storage=_redact(url), spec=spec, metric=metric,
+                       direction=direction, trials=rows, seconds=seconds, retried=retried, ran=ran)
+
+
+def _one_device(env: Mapping[str, Any], parallel: int) -> dict[str, Any]:
+    """Each trial trains on one device of one machine: Lightning's DDP would start the whole
+    sweep again in every process. ``--devices auto`` becomes 1; use ``--parallel K`` (one GPU each)
+    or workers on several machines to go faster."""
+    env = dict(env)
+    nodes = env.get("num_nodes")
+    if nodes not in (None, 1):
+        raise FacerecError("a sweep trains each experiment on one machine: drop --num_nodes and run "
+                           "a worker on each machine with a shared --storage instead")
+    gpus = env.get("gpus")
+    if gpus is not None and int(gpus) > 1:
+        raise FacerecError(f"--gpus {gpus}: a sweep trains each experiment on one device; use "
+                           f"--parallel {gpus} to train {gpus} experiments at once, one GPU each")
+    devices = str(env.get("devices", "auto")).strip()
+    if devices in ("auto", "-1", ""):
+        if "devices" in env or gpus is None:
+            env["devices"] = 1
+    else:
+        many = "," in devices.strip(",") or (devices.isdigit() and int(devices) > 1)
+        if many:
+            raise FacerecError(f"--devices {devices}: a sweep trains each experiment on one device; "
+                               "use --parallel K to train K experiments at once, one GPU each")
+    if parallel > 1:
+        env["quiet"] = True  # K progress bars on one terminal are unreadable
+    return env
+
+
+def _check_train_options(spec: SweepSpec) -> None:
+    """Before anything runs: every flag reaches ``facerec.train.train`` (a mismatch is a bug), and
+    every backbone exists."""
+    from dataclasses import fields
+
+    from facerec.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    names = set(train_kwargs({**spec.fixed, **{k: v[0] for k, v in spec.grid.items()},
+                              **spec.environment}))
+    unknown = sorted(names - known)
+    if unknown:
+        raise FacerecError("facerec sweep cannot pass these flags to training: "
+                           + ", ".join(spec.options.get(n, n) for n in unknown))
+    # a typo in one backbone of a list would otherwise only show once its trial runs
+    from facerec.model import backbone_kind
+
+    for backbone in spec.grid.get("backbone") or [spec.fixed.get("backbone")]:
+        if backbone is not None:
+            backbone_kind(backbone)
+
+
+def _mismatch(name: str, stored: SweepSpec, spec: SweepSpec) -> str:
+    diffs = []
+    a, b = stored.identity(), spec.identity()
+    for part in ("grid", "fixed"):
+        for key in sorted(set(a[part]) | set(b[part])):
+            if a[part].get(key, "<unset>") != b[part].get(key, "<unset>"):
+                diffs.append(f"{spec.options.get(key, '--' + key)} "
+                             f"{'swept' if part == 'grid' else 'fixed'} "
+                             f"{a[part].get(key, '<unset>')!r} there, {b[part].get(key, '<unset>')!r} here")
+    shown = "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+    return (f"study {name} already holds a different sweep ({shown}): use another --name, or "
+            f"join it with --study {name} and no sweep flags")
+
+
+# -------------------------------------------------------------------------------------- display
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan",
+                "WAITING": "white"}
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _relative(path: str | None, base: Path) -> str:
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def print_sweep_table(result: SweepResult, console=None) -> None:
+    """The final table (trials sorted by the metric, best first) and ``Best checkpoint: PATH``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    # a log file gets the whole table rather than an 80-column one
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    spec = result.spec
+    sweep_dir = result.root / result.name
+    hosts = {t.host for t in result.trials if t.host}
+    table = Table(title=f"Sweep {result.name}: {spec.describe()}, sorted by {result.metric} "
+                        f"({'higher' if result.direction == 'maximize' else 'lower'} is better)",
+                  title_justify="left")
+    table.add_column("Trial", justify="right", no_wrap=True)
+    for key in spec.grid:
+        table.add_column(spec.options.get(key, "--" + key).lstrip("-"), no_wrap=True)
+    table.add_column(result.metric, justify="right", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Time", justify="right", no_wrap=True)
+    table.add_column(f"Checkpoint (in {sweep_dir}) / error", overflow="fold")
+    for t in result.trials:
+        where = _relative(t.checkpoint, sweep_dir)
+        if where and len(hosts) > 1 and t.host:
+            where = f"{t.host}:{where}"
+        if t.state == "FAIL" and t.error:
+            where = f"[red]{_markup_escape(t.error)}[/]"
+        elif not where and t.exp:
+            where = f"{t.exp}/"
+        table.add_row(str(t.number), *(_short(t.params.get(k, "")) for k in spec.grid),
+                      "" if t.value is None else f"{t.value:.4f}",
+                      f"[{_STATE_STYLE.get(t.state, 'white')}]{t.state}[/]",
+                      "" if t.seconds is None else _duration(t.seconds), where)
+    console.print(table)
+    counts: dict[str, int] = {}
+    for t in result.trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    done = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+    console.print(f"{result.complete}/{spec.size} experiments done ({done or 'no trials'}); "
+                  f"{result.ran} trial{'s' * (result.ran != 1)} run now in "
+                  f"{_duration(result.seconds)}. Study: {result.storage}", highlight=False)
+    console.print(f"TensorBoard: tensorboard --logdir {sweep_dir}", highlight=False, soft_wrap=True)
+    best = result.best
+    if best is None:
+        console.print("Best checkpoint: none (no trial completed)", highlight=False)
+    else:
+        console.print(f"Best checkpoint: {best.checkpoint}", highlight=False, soft_wrap=True)
+
+
+def _markup_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}" if m < 60 else f"{m // 60}:{m % 60:02d}:{s:02d}"
