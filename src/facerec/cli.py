@@ -54,6 +54,96 @@ def _run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- annotate
+def _add_annotate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "annotate",
+        help="group loose face crops by person, set aside poor ones (undoable)",
+        description="Group the loose crops of PROCESSED into person_01/, person_02/, ... (largest "
+        "first; rename them), suggest crops for people who already have a folder (_suggested/), "
+        "move poor crops to _rejected/ and, in album folders, other people's faces to _others/. "
+        "Every move is logged in PROCESSED/.facerec/moves.jsonl; --undo puts the last run back.",
+    )
+    p.add_argument("processed_dir", nargs="?", default="processed",
+                   help="folder of crops from `facerec detect` (default: processed)")
+    p.add_argument("--undo", action="store_true", help="put back the files moved by the last run")
+    p.add_argument("--dry_run", action="store_true", help="show what would move, move nothing")
+    p.add_argument("--albums", dest="albums", action="store_const", const=True, default=None,
+                   help="treat every person folder as an album (default: only folders that "
+                   "`facerec detect` filled from per-person albums)")
+    p.add_argument("--no_albums", dest="albums", action="store_const", const=False,
+                   help="never move crops out of person folders as other people")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="Ward-linkage merge distance for clustering (default 1.0; lower: more, "
+                   "smaller clusters)")
+    p.add_argument("--suggest_distance", type=float, default=None,
+                   help="max distance to a known person to suggest a crop for them (default 0.55)")
+    p.add_argument("--min_score", type=float, default=0.9,
+                   help="reject crops whose detector score is below this (default 0.9)")
+    p.add_argument("--min_face", type=float, default=24,
+                   help="reject faces smaller than this many pixels in the photo (default 24)")
+    p.add_argument("--keep_poor", action="store_true",
+                   help="do not reject low-score, tiny or badly fitted crops")
+    p.add_argument("--embedder", default="dlib_face", help="face embedding model (default dlib_face)")
+    p.add_argument("--cache_dir", default=None,
+                   help="embedding cache folder (default ~/.cache/facerec/embeddings)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_annotate)
+
+
+def _run_annotate(args: argparse.Namespace) -> int:
+    from facerec.annotate import annotate, print_annotate_summary, print_undo_summary, undo
+
+    if args.undo:
+        print_undo_summary(undo(args.processed_dir))
+        return 0
+    result = annotate(args.processed_dir, threshold=args.threshold,
+                      suggest_distance=args.suggest_distance, albums=args.albums,
+                      reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face,
+                      dry_run=args.dry_run, embedder=args.embedder, cache=args.cache_dir,
+                      progress=not args.quiet)
+    print_annotate_summary(result)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ split
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "split",
+        help="make dataset/{train,val,test}/<person>/ from the person folders",
+        description="Split the person folders of PROCESSED into OUT/train, OUT/val and OUT/test "
+        "(stratified per person; all crops of one photo, and near-duplicates, in the same split; "
+        "stable as photos are added), and write OUT/labels.json and OUT/split.json. Files are "
+        "hard-linked where possible, else copied; PROCESSED is left untouched.",
+    )
+    p.add_argument("processed_dir", nargs="?", default="processed",
+                   help="folder with one subfolder of crops per person (default: processed)")
+    p.add_argument("--out", default="dataset", help="output folder (default: dataset)")
+    p.add_argument("--val", type=float, default=0.1, help="fraction for validation (default 0.1)")
+    p.add_argument("--test", type=float, default=0.1, help="fraction for test (default 0.1)")
+    p.add_argument("--seed", type=int, default=42, help="hash seed of the assignment (default 42)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild OUT even if it was made from other input")
+    p.add_argument("--dedup", choices=("embedding", "none"), default="embedding",
+                   help="keep near-duplicate photos together, found by face embedding (default), "
+                   "or only crops of the very same photo (none)")
+    p.add_argument("--copy", action="store_true", help="always copy (no hard links)")
+    p.add_argument("--cache_dir", default=None,
+                   help="embedding cache folder (default ~/.cache/facerec/embeddings)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_split)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from facerec.split import print_split_summary, split_dataset
+
+    result = split_dataset(args.processed_dir, args.out, val=args.val, test=args.test,
+                           seed=args.seed, force=args.force, dedup=args.dedup,
+                           link=not args.copy, cache=args.cache_dir, progress=not args.quiet)
+    print_split_summary(result)
+    return 0
+
+
 # -------------------------------------------------------------------------------------- datastore
 def _add_datastore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -169,6 +259,255 @@ def _run_launch(args: argparse.Namespace) -> int:
     return run_sky(path, plan.name, managed=args.managed, yes=args.yes, down=args.down)
 
 
+# ------------------------------------------------------------------------------------------ train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a face classifier on a dataset from `facerec split`",
+        description="Train a face classifier on DATA_PATH/{train,val,test}/<person>/ + labels.json "
+        "with PyTorch Lightning. Writes runs/<name>/version_N/ (checkpoints, hparams.yaml, "
+        "TensorBoard events). The default backbone, dlib_face, is a frozen face embedding (computed "
+        "once per crop and cached): only the head trains, in seconds on a CPU. Any timm model name "
+        "(resnet18, resnet200d, efficientnet_b0, ...) is fine-tuned end to end. The checkpoint "
+        "holds a threshold calibrated on the data, below which a face is 'unknown'.",
+    )
+    # the original tutorial's flags
+    p.add_argument("--data_path", default="dataset",
+                   help="dataset folder or datastore://NAME[/VERSION] (default: dataset)")
+    p.add_argument("--max_epochs", type=int, default=100, help="most epochs (default: 100)")
+    p.add_argument("--learning_rate", type=float, default=None,
+                   help="AdamW learning rate (default: 0.01 for dlib_face, 0.001 for timm models)")
+    p.add_argument("--backbone", default="dlib_face",
+                   help="dlib_face (default, frozen) or a timm model name, e.g. resnet18")
+    p.add_argument("--batch_size", type=int, default=32, help="per device (default: 32)")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="data loading processes (default: 0 for dlib_face, else up to 4)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="number of GPUs (shorthand for --accelerator gpu --devices N)")
+    # Lightning
+    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps, ... (default: auto)")
+    p.add_argument("--devices", default="auto", help="how many, or which (0,1); default: auto")
+    p.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
+    p.add_argument("--num_nodes", type=int, default=1, help="machines (default: 1)")
+    p.add_argument("--precision", default=None, help="32-true, 16-mixed, bf16-mixed, ...")
+    p.add_argument("--ckpt_path", default=None,
+                   help="resume from this checkpoint (e.g. runs/NAME/version_0/checkpoints/last.ckpt)")
+    p.add_argument("--patience", type=int, default=20,
+                   help="stop after this many epochs without improvement (0: never; default: 20)")
+    p.add_argument("--monitor", default="val_loss", choices=("val_loss", "val_acc", "val_f1"),
+                   help="metric for early stopping and the best checkpoint (default: val_loss)")
+    p.add_argument("--name", default=None, help="run name (default: generated, e.g. swift-otter-042)")
+    p.add_argument("--runs_dir", default="runs", help="where runs go (default: runs)")
+    # model
+    p.add_argument("--pretrained", action="store_true",
+                   help="start a timm backbone from its ImageNet weights (needs them downloaded)")
+    p.add_argument("--image_size", type=int, default=160,
+                   help="input side for timm backbones (default: 160, the crop size)")
+    p.add_argument("--weight_decay", type=float, default=1e-4, help="(default: 1e-4)")
+    p.add_argument("--label_smoothing", type=float, default=0.1, help="(default: 0.1)")
+    p.add_argument("--margin", type=float, default=0.1,
+                   help="cosine margin on the true class while training (default: 0.1)")
+    p.add_argument("--scale", type=float, default=16.0, help="cosine logit scale (default: 16)")
+    p.add_argument("--target_fpir", type=float, default=0.01,
+                   help="calibrate the unknown threshold for this false-positive identification "
+                   "rate (default: 0.01)")
+    p.add_argument("--no_augment", action="store_true", help="no training augmentation")
+    p.add_argument("--no_mirror", action="store_true",
+                   help="dlib_face: do not average each crop's embedding with its mirror image's")
+    p.add_argument("--no_test", action="store_true", help="do not evaluate the test split at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from facerec.train import TrainConfig, train
+
+    train(TrainConfig(
+        data_path=args.data_path, backbone=args.backbone, max_epochs=args.max_epochs,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, num_workers=args.num_workers,
+        seed=args.seed, gpus=args.gpus, accelerator=args.accelerator, devices=args.devices,
+        strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
+        ckpt_path=args.ckpt_path, patience=args.patience, monitor=args.monitor, name=args.name,
+        runs_dir=args.runs_dir, pretrained=args.pretrained, image_size=args.image_size,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, margin=args.margin,
+        scale=args.scale, target_fpir=args.target_fpir, augment=not args.no_augment,
+        mirror_tta=not args.no_mirror, test=not args.no_test, progress=not args.quiet))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sweep
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from facerec.sweep import add_train_flags
+
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of models (hyperparameter sweep) and pick the best",
+        description="Train one model per combination of the values given to the train flags, "
+        "through an Optuna study; any `facerec train` flag takes a value or a sweep: "
+        "uniform(a,b,n) (n values drawn in [a,b], seeded by --seed), loguniform(a,b,n), "
+        "range(a,b,step), or a list \"['resnet18','resnet200d']\". Artifacts go to "
+        "RUNS_DIR/NAME/NAME-expK/version_0/. Rerun the same command to resume; run it on other "
+        "machines with the same --storage to share the work.",
+        epilog="example (4 experiments): facerec sweep --max_epochs 10 --learning_rate "
+        "\"uniform(0,0.0001,2)\" --backbone \"['resnet18','resnet200d']\"",
+    )
+    p.add_argument("--name", "--study", dest="name", default=None,
+                   help="sweep (and study) name (default: sweep-<hash of its flags>: the same "
+                   "command resumes the same sweep)")
+    p.add_argument("--runs_dir", default="runs", help="where sweeps go (default: runs)")
+    p.add_argument("--storage", metavar="URL", default=None,
+                   help="Optuna storage shared by workers, e.g. postgresql://USER:PASS@HOST/DB "
+                   "(default: sqlite:///RUNS_DIR/NAME/optuna.db)")
+    p.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="train K experiments at once in K processes (one GPU each if several)")
+    p.add_argument("--max_trials", type=int, default=None, metavar="N",
+                   help="start at most N trials in this run (default: the whole grid)")
+    p.add_argument("--no_prune", action="store_true",
+                   help="never stop hopeless trials early (default: median pruning per epoch)")
+    tmp = argparse.ArgumentParser(add_help=False).add_subparsers()
+    _add_train(tmp)
+    p.set_defaults(func=_run_sweep, sweep_flags=add_train_flags(p, tmp.choices["train"]))
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from facerec.sweep import print_sweep_table, run_sweep, spec_from_args
+
+    result = run_sweep(spec_from_args(args, args.sweep_flags), name=args.name, root=args.runs_dir,
+                       storage=args.storage, parallel=args.parallel, max_trials=args.max_trials,
+                       prune=not args.no_prune)
+    print_sweep_table(result)
+    return 0 if result.best is not None else 1
+
+
+# ---------------------------------------------------------------------------------------- predict
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="name the faces in photos, crops or folders with a trained checkpoint",
+        description="Detect every face in each image (a face crop, a full photo or a folder, "
+        "searched recursively), crop it as `facerec detect` does and classify it. One face: "
+        "'Predicted class: NAME'; several: one line per face with its box and confidence. NAME is "
+        "'unknown' below the checkpoint's threshold. A small image (both sides <= 400 px) in "
+        "which no face is found is read as an already cropped face if it looks like one. "
+        "Unreadable images in a folder are reported and skipped. Exit status: 0 when it ran, 2 "
+        "with a one-line message for a bad checkpoint, a missing path or an unreadable image.",
+    )
+    p.add_argument("--checkpoint_path", required=True,
+                   help="checkpoint from `facerec train` (.ckpt) or model from `facerec export` (.onnx)")
+    p.add_argument("--image_path", required=True, nargs="+", metavar="PATH",
+                   help="image file(s) or folder(s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="unknown below this confidence (default: the checkpoint's; -1: never unknown)")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"image": PATH, "faces": [{"box": [x, y, w, h], "label": NAME, '
+                   '"confidence": C, ...}], "error": null}] instead of text')
+    p.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
+    p.add_argument("--save_annotated", metavar="DIR",
+                   help="write copies of the images with boxes and names drawn to DIR")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnxruntime (a .onnx model always uses onnxruntime)")
+    p.add_argument("--crops", action="store_true",
+                   help="every image is one face crop: no detection")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch_size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--timing", action="store_true",
+                   help="print the time spent loading, detecting, embedding and classifying")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from facerec.predict import run_predict
+
+    run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
+                device=args.device, runtime=args.runtime, as_json=args.json, csv_path=args.csv,
+                annotate_dir=args.save_annotated, mode="crops" if args.crops else "auto",
+                batch_size=args.batch_size, progress=not args.quiet, timing=args.timing)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, macro-F1, per-person precision/recall, confusion matrix, open-set rates",
+        description="Predict every image of DATA_PATH/<person>/ and compare with the folder names: "
+        "accuracy, macro-F1, per-person precision and recall, the confusion matrix and the "
+        "misclassified files. With --unknown_dir (photos of people not in the dataset): FPIR "
+        "(impostors accepted as someone) and FNIR (genuine faces rejected or misidentified) at the "
+        "threshold, and TPIR at FPIR = 1%.",
+    )
+    p.add_argument("--checkpoint_path", required=True, help="checkpoint (.ckpt) or exported .onnx")
+    p.add_argument("--data_path", default="dataset/test",
+                   help="folder with one subfolder of images per person (default: dataset/test)")
+    p.add_argument("--unknown_dir", metavar="DIR",
+                   help="images of people the model was not trained on (searched recursively)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="unknown threshold (default: the checkpoint's)")
+    p.add_argument("--input", choices=("auto", "crops", "photos"), default="auto",
+                   help="crops: every image is a face crop (default for a `facerec split` dataset); "
+                   "photos: detect faces first (default otherwise)")
+    p.add_argument("--pick", choices=("largest", "center"), default="largest",
+                   help="the face a photo with several faces is labelled by (default: largest)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--report", metavar="DIR",
+                   help="write report.json, confusion_matrix.png, predictions.csv, misclassified.csv")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    p.add_argument("--batch_size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from facerec.evaluate import evaluate, print_report, write_report
+
+    report = evaluate(args.checkpoint_path, args.data_path, unknown_dir=args.unknown_dir,
+                      threshold=args.threshold, input=args.input, pick=args.pick,
+                      runtime=args.runtime, device=args.device, batch_size=args.batch_size,
+                      progress=not args.quiet)
+    if args.report:
+        write_report(report, args.report)
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print_report(report)
+        if args.report:
+            print(f"Report written to {args.report}/")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (for onnxruntime)",
+        description="Export a checkpoint to ONNX: the whole classifier for timm backbones; the "
+        "classification head for dlib_face (the dlib embedding stays in dlib). Labels, threshold "
+        "and preprocessing travel in the model's metadata, so `facerec predict --checkpoint_path "
+        "model.onnx` runs it on onnxruntime. The export is checked against torch.",
+    )
+    p.add_argument("--checkpoint_path", required=True, help="checkpoint from `facerec train`")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one)")
+    p.add_argument("--out", default=None,
+                   help="output file (default: the checkpoint's path with .onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--no_verify", action="store_true",
+                   help="do not compare onnxruntime's outputs with torch's")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from facerec.export import export_onnx, print_export_summary
+
+    print_export_summary(export_onnx(args.checkpoint_path, args.out, opset=args.opset,
+                                     verify=not args.no_verify))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -178,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facerec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_detect, _add_datastore, _add_launch):
+    for add in (_add_detect, _add_annotate, _add_split, _add_datastore, _add_launch, _add_train,
+                _add_sweep, _add_predict, _add_evaluate, _add_export):
         add(sub)
     return parser
 

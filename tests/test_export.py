@@ -1,0 +1,108 @@
+"""``facerec export`` to ONNX, and ``facerec predict`` on onnxruntime giving torch's answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import _checkpoints
+from facerec.cli import main
+
+PHOTO = "multi_face/dlib_pascal_2008_001322.jpg"  # 3 faces
+
+
+@pytest.fixture(scope="module", params=["dlib", "timm"])
+def exported(request, celebrities, tmp_path_factory):
+    ckpt = _checkpoints.checkpoint(request.param, celebrities)
+    out = tmp_path_factory.mktemp(f"onnx-{request.param}") / "model.onnx"
+    rc = main(["export", "--checkpoint_path", str(ckpt), "--format", "onnx", "--out", str(out)])
+    assert rc == 0
+    return request.param, ckpt, out
+
+
+def test_export_metadata(exported):
+    import onnx
+
+    kind, ckpt, out = exported
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    info = json.loads(meta["facerec"])
+    from facerec.model import load_checkpoint
+
+    clf = load_checkpoint(ckpt)
+    assert info["labels"] == clf.labels
+    assert info["threshold"] == pytest.approx(clf.threshold)
+    exp = info["export"]
+    assert exp["kind"] == ("head" if kind == "dlib" else "full")
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    assert inputs == [exp["input"]]
+    assert outputs[:2] == ["logits", "prototype_cosine"]
+    if kind == "dlib":
+        assert exp["embedding"]["embedder"] == "dlib_face"
+        assert out.stat().st_size < 200_000  # the head only: K x 128 weights and prototypes
+    else:
+        assert exp["input_shape"][1:] == [3, 48, 48]
+
+
+def test_onnx_parity_with_torch(exported, data_dir, celebrities):
+    """Same labels and scores from both runtimes, on crops and on a photo with 3 faces."""
+    from facerec.predict import Predictor
+
+    kind, ckpt, out = exported
+    crops = [c for c, _ in _checkpoints.held_out_crops(celebrities)]
+    paths = [*crops, data_dir / "edge-cases" / PHOTO]
+    torch_predictor = Predictor(ckpt, device="cpu")
+    ref = list(torch_predictor.predict_paths(paths))
+    onx = Predictor(out, device="cpu")
+    assert onx.runtime_name == "onnx" and torch_predictor.runtime_name == "torch"
+    assert onx.threshold == pytest.approx(torch_predictor.threshold)
+    got = list(onx.predict_paths(paths))
+    n = 0
+    for a, b in zip(ref, got):
+        assert len(a.faces) == len(b.faces)
+        for fa, fb in zip(a.faces, b.faces):
+            assert fa.box == fb.box
+            assert fa.candidate == fb.candidate and fa.label == fb.label
+            assert fb.confidence == pytest.approx(fa.confidence, abs=1e-4)
+            assert fb.probability == pytest.approx(fa.probability, abs=1e-4)
+            n += 1
+    assert n == len(crops) + 3
+
+
+def test_predict_runtime_onnx_on_a_checkpoint(capsys, exported, celebrities):
+    """--runtime onnx with a .ckpt exports in memory; the text output is torch's."""
+    kind, ckpt, _ = exported
+    crop = _checkpoints.held_out_crops(celebrities)[0][0]
+    answers = []
+    for runtime in ("torch", "onnx"):
+        rc = main(["predict", "--checkpoint_path", str(ckpt), "--image_path", str(crop),
+                   "--runtime", runtime, "--json", "--device", "cpu"])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        answers.append(json.loads(out)[0]["faces"][0])
+    assert answers[0]["label"] == answers[1]["label"]
+    assert answers[0]["confidence"] == pytest.approx(answers[1]["confidence"], abs=1e-4)
+
+
+def test_export_errors(capsys, tmp_path, celebrities):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    rc = main(["export", "--checkpoint_path", str(bad)])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "not a facerec checkpoint" in err
+    onnx_file = tmp_path / "plain.onnx"
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(onnx_file))
+    crop = _checkpoints.held_out_crops(celebrities)[0][0]
+    rc = main(["predict", "--checkpoint_path", str(onnx_file), "--image_path", str(crop)])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "not one exported by `facerec export`" in err
