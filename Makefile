@@ -1,11 +1,12 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
-#   make run PHOTOS=path/to/photos      (OUT=processed by default)
+#   make run PHOTOS=path/to/photos      (WORK=facerec-work by default)
 #   make test
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PHOTOS ?= raw
-OUT    ?= processed
+WORK   ?= facerec-work
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: venv run test bench clean
@@ -22,13 +23,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: venv
-	$(VENV)/bin/facerec detect "$(PHOTOS)" --out "$(OUT)"
+	$(VENV)/bin/facerec run "$(PHOTOS)" --work "$(WORK)" $(RUN_ARGS)
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/detection.py
+	$(PY) bench/annotate.py
+	$(PY) bench/recognition.py
+	$(PY) bench/pipeline.py
+	$(PY) bench/predict_lfw.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

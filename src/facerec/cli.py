@@ -508,6 +508,35 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- run
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the whole pipeline: photos -> trained model and its report",
+        description="detect -> annotate -> split -> train -> evaluate, inside WORK. PHOTOS holds one "
+        "subfolder per person (albums) or loose photos (clustered into person_01, ...).",
+    )
+    p.add_argument("photos", help="folder of photos")
+    p.add_argument("--work", default="facerec-work", help="working folder (default: facerec-work)")
+    p.add_argument("--backbone", default="dlib_face", help="dlib_face (default) or a timm model name")
+    p.add_argument("--max_epochs", type=int, default=100)
+    p.add_argument("--val", type=float, default=0.1, help="validation fraction per person")
+    p.add_argument("--test", type=float, default=0.1, help="test fraction per person")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from facerec.pipeline import run_pipeline
+
+    run_pipeline(args.photos, args.work, backbone=args.backbone, max_epochs=args.max_epochs,
+                 val=args.val, test=args.test, seed=args.seed, device=args.device,
+                 progress=not args.quiet)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -517,8 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facerec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_detect, _add_annotate, _add_split, _add_datastore, _add_launch, _add_train,
-                _add_sweep, _add_predict, _add_evaluate, _add_export):
+    for add in (_add_run, _add_detect, _add_annotate, _add_split, _add_datastore, _add_train,
+                _add_sweep, _add_predict, _add_evaluate, _add_export, _add_launch):
         add(sub)
     return parser
 
