@@ -53,7 +53,6 @@ def make_crops(photos: list[Path], out: list[Path], choose: str = "centre", batc
     """Detect, pick one face per photo ("centre": nearest the centre; "largest") and save crops
     like ``facerec detect`` (160 px, margin 0.2). Photos without a face get a centred box crop and
     are counted. Existing crops are kept (rerun = cache)."""
-    from PIL import Image
 
     from facerec.detect import Face, FaceDetector, crop_face
     from facerec.images import load_image

@@ -9,8 +9,6 @@ its "source" and has no score or landmarks.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.manifest import read_manifest, sha256_file
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-MANIFEST = "manifest.jsonl"
 STATE_DIR = ".facerec"
 
 
@@ -70,30 +68,13 @@ class CropInfo:
         return parts[0] if len(parts) > 1 else ""
 
 
-def read_manifest_records(processed: Path) -> dict[str, dict]:
-    """Manifest records by photo path (the last line for a path wins; a torn line is skipped)."""
-    path = Path(processed) / MANIFEST
-    records: dict[str, dict] = {}
-    if not path.is_file():
-        return records
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("path"), str):
-                records[record["path"]] = record
-    return records
-
-
 class Manifest:
     """Crop file name -> (photo record, face entry), from ``processed/manifest.jsonl``."""
 
     def __init__(self, processed: str | os.PathLike) -> None:
         self.processed = Path(processed)
         self.by_name: dict[str, tuple[dict, dict, int]] = {}
-        for record in read_manifest_records(self.processed).values():
+        for record in read_manifest(self.processed).values():
             for index, face in enumerate(record.get("faces") or []):
                 crop = face.get("crop")
                 if isinstance(crop, str):
@@ -109,7 +90,7 @@ class Manifest:
         rel = path.relative_to(self.processed).as_posix()
         hit = self.by_name.get(path.name)
         if hit is None:
-            return CropInfo(path=path, rel=rel, source="sha256:" + file_sha256(path))
+            return CropInfo(path=path, rel=rel, source="sha256:" + sha256_file(path))
         record, face, index = hit
         info = CropInfo(path=path, rel=rel, source=record["path"], in_manifest=True,
                         manifest_crop=face.get("crop"), face_index=index)
@@ -153,14 +134,6 @@ def _landmarks_in_crop(face: dict, path: Path, size: tuple[int, int] | None) -> 
         return None
     w, h = size
     return np.stack([(pts[:, 0] - x0) * w / (x1 - x0), (pts[:, 1] - y0) * h / (y1 - y0)], axis=1)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def require_folder(processed: str | os.PathLike, what: str = "processed folder") -> Path:

@@ -48,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from facerec.errors import FacerecError
+from facerec.manifest import sha256_file
 
 STORE_ENV = "FACEREC_STORE"
 CACHE_ENV = "FACEREC_CACHE"
@@ -121,14 +122,6 @@ def format_created(iso: str) -> str:
         return _dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
     except (TypeError, ValueError):
         return str(iso or "")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _digest(files: list[FileEntry]) -> str:
@@ -475,7 +468,7 @@ class Datastore:
         with _progress(total, f"hashing {src.name or src}", progress) as bar:
             for p in paths:
                 try:
-                    sha = _sha256_file(p)
+                    sha = sha256_file(p)
                     size = p.stat().st_size
                 except OSError as exc:
                     raise FacerecError(f"cannot read {p}: {exc}") from exc
@@ -583,14 +576,14 @@ class Datastore:
             os.close(fd)
             try:
                 shutil.copyfile(local, tmp)
-                if _sha256_file(Path(tmp)) != e.sha256:
+                if sha256_file(Path(tmp)) != e.sha256:
                     raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
                 os.replace(tmp, dest)
             finally:
                 Path(tmp).unlink(missing_ok=True)
             return
         self.fs.put_file(str(local), remote)
-        if _sha256_file(local) != e.sha256:
+        if sha256_file(local) != e.sha256:
             self.fs.rm_file(remote)
             raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
 
@@ -654,7 +647,7 @@ class Datastore:
             for f in files:
                 local = target / f.path
                 ok = (local.is_file() and local.stat().st_size == f.size
-                      and _sha256_file(local) == f.sha256)
+                      and sha256_file(local) == f.sha256)
                 if not ok:
                     need.setdefault(f.sha256, []).append(f)
                 bar.update(f.size)
@@ -694,7 +687,7 @@ class Datastore:
                 self.fs.get_file(self._object_path(sha), tmp)
             except FileNotFoundError:
                 raise FacerecError(self._missing_msg(name, version, sha, group[0].path)) from None
-            got = _sha256_file(Path(tmp))
+            got = sha256_file(Path(tmp))
             if got != sha:
                 raise FacerecError(self._corrupt_msg(name, version, sha, got, group[0].path))
             for f in group[1:]:

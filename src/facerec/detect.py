@@ -38,9 +38,7 @@ from PIL import Image
 from facerec.align import crop_transform, warp_crop
 from facerec.errors import FacerecError
 from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, iter_files, load_image
-
-MANIFEST = "manifest.jsonl"
-
+from facerec.manifest import MANIFEST, read_manifest, sha256_file
 
 @dataclass
 class Face:
@@ -165,14 +163,6 @@ def crop_folder(relpath: str) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest_record(relpath: str, sha256: str | None, width: int | None, height: int | None,
                     faces: list[dict], error: str | None) -> dict:
     """One manifest line. ``faces`` items: box [x, y, w, h], score, landmarks [[x, y] x 5],
@@ -180,30 +170,6 @@ def manifest_record(relpath: str, sha256: str | None, width: int | None, height:
     from original pixels to crop pixels)."""
     return {"path": relpath, "sha256": sha256, "width": width, "height": height,
             "faces": faces, "error": error}
-
-
-def read_manifest(out_dir: str | os.PathLike, repair: bool = False) -> dict[str, dict]:
-    """Manifest records by path (the last line for a path wins). With ``repair``, a torn last line
-    left by a killed run is cut off the file."""
-    path = Path(out_dir) / MANIFEST
-    records: dict[str, dict] = {}
-    if not path.exists():
-        return records
-    data = path.read_bytes()
-    good_end = 0
-    for line in data.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-            if not line.endswith(b"\n") or not isinstance(record, dict) or "path" not in record:
-                raise ValueError("incomplete record")
-        except ValueError:
-            break
-        records[record["path"]] = record
-        good_end += len(line)
-    if repair and good_end < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(good_end)
-    return records
 
 
 def _write_atomic(path: Path, write) -> None:

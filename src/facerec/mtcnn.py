@@ -402,7 +402,7 @@ class MTCNN:
         if not levels:
             return empty
         canvas_sizes = _pack_levels(levels, self.max_canvas_pixels)
-        found_boxes, found_images, found_levels = [], [], []
+        found_boxes, found_levels = [], []
         for c, (ch, cw) in enumerate(canvas_sizes):
             on_canvas = [j for j, lv in enumerate(levels) if lv.canvas == c]
             # NHWC storage: the NCHW view below is channels-last, P-Net's fast layout on CPU

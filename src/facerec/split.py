@@ -36,6 +36,7 @@ import numpy as np
 
 from facerec import __version__
 from facerec.crops import Manifest, list_images, person_folders, require_folder
+from facerec.manifest import sha256_file
 from facerec.errors import FacerecError
 
 SPLITS = ("train", "val", "test")
@@ -129,7 +130,7 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
             continue
         for path in files:
             info = manifest.info(path, size=(0, 0))
-            digest = info.source[7:] if info.source.startswith("sha256:") else _sha256(path)
+            digest = info.source[7:] if info.source.startswith("sha256:") else sha256_file(path)
             crops.append(_Crop(name, path, info.rel, info.source, digest))
     if not crops:
         loose = len(list_images(processed))
@@ -345,12 +346,6 @@ def _files_intact(out: Path, previous: dict) -> bool:
     present = {p.relative_to(out).as_posix() for s in SPLITS if (out / s).is_dir()
                for p in (out / s).rglob("*") if p.is_file()}
     return expected == present
-
-
-def _sha256(path: Path) -> str:
-    from facerec.crops import file_sha256
-
-    return file_sha256(path)
 
 
 def _link_or_copy(src: Path, dst: Path, link: bool) -> bool:
