@@ -163,6 +163,17 @@ def test_rerun_skips_done_photos(tmp_path, celebrities):
     assert second.faces == first.faces
     assert sorted((tmp_path / "out").rglob("*.jpg")) == crops
 
+    # a touched file (new mtime, same bytes) is hashed, found unchanged and not detected again;
+    # a file with new content is detected again
+    photos = sorted(raw.glob("*.jpg"))
+    os.utime(photos[0], ns=(1, 1))
+    Image.open(photos[1]).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos[1])
+    third = detect_folder(raw, tmp_path / "out", progress=False)
+    assert third.photos_read == 1 and third.already_done == 2
+    records = read_manifest(tmp_path / "out")
+    assert records[photos[0].name]["mtime_ns"] == 1
+    assert records[photos[1].name]["sha256"] == hashlib.sha256(photos[1].read_bytes()).hexdigest()
+
 
 def test_resume_after_sigkill(tmp_path, celebrities):
     """Kill `facerec detect` mid-run with SIGKILL, rerun: complete, valid, no duplicates."""

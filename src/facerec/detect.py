@@ -38,7 +38,7 @@ from PIL import Image
 from facerec.align import crop_transform, warp_crop
 from facerec.errors import FacerecError
 from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, iter_files, load_image
-from facerec.manifest import MANIFEST, read_manifest, sha256_file
+from facerec.manifest import MANIFEST, read_manifest
 
 @dataclass
 class Face:
@@ -164,12 +164,13 @@ def crop_folder(relpath: str) -> str:
 
 
 def manifest_record(relpath: str, sha256: str | None, width: int | None, height: int | None,
-                    faces: list[dict], error: str | None) -> dict:
+                    faces: list[dict], error: str | None, size: int | None = None,
+                    mtime_ns: int | None = None) -> dict:
     """One manifest line. ``faces`` items: box [x, y, w, h], score, landmarks [[x, y] x 5],
     crop (path relative to processed/), crop_box [x0, y0, x1, y1] and crop_transform (2x3 affine
-    from original pixels to crop pixels)."""
+    from original pixels to crop pixels). ``size``/``mtime_ns``: the file's, for quick resumes."""
     return {"path": relpath, "sha256": sha256, "width": width, "height": height,
-            "faces": faces, "error": error}
+            "faces": faces, "error": error, "size": size, "mtime_ns": mtime_ns}
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -220,24 +221,48 @@ def _clean_temporaries(out_dir: Path) -> None:
             tmp.unlink()
 
 
-def _load(path: Path) -> tuple[LoadedImage | None, str | None]:
+@dataclass
+class _Todo:
+    path: Path
+    rel: str
+    stat: os.stat_result
+    previous: dict | None  # its manifest record from an earlier run, if any
+
+
+def _load(item: _Todo) -> tuple[LoadedImage | None, str | None, str | None]:
+    """(image, error, sha256), reading the file once for both the hash and the decoding. A file
+    whose content matches its previous record gives (None, None, sha256): nothing to redo."""
     try:
-        return load_image(path), None
+        data = item.path.read_bytes()
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}", None
+    digest = hashlib.sha256(data).hexdigest()
+    if item.previous is not None and item.previous.get("sha256") == digest:
+        return None, None, digest
+    try:
+        return load_image(item.path, data=data), None, digest
     except ImageLoadError as exc:
-        return None, str(exc)
+        return None, str(exc), digest
 
 
-def _prefetch(pool: ThreadPoolExecutor, batches: list[list[tuple[Path, str, str]]]):
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list[_Todo]]):
     """Yield (batch, loaded images) while the next batch decodes in the background (PIL releases
     the GIL), holding at most two batches in memory."""
     def submit(batch):
-        return [pool.submit(_load, path) for path, _, _ in batch]
+        return [pool.submit(_load, item) for item in batch]
 
     pending = submit(batches[0]) if batches else []
     for i, batch in enumerate(batches):
         current = pending
         pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
         yield batch, [future.result() for future in current]
+
+
+def _unchanged(previous: dict | None, stat: os.stat_result) -> bool:
+    """Same size and modification time as when it was recorded (the check rsync and git make):
+    skip without reading. Records without a content hash (unreadable files) are always retried."""
+    return (previous is not None and bool(previous.get("sha256"))
+            and previous.get("size") == stat.st_size and previous.get("mtime_ns") == stat.st_mtime_ns)
 
 
 def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
@@ -256,22 +281,21 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
         raise FacerecError(f"input folder is empty: {raw_dir}")
     summary = DetectSummary(str(raw_dir), str(out_dir), files=len(files))
 
-    todo: list[tuple[Path, str, str]] = []
+    todo: list[_Todo] = []
     for path in files:
         rel = path.relative_to(raw_dir).as_posix()
         try:
-            digest = sha256_file(path)
+            stat = path.stat()
         except OSError as exc:
-            digest = ""
             summary.skipped["unreadable"] += 1
             summary.skipped_files.append((rel, f"unreadable: {exc.strerror or exc}"))
             continue
         previous = done.get(rel)
-        if previous is not None and previous.get("sha256") == digest:
+        if _unchanged(previous, stat):
             summary.already_done += 1
             _count(summary, previous)
-            continue
-        todo.append((path, rel, digest))
+        else:
+            todo.append(_Todo(path, rel, stat, previous))
 
     from tqdm.auto import tqdm
 
@@ -282,21 +306,26 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     try:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), max(1, batch_size))]
         for batch, loaded in _prefetch(pool, batches):
-            ok = [(item, image) for item, (image, _) in zip(batch, loaded) if image is not None]
+            ok = [(item, image) for item, (image, _, _) in zip(batch, loaded) if image is not None]
             found = detector.detect_batch([image for _, image in ok]) if ok else []
-            faces_of = {item[1]: faces for (item, _), faces in zip(ok, found)}
-            for (path, rel, digest), (image, error) in zip(batch, loaded):
-                if image is None:
-                    record = manifest_record(rel, digest, None, None, [], error)
+            faces_of = {item.rel: faces for (item, _), faces in zip(ok, found)}
+            for item, (image, error, digest) in zip(batch, loaded):
+                stat = {"size": item.stat.st_size, "mtime_ns": item.stat.st_mtime_ns}
+                if image is None and error is None:  # touched but same content: keep its record
+                    record = {**item.previous, **stat}
+                    summary.already_done += 1
+                elif image is None:
+                    record = manifest_record(item.rel, digest, None, None, [], error, **stat)
                 else:
-                    faces = [f for f in faces_of[rel] if f.score >= min_score]
-                    record = manifest_record(rel, digest, image.width, image.height,
-                                             _save_crops(image.image, faces, rel, out_dir, size,
-                                                         margin, align, quality), None)
+                    faces = [f for f in faces_of[item.rel] if f.score >= min_score]
+                    crops = _save_crops(image.image, faces, item.rel, out_dir, size, margin, align,
+                                        quality)
+                    record = manifest_record(item.rel, digest, image.width, image.height, crops,
+                                             None, **stat)
+                    summary.photos_read += 1
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 os.fsync(manifest.fileno())
-                summary.photos_read += image is not None
                 _count(summary, record)
                 bar.update(1)
     finally:

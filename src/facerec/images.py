@@ -8,6 +8,7 @@ are only ever opened for reading.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -93,15 +94,17 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale)), scale
 
 
-def load_image(path: str | os.PathLike, max_side: int | None = None) -> LoadedImage:
+def load_image(path: str | os.PathLike, max_side: int | None = None,
+               data: bytes | None = None) -> LoadedImage:
     """Open ``path`` as an upright 8-bit RGB image, optionally downscaled to ``max_side``.
 
     JPEGs are decoded at reduced size when ``max_side`` allows it (libjpeg DCT scaling), which makes
-    12-MP photos cheap to detect on. Raises :class:`ImageLoadError` with a short reason.
+    12-MP photos cheap to detect on. ``data``: the file's bytes when the caller already read them
+    (``path`` then only names the file). Raises :class:`ImageLoadError` with a short reason.
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if data is None else len(data)
     except OSError as exc:
         raise ImageLoadError("unreadable", exc.strerror or str(exc)) from None
     if size == 0:
@@ -109,7 +112,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> LoadedIm
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 return _decode(im, max_side)
     except ImageLoadError:
         raise
