@@ -405,12 +405,12 @@ def embed_crop_files(paths: Sequence[str | os.PathLike], embedder, *, mirror: bo
     """Raw embeddings of crop files and of their mirror images: (N, 2, D) (or (N, 1, D) without
     ``mirror``), NaN where a crop could not be embedded. Both are cached by the crop's sha256
     (the mirror under the embedder's cache id + ``-mirror``), so a rerun costs a cache lookup."""
-    import hashlib
     import tempfile
 
     from PIL import Image, ImageOps
 
     from facerec.embed import EmbeddingCache, embed_files
+    from facerec.manifest import sha256_file
 
     store = cache if isinstance(cache, EmbeddingCache) else (
         EmbeddingCache(cache) if cache not in (None, True, False) else EmbeddingCache())
@@ -419,7 +419,7 @@ def embed_crop_files(paths: Sequence[str | os.PathLike], embedder, *, mirror: bo
     if not mirror:
         return orig[:, None, :]
     mid = f"{embedder.cache_id}-mirror"
-    keys = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    keys = [sha256_file(p) for p in paths]
     found = store.get_many(mid, keys)
     todo = [i for i, k in enumerate(keys) if k not in found and np.isfinite(orig[i]).all()]
     todo = list({keys[i]: i for i in todo}.values())  # one per distinct content
