@@ -7,11 +7,13 @@ Each subcommand has an ``_add_<name>(subparsers)`` function that declares its fl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from facerec import __version__
 from facerec.errors import FacerecError
+from facerec.safeio import oserror_message
 
 
 # ----------------------------------------------------------------------------------------- detect
@@ -553,11 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Hidden: --debug anywhere on the line (or FACEREC_DEBUG=1) shows the traceback instead of the
+    # one-line message.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FACEREC_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return int(args.func(args) or 0)
     except FacerecError as exc:
+        if debug:
+            raise
         print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only or full disk, permissions, too many open files...
+        if debug:
+            raise
+        print(f"facerec {args.command}: error: {oserror_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"facerec {args.command}: interrupted (rerun to resume)", file=sys.stderr)
