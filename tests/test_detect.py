@@ -207,7 +207,8 @@ def test_resume_after_sigkill(tmp_path, celebrities):
     records = [json.loads(line) for line in lines]
     assert len(records) == len({r["path"] for r in records}) == 40
     listed = {f["crop"] for r in records for f in r["faces"]}
-    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"manifest.jsonl"}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*")
+               if p.is_file() and ".facerec" not in p.parts} - {"manifest.jsonl"}
     assert listed == on_disk  # no duplicate, orphan or temporary files
     for crop in listed:
         Image.open(out / crop).verify()

@@ -37,8 +37,11 @@ from PIL import Image
 
 from facerec.align import crop_transform, warp_crop
 from facerec.errors import FacerecError
-from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, iter_files, load_image
+from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
+                            load_image, read_file)
 from facerec.manifest import MANIFEST, read_manifest
+from facerec.safeio import (atomic_write, check_output_location, display_path, folder_lock,
+                            remove_temporaries)
 
 @dataclass
 class Face:
@@ -153,7 +156,8 @@ def _safe_stem(stem: str, limit: int = 48) -> str:
 
 def crop_name(relpath: str, index: int) -> str:
     """Crop file name, unique across photos: sanitised stem + hash of the relative path + index."""
-    digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
+    # surrogateescape: a name that is not valid UTF-8 hashes as its original bytes
+    digest = hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{_safe_stem(Path(relpath).stem)}_{digest}_{index}.jpg"
 
 
@@ -168,19 +172,16 @@ def manifest_record(relpath: str, sha256: str | None, width: int | None, height:
                     mtime_ns: int | None = None) -> dict:
     """One manifest line. ``faces`` items: box [x, y, w, h], score, landmarks [[x, y] x 5],
     crop (path relative to processed/), crop_box [x0, y0, x1, y1] and crop_transform (2x3 affine
-    from original pixels to crop pixels). ``size``/``mtime_ns``: the file's, for quick resumes."""
-    return {"path": relpath, "sha256": sha256, "width": width, "height": height,
-            "faces": faces, "error": error, "size": size, "mtime_ns": mtime_ns}
+    from original pixels to crop pixels). ``size``/``mtime_ns``: the file's, for quick resumes.
 
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    A path that is not valid UTF-8 is kept losslessly (Python's surrogate escapes, written by
+    ``json.dumps`` as ``\\udcXX``; ``os.fsencode(path)`` gives the original bytes back) and gets a
+    readable ``path_readable`` beside it (undecodable bytes as ``\\xNN``)."""
+    record = {"path": relpath, "sha256": sha256, "width": width, "height": height,
+              "faces": faces, "error": error, "size": size, "mtime_ns": mtime_ns}
+    if display_path(relpath) != relpath:
+        record["path_readable"] = display_path(relpath)
+    return record
 
 
 # ------------------------------------------------------------------------------------- the stage
@@ -205,6 +206,7 @@ def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
         raise FacerecError(f"input folder not found: {raw_dir}")
     if not raw_dir.is_dir():
         raise FacerecError(f"input is not a folder: {raw_dir}")
+    check_output_location(out_dir, [raw_dir], "output folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".facerec-write-test-{os.getpid()}"
@@ -212,13 +214,6 @@ def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise FacerecError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}") from None
-
-
-def _clean_temporaries(out_dir: Path) -> None:
-    """Remove half-written files a killed run may have left (only our own temp names)."""
-    for tmp in out_dir.rglob(".*.tmp-*"):
-        if tmp.is_file():
-            tmp.unlink()
 
 
 @dataclass
@@ -233,9 +228,9 @@ def _load(item: _Todo) -> tuple[LoadedImage | None, str | None, str | None]:
     """(image, error, sha256), reading the file once for both the hash and the decoding. A file
     whose content matches its previous record gives (None, None, sha256): nothing to redo."""
     try:
-        data = item.path.read_bytes()
-    except OSError as exc:
-        return None, f"unreadable: {exc.strerror or exc}", None
+        data = read_file(item.path)
+    except ImageLoadError as exc:
+        return None, str(exc), None
     digest = hashlib.sha256(data).hexdigest()
     if item.previous is not None and item.previous.get("sha256") == digest:
         return None, None, digest
@@ -269,31 +264,43 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
                   detector: FaceDetector | None = None, size: int = 160, margin: float = 0.2,
                   align: bool = False, min_score: float = 0.0, batch_size: int = 8,
                   progress: bool = True, quality: int = 95) -> DetectSummary:
-    """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable."""
+    """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable.
+
+    Every entry under ``raw_dir`` gets exactly one manifest record: links, FIFOs and other special
+    files are recorded with the reason they were skipped (and never opened). One writer at a time
+    per ``out_dir``; ``out_dir`` may not overlap ``raw_dir``."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     _check_dirs(raw_dir, out_dir)
+    with folder_lock(out_dir, "detect"):
+        return _detect_folder(raw_dir, out_dir, detector, size, margin, align, min_score,
+                              batch_size, progress, quality)
+
+
+def _detect_folder(raw_dir: Path, out_dir: Path, detector: FaceDetector | None, size: int,
+                   margin: float, align: bool, min_score: float, batch_size: int, progress: bool,
+                   quality: int) -> DetectSummary:
     started = time.perf_counter()
     detector = detector or FaceDetector()
     done = read_manifest(out_dir, repair=True)
-    _clean_temporaries(out_dir)
+    remove_temporaries(out_dir)
     files = list(iter_files(raw_dir, exclude=out_dir))
     if not files:
-        raise FacerecError(f"input folder is empty: {raw_dir}")
-    summary = DetectSummary(str(raw_dir), str(out_dir), files=len(files))
+        raise FacerecError(f"input folder is empty: {display_path(raw_dir)}")
+    summary = DetectSummary(display_path(raw_dir), display_path(out_dir), files=len(files))
 
     todo: list[_Todo] = []
+    special: list[dict] = []  # entries that are not regular files: recorded, never opened
     for path in files:
         rel = path.relative_to(raw_dir).as_posix()
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            summary.skipped["unreadable"] += 1
-            summary.skipped_files.append((rel, f"unreadable: {exc.strerror or exc}"))
-            continue
+        stat, problem = entry_problem(path)
         previous = done.get(rel)
-        if _unchanged(previous, stat):
-            summary.already_done += 1
-            _count(summary, previous)
+        if problem is not None:
+            record = manifest_record(rel, None, None, None, [], str(problem))
+            if record != previous:
+                special.append(record)
+            _count(summary, record)
+        elif _unchanged(previous, stat):
+            _count(summary, previous, already_done=True)
         else:
             todo.append(_Todo(path, rel, stat, previous))
 
@@ -304,6 +311,7 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     manifest = open(out_dir / MANIFEST, "a", encoding="utf-8")
     pool = ThreadPoolExecutor(max_workers=2)
     try:
+        _append(manifest, special)
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), max(1, batch_size))]
         for batch, loaded in _prefetch(pool, batches):
             ok = [(item, image) for item, (image, _, _) in zip(batch, loaded) if image is not None]
@@ -313,9 +321,10 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
                 stat = {"size": item.stat.st_size, "mtime_ns": item.stat.st_mtime_ns}
                 if image is None and error is None:  # touched but same content: keep its record
                     record = {**item.previous, **stat}
-                    summary.already_done += 1
+                    _count(summary, record, already_done=True)
                 elif image is None:
                     record = manifest_record(item.rel, digest, None, None, [], error, **stat)
+                    _count(summary, record)
                 else:
                     faces = [f for f in faces_of[item.rel] if f.score >= min_score]
                     crops = _save_crops(image.image, faces, item.rel, out_dir, size, margin, align,
@@ -323,10 +332,8 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
                     record = manifest_record(item.rel, digest, image.width, image.height, crops,
                                              None, **stat)
                     summary.photos_read += 1
-                manifest.write(json.dumps(record) + "\n")
-                manifest.flush()
-                os.fsync(manifest.fileno())
-                _count(summary, record)
+                    _count(summary, record)
+                _append(manifest, [record])
                 bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -337,12 +344,24 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     return summary
 
 
-def _count(summary: DetectSummary, record: dict) -> None:
+def _append(manifest, records: list[dict]) -> None:
+    """Append manifest lines and make them durable before going on (a kill loses nothing done)."""
+    if records:
+        manifest.write("".join(json.dumps(record) + "\n" for record in records))
+        manifest.flush()
+        os.fsync(manifest.fileno())
+
+
+def _count(summary: DetectSummary, record: dict, already_done: bool = False) -> None:
+    """Each file counts once: read now, done before (and unchanged), or skipped with a reason."""
     if record.get("error"):
         reason = record["error"].split(":")[0]
         summary.skipped[reason] += 1
-        summary.skipped_files.append((record["path"], record["error"]))
-    elif record["faces"]:
+        summary.skipped_files.append((display_path(record["path"]), record["error"]))
+        return
+    if already_done:
+        summary.already_done += 1
+    if record["faces"]:
         summary.faces += len(record["faces"])
     else:
         summary.photos_without_faces += 1
@@ -356,7 +375,7 @@ def _save_crops(image: Image.Image, faces: list[Face], rel: str, out_dir: Path, 
     for i, face in enumerate(faces):
         crop, matrix = crop_face(image, face, size, margin, align)
         target = folder / crop_name(rel, i)
-        _write_atomic(target, lambda tmp: crop.save(tmp, format="JPEG", quality=quality))
+        atomic_write(target, lambda tmp: crop.save(tmp, format="JPEG", quality=quality))
         inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
         corners = inverse @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]])
         entry = face.to_dict()
@@ -378,7 +397,7 @@ def _compact_manifest(out_dir: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    _write_atomic(out_dir / MANIFEST, write)
+    atomic_write(out_dir / MANIFEST, write)
 
 
 def iter_manifest_faces(out_dir: str | os.PathLike) -> Iterator[tuple[dict, dict]]:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.safeio import check_output_location
 
 __all__ = ["EvalReport", "evaluate", "print_report", "write_report", "confusion_png",
            "NO_FACE", "open_set_figures"]
@@ -365,6 +366,7 @@ def confusion_png(confusion: dict, path: str | os.PathLike, title: str = "") -> 
 def write_report(report: EvalReport, out_dir: str | os.PathLike) -> Path:
     """report.json, confusion_matrix.png, predictions.csv, misclassified.csv in ``out_dir``."""
     out = Path(out_dir)
+    check_output_location(out, filter(None, (report.data_path, report.unknown_dir)), "--report folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

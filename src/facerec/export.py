@@ -321,6 +321,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
     if target.is_dir():
         raise FacerecError(f"--out {target} is a folder: give a file name such as model.onnx")
+    if target.resolve() == Path(checkpoint).resolve():
+        raise FacerecError(f"--out {target} is the checkpoint itself: give another file name")
     try:
         data = onnx_model_bytes(clf, opset)
     except FacerecError:

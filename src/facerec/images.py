@@ -8,15 +8,20 @@ are only ever opened for reading.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facerec.safeio import display_path
 
 try:  # HEIC/HEIF (iPhone photos); optional at import time so a broken install still runs JPEGs
     import pillow_heif
@@ -55,17 +60,79 @@ class LoadedImage:
 
 
 def iter_files(root: Path, exclude: Path | None = None) -> Iterator[Path]:
-    """Every non-hidden file under ``root``, recursively, in a stable (sorted) order."""
+    """Every non-hidden entry under ``root`` that is not a real folder, recursively, in a stable
+    (sorted) order: regular files, but also links (to files, to folders, dangling, looping), FIFOs
+    and sockets, so that a caller can report each one (see :func:`entry_problem`). Real folders
+    are walked; linked folders are yielded, never followed (no loops, no escaping ``root``)."""
     exclude = exclude.resolve() if exclude is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
-        )
-        for name in sorted(filenames):
+        entries = list(filenames)
+        walk = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if (here / d).is_symlink():
+                entries.append(d)
+            elif exclude is None or (here / d).resolve() != exclude:
+                walk.append(d)
+        dirnames[:] = sorted(walk)
+        for name in sorted(entries):
             if not name.startswith("."):
                 yield here / name
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
+          stat.S_IFBLK: "a device", stat.S_IFDIR: "a linked folder (not followed)"}
+
+
+def _stat_problem(path: Path, exc: OSError) -> ImageLoadError:
+    if exc.errno == errno.ELOOP:
+        return ImageLoadError("unreadable", "symlink loop")
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return ImageLoadError("unreadable", f"broken link to {display_path(os.readlink(path))}")
+    return ImageLoadError("unreadable", exc.strerror or str(exc))
+
+
+def entry_problem(path: str | os.PathLike) -> tuple[os.stat_result | None, ImageLoadError | None]:
+    """(stat, None) for a regular file (links followed), else (None, why it cannot be a photo).
+    Never opens the file, so a FIFO cannot block."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return None, _stat_problem(path, exc)
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        return None, ImageLoadError("not a file", kind)
+    return st, None
+
+
+def open_file(path: str | os.PathLike) -> BinaryIO:
+    """A regular file opened for reading. Opened non-blocking and checked after opening, so a FIFO
+    or device (or one swapped in under the name) can never hang us; raises :class:`ImageLoadError`."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise _stat_problem(path, exc) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageLoadError("not a file", _KINDS.get(stat.S_IFMT(mode), "not a regular file"))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file (see :func:`open_file`); raises :class:`ImageLoadError`."""
+    with open_file(path) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise ImageLoadError("unreadable", exc.strerror or str(exc)) from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -102,22 +169,24 @@ def load_image(path: str | os.PathLike, max_side: int | None = None,
     12-MP photos cheap to detect on. ``data``: the file's bytes when the caller already read them
     (``path`` then only names the file). Raises :class:`ImageLoadError` with a short reason.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size if data is None else len(data)
-    except OSError as exc:
-        raise ImageLoadError("unreadable", exc.strerror or str(exc)) from None
-    if size == 0:
+    source = open_file(path) if data is None else io.BytesIO(data)
+    with source:
+        return _load_from(source, max_side)
+
+
+def _load_from(source: BinaryIO, max_side: int | None) -> LoadedImage:
+    if source.seek(0, io.SEEK_END) == 0:
         raise ImageLoadError("empty file", "0 bytes")
+    source.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path if data is None else io.BytesIO(data)) as im:
+            with Image.open(source) as im:
                 return _decode(im, max_side)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError("too large", str(exc).split(" could be")[0]) from None
+        raise ImageLoadError("too large", str(exc).split(" could be")[0].rstrip(" ,")) from None
     except UnidentifiedImageError:
         raise ImageLoadError("not an image", "unrecognised format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

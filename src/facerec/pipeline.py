@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facerec.errors import FacerecError
+from facerec.safeio import check_output_location
 
 
 @dataclass
@@ -49,6 +50,8 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
 
     out = out or sys.stdout
     work = Path(work_dir)
+    if Path(photos).is_dir():
+        check_output_location(work, [photos], "--work folder")
     processed, dataset = work / "processed", work / "dataset"
     seconds: dict[str, float] = {}
 

@@ -33,6 +33,7 @@ With the ``dlib_face`` backbone the ONNX model is the head: dlib still computes 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -48,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.safeio import META_DIR, atomic_write, check_output_location, display_path, folder_lock
 
 __all__ = [
     "CROP_MAX_SIDE",
@@ -60,6 +62,7 @@ __all__ = [
     "print_results",
     "write_csv",
     "save_annotated",
+    "annotated_paths",
 ]
 
 #: file types a folder is searched for (a file named on the command line is tried whatever it is)
@@ -146,13 +149,13 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str, 
         if p.is_dir():
             files = [f for f in iter_files(p) if f.suffix.lower() in IMAGE_EXTS]
             if not files:
-                raise FacerecError(f"no images found in {p} (looked for "
+                raise FacerecError(f"no images found in {display_path(p)} (looked for "
                                    f"{', '.join(sorted(e[1:] for e in IMAGE_EXTS))})")
-            out += [(f, str(f), p) for f in files]
-        elif p.exists():
-            out.append((p, str(p), None))
+            out += [(f, display_path(f), p) for f in files]
+        elif os.path.lexists(p):  # a broken link or a loop is reported by the loader, per file
+            out.append((p, display_path(p), None))
         else:
-            raise FacerecError(f"image not found: {p}")
+            raise FacerecError(f"image not found: {display_path(p)}")
     if not out:
         raise FacerecError("no image given")
     return out
@@ -565,24 +568,76 @@ def draw_faces(image, faces: Sequence[FaceResult]):
     return im
 
 
-def annotated_path(out_dir: Path, shown: str, root: Path | None) -> Path:
-    """Where ``--save_annotated`` writes an image: the same relative path under ``out_dir`` (only
-    the file name for single files); formats PIL cannot write become ``.jpg``."""
-    p = Path(shown)
-    rel = p.relative_to(root) if root is not None else Path(p.name)
-    if rel.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
-        rel = rel.with_name(rel.name + ".jpg")
-    return out_dir / rel
+def annotated_paths(out_dir: Path, items: Sequence[tuple[Path, str, Path | None]]
+                    ) -> dict[str, Path]:
+    """Where ``--save_annotated`` writes each input (by shown name): its path relative to the
+    folder it was found in (the file name for single files), made unique: names that two inputs
+    share get a short hash of the input's full path. Names are made printable; formats PIL cannot
+    write become ``.jpg``."""
+    import hashlib
+
+    def rel_of(file: Path, root: Path | None) -> Path:
+        rel = Path(display_path(file.relative_to(root) if root is not None else file.name))
+        if rel.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
+            rel = rel.with_name(rel.name + ".jpg")
+        return rel
+
+    rels = {shown: rel_of(file, root) for file, shown, root in items}
+    taken: dict[Path, int] = {}
+    for rel in rels.values():
+        taken[rel] = taken.get(rel, 0) + 1
+    targets = {}
+    for file, shown, _ in items:
+        rel = rels[shown]
+        if taken[rel] > 1:
+            tag = hashlib.sha1(os.fsencode(os.path.abspath(file))).hexdigest()[:8]
+            rel = rel.with_name(f"{rel.stem}_{tag}{rel.suffix}")
+        targets[shown] = out_dir / rel
+    return targets
+
+
+class AnnotatedWriter:
+    """Writes ``--save_annotated`` images into one folder, never replacing a file it did not write.
+
+    The folder must not overlap an input (checked by the caller). Files written by earlier runs
+    are listed in ``<folder>/.facerec/annotated.txt``, so a rerun refreshes them; any other
+    existing file is left alone, with a warning."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.record = out_dir / META_DIR / "annotated.txt"
+        try:
+            self.ours = set(self.record.read_text("utf-8", "surrogateescape").splitlines())
+        except FileNotFoundError:
+            self.ours = set()
+
+    def write(self, result: ImageResult, target: Path) -> None:
+        if result.pil is None:
+            return
+        rel = target.relative_to(self.out_dir).as_posix()
+        if os.path.lexists(target) and rel not in self.ours:
+            print(f"facerec predict: not replacing {display_path(target)} (a file facerec did not "
+                  "write)", file=sys.stderr)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel not in self.ours:  # recorded first: a kill between the two can only over-claim
+            with open(self.record, "a", encoding="utf-8", errors="surrogateescape") as handle:
+                handle.write(rel + "\n")
+            self.ours.add(rel)
+        save_annotated(result, target)
 
 
 def save_annotated(result: ImageResult, target: Path) -> None:
-    """Write ``result.pil`` with its faces drawn to ``target`` (folders are created)."""
+    """Write ``result.pil`` with its faces drawn to ``target`` (atomically; folders are created)."""
     if result.pil is None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
     im = draw_faces(result.pil, result.faces)
-    kwargs = {"quality": 92} if target.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
-    im.save(target, **kwargs)
+    fmt = Image.registered_extensions().get(target.suffix.lower(), "JPEG")
+    kwargs = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
+    atomic_write(target, lambda tmp: im.save(tmp, format=fmt, **kwargs))
 
 
 def results_json(results: Sequence[ImageResult]) -> str:
@@ -611,28 +666,36 @@ def run_predict(checkpoint: str, image_paths: Sequence[str], *, threshold: float
     started = time.perf_counter()
     items = collect_images(image_paths)  # missing paths fail before the model loads
     single = len(items) == 1 and items[0][2] is None
+    inputs = [p for p, _, _ in items]
+    if annotate_dir:
+        check_output_location(annotate_dir, inputs, "--save_annotated folder")
+    if csv_path:
+        check_output_location(csv_path, inputs, "--csv file")
     predictor = Predictor(checkpoint, device=device, runtime=runtime, threshold=threshold,
                           mode=mode, batch_size=batch_size)
-    roots = {shown: root for _, shown, root in items}
-    annotate = Path(annotate_dir) if annotate_dir else None
-    results: list[ImageResult] = []
-    for r in predictor.predict_paths([p for p, _, _ in items], progress=progress and not single,
-                                     keep_images=annotate is not None):
-        if single and r.error:
-            raise FacerecError(f"cannot read {r.image}: {r.error}")
-        if annotate is not None and not r.error:
-            save_annotated(r, annotated_path(annotate, r.image, roots.get(r.image)))
-        r.pil = None
-        results.append(r)
-        if not as_json:
-            print_results([r], prefix=not single, file=out)
+    with contextlib.ExitStack() as stack:
+        if annotate_dir:
+            stack.enter_context(folder_lock(annotate_dir, "predict --save_annotated"))
+            writer = AnnotatedWriter(Path(annotate_dir))
+            targets = annotated_paths(Path(annotate_dir), items)
+        results: list[ImageResult] = []
+        for r in predictor.predict_paths(inputs, progress=progress and not single,
+                                         keep_images=annotate_dir is not None):
+            if single and r.error:
+                raise FacerecError(f"cannot read {r.image}: {r.error}")
+            if annotate_dir and not r.error:
+                writer.write(r, targets[r.image])
+            r.pil = None
+            results.append(r)
+            if not as_json:
+                print_results([r], prefix=not single, file=out)
     if as_json:
         for r in results:
             if r.error:
                 print(f"facerec predict: skipped {r.image}: {r.error}", file=sys.stderr)
         print(results_json(results), file=out)
     if csv_path:
-        write_csv(results, csv_path)
+        atomic_write(csv_path, lambda tmp: write_csv(results, tmp))
     bad = [r for r in results if r.error]
     if bad and not single:
         print(f"facerec predict: {len(bad)} of {len(results)} image(s) could not be read "

@@ -123,6 +123,7 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
         yield
     finally:
         _held.pop(key, None)
+        (meta / _LOCK_INFO).unlink(missing_ok=True)
         lock.release()
 
 
