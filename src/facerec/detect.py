@@ -308,7 +308,7 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: FaceDetector | None, 
 
     bar = tqdm(total=len(todo), unit="photo", desc="detect", disable=not progress or not todo,
                file=sys.stderr)
-    manifest = open(out_dir / MANIFEST, "a", encoding="utf-8")
+    manifest = os.open(out_dir / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
         _append(manifest, special)
@@ -337,19 +337,32 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: FaceDetector | None, 
                 bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        manifest.close()
+        os.close(manifest)
         bar.close()
     _compact_manifest(out_dir)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _append(manifest, records: list[dict]) -> None:
-    """Append manifest lines and make them durable before going on (a kill loses nothing done)."""
-    if records:
-        manifest.write("".join(json.dumps(record) + "\n" for record in records))
-        manifest.flush()
-        os.fsync(manifest.fileno())
+def _append(manifest: int, records: list[dict]) -> None:
+    """Append whole manifest lines to the file descriptor ``manifest`` and make them durable
+    before going on (a kill loses nothing done). A failed write (full disk) is cut back off, so
+    the manifest is never left with a torn line."""
+    if not records:
+        return
+    data = "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
+    start = os.lseek(manifest, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(manifest, view):]
+        os.fsync(manifest)
+    except OSError:
+        try:
+            os.ftruncate(manifest, start)
+        except OSError:  # the next run repairs a torn last line anyway (read_manifest(repair=True))
+            pass
+        raise
 
 
 def _count(summary: DetectSummary, record: dict, already_done: bool = False) -> None:

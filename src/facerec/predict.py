@@ -599,32 +599,39 @@ def annotated_paths(out_dir: Path, items: Sequence[tuple[Path, str, Path | None]
 class AnnotatedWriter:
     """Writes ``--save_annotated`` images into one folder, never replacing a file it did not write.
 
-    The folder must not overlap an input (checked by the caller). Files written by earlier runs
-    are listed in ``<folder>/.facerec/annotated.txt``, so a rerun refreshes them; any other
-    existing file is left alone, with a warning."""
+    The folder must not overlap an input (checked by the caller). What it wrote is recorded in
+    ``<folder>/.facerec/annotated.json`` (name -> sha256), so a rerun refreshes its own images; a
+    file that was there before, or that someone changed since, is left alone with a warning."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self.record = out_dir / META_DIR / "annotated.txt"
+        self.record = out_dir / META_DIR / "annotated.json"
         try:
-            self.ours = set(self.record.read_text("utf-8", "surrogateescape").splitlines())
+            self.ours: dict[str, str] = json.loads(self.record.read_text("utf-8"))
         except FileNotFoundError:
-            self.ours = set()
+            self.ours = {}
+        except ValueError:  # a damaged record: trust nothing in it
+            self.ours = {}
+
+    def _is_ours(self, target: Path, rel: str) -> bool:
+        from facerec.manifest import sha256_file
+
+        return target.is_file() and not target.is_symlink() and self.ours.get(rel) == sha256_file(target)
 
     def write(self, result: ImageResult, target: Path) -> None:
         if result.pil is None:
             return
         rel = target.relative_to(self.out_dir).as_posix()
-        if os.path.lexists(target) and rel not in self.ours:
-            print(f"facerec predict: not replacing {display_path(target)} (a file facerec did not "
-                  "write)", file=sys.stderr)
+        if os.path.lexists(target) and not self._is_ours(target, rel):
+            print(f"facerec predict: not replacing {display_path(target)} (facerec did not write "
+                  "it, or it changed since)", file=sys.stderr)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if rel not in self.ours:  # recorded first: a kill between the two can only over-claim
-            with open(self.record, "a", encoding="utf-8", errors="surrogateescape") as handle:
-                handle.write(rel + "\n")
-            self.ours.add(rel)
+        from facerec.manifest import sha256_file
+
         save_annotated(result, target)
+        self.ours[rel] = sha256_file(target)
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.record, lambda tmp: tmp.write_text(json.dumps(self.ours), "utf-8"))
 
 
 def save_annotated(result: ImageResult, target: Path) -> None:
@@ -666,11 +673,10 @@ def run_predict(checkpoint: str, image_paths: Sequence[str], *, threshold: float
     started = time.perf_counter()
     items = collect_images(image_paths)  # missing paths fail before the model loads
     single = len(items) == 1 and items[0][2] is None
-    inputs = [p for p, _, _ in items]
     if annotate_dir:
-        check_output_location(annotate_dir, inputs, "--save_annotated folder")
+        check_output_location(annotate_dir, image_paths, "--save_annotated folder")
     if csv_path:
-        check_output_location(csv_path, inputs, "--csv file")
+        check_output_location(csv_path, image_paths, "--csv file")
     predictor = Predictor(checkpoint, device=device, runtime=runtime, threshold=threshold,
                           mode=mode, batch_size=batch_size)
     with contextlib.ExitStack() as stack:
@@ -679,7 +685,7 @@ def run_predict(checkpoint: str, image_paths: Sequence[str], *, threshold: float
             writer = AnnotatedWriter(Path(annotate_dir))
             targets = annotated_paths(Path(annotate_dir), items)
         results: list[ImageResult] = []
-        for r in predictor.predict_paths(inputs, progress=progress and not single,
+        for r in predictor.predict_paths([p for p, _, _ in items], progress=progress and not single,
                                          keep_images=annotate_dir is not None):
             if single and r.error:
                 raise FacerecError(f"cannot read {r.image}: {r.error}")

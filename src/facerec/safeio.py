@@ -69,9 +69,9 @@ def check_output_location(output: str | os.PathLike, inputs: Iterable[str | os.P
 
     File inputs count as their folder: writing beside a user's photo is writing into their
     folder. Paths are resolved (symlinks too), so a link cannot smuggle an output inside."""
-    out = Path(output).resolve()
+    out = Path(os.path.realpath(output))  # realpath: a link loop cannot make this raise
     for raw in inputs:
-        source = Path(raw).resolve()
+        source = Path(os.path.realpath(raw))
         folder = source if source.is_dir() else source.parent
         if _overlap(out, folder) or out == source:
             raise FacerecError(
