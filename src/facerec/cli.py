@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from facerec import __version__
+from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
 from facerec.errors import FacerecError
 from facerec.safeio import oserror_message
 
@@ -26,9 +27,11 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("raw_dir", nargs="?", default="raw", help="folder of photos (default: raw)")
     p.add_argument("--out", default="processed", help="output folder (default: processed)")
-    p.add_argument("--size", type=int, default=160, help="crop side in pixels (default: 160)")
-    p.add_argument("--margin", type=float, default=0.2,
-                   help="context added around the face box, as a fraction of its size (default: 0.2)")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                   help=f"crop side in pixels (default: {DEFAULT_SIZE})")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help="context added around the face box, as a fraction of its size "
+                   f"(default: {DEFAULT_MARGIN})")
     p.add_argument("--align", action="store_true",
                    help="5-point similarity-aligned crops instead of box crops")
     p.add_argument("--min_face_size", type=int, default=20, help="smallest face to find, in pixels")

@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 from facerec.align import crop_transform, warp_crop
+from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
 from facerec.errors import FacerecError
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
                             load_image, read_file)
@@ -89,6 +90,10 @@ class FaceDetector:
         self.device = resolve_device(device)
         self.max_side = max_side or None
         self.mtcnn = MTCNN(self.device, min_face_size, tuple(thresholds), factor)
+        #: what produced the faces, recorded in the crop spec (see :mod:`facerec.cropspec`)
+        self.settings = {"name": "mtcnn", "min_face_size": int(min_face_size),
+                         "thresholds": [float(t) for t in thresholds], "factor": float(factor),
+                         "max_side": self.max_side}
 
     def _prepare(self, image) -> LoadedImage:
         if isinstance(image, LoadedImage):
@@ -134,8 +139,8 @@ class FaceDetector:
 # ------------------------------------------------------------------------------------------ crops
 
 
-def crop_face(image: Image.Image, face: Face, size: int = 160, margin: float = 0.2,
-              align: bool = False) -> tuple[Image.Image, np.ndarray]:
+def crop_face(image: Image.Image, face: Face, size: int = DEFAULT_SIZE,
+              margin: float = DEFAULT_MARGIN, align: bool = False) -> tuple[Image.Image, np.ndarray]:
     """Crop one face from the original image. Returns (crop, 2x3 affine original -> crop).
 
     Box crops are squares centred on the box, with side max(w, h) * (1 + margin); aligned crops map
@@ -261,7 +266,8 @@ def _unchanged(previous: dict | None, stat: os.stat_result) -> bool:
 
 
 def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
-                  detector: FaceDetector | None = None, size: int = 160, margin: float = 0.2,
+                  detector: FaceDetector | None = None, size: int = DEFAULT_SIZE,
+                  margin: float = DEFAULT_MARGIN,
                   align: bool = False, min_score: float = 0.0, batch_size: int = 8,
                   progress: bool = True, quality: int = 95) -> DetectSummary:
     """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable.
@@ -282,6 +288,8 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: FaceDetector | None, 
     started = time.perf_counter()
     detector = detector or FaceDetector()
     done = read_manifest(out_dir, repair=True)
+    spec = CropSpec(size, margin, align, {**detector.settings, "min_score": float(min_score)})
+    write_processed_spec(out_dir, spec, has_crops=any(r.get("faces") for r in done.values()))
     remove_temporaries(out_dir)
     files = list(iter_files(raw_dir, exclude=out_dir))
     if not files:

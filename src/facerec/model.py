@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 
 __all__ = [
@@ -128,17 +129,21 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
                        pretrained: bool = False, image_size: int | None = None,
                        scale: float = 16.0, margin: float = 0.1, dropout: float = 0.0,
                        embedder_kwargs: dict | None = None, mirror_tta: bool = True,
-                       crop_margin: float = 0.2, timm_model: nn.Module | None = None) -> dict:
+                       crop: CropSpec | None = None, timm_model: nn.Module | None = None) -> dict:
     """Everything needed to rebuild a :class:`FaceClassifier` (stored in every checkpoint).
 
-    Plain JSON-able values only, so checkpoints load with ``weights_only=True``.
+    ``crop``: how the training crops were made (``preprocess.crop``, see :mod:`facerec.cropspec`);
+    predict crops new faces the same way. Plain JSON-able values only, so checkpoints load with
+    ``weights_only=True``.
     """
     from facerec import __version__
 
     labels = [str(x) for x in labels]
     kind = backbone_kind(backbone)
     bb: dict[str, Any] = {"name": backbone, "kind": kind}
-    pre: dict[str, Any] = {"crop_margin": float(crop_margin)}
+    crop = crop or CropSpec()
+    # crop_margin: kept beside the spec for readers of checkpoints from before it existed
+    pre: dict[str, Any] = {"crop": crop.to_dict(), "crop_margin": float(crop.margin)}
     if kind == "embedder":
         from facerec.embed import get_embedder
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 from facerec.safeio import META_DIR, atomic_write, check_output_location, display_path, folder_lock
 
@@ -70,9 +71,6 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif"
                         ".heic", ".heif"})
 #: an image with no face found whose sides are both at most this many pixels may be a crop
 CROP_MAX_SIDE = 400
-#: the crop side of ``facerec detect`` (the classifier resizes crops to its own input anyway)
-DEFAULT_CROP_SIZE = 160
-DEFAULT_CROP_MARGIN = 0.2
 CSV_COLUMNS = ("image", "face", "x", "y", "w", "h", "label", "confidence", "candidate",
                "probability", "detection_score", "source", "error")
 
@@ -274,11 +272,11 @@ class Predictor:
         self.counts = {"images": 0, "faces": 0, "errors": 0}
         self.labels: list[str] = self.runtime.labels
         self.info: dict = self.runtime.info
-        pre = self.info.get("preprocess") or {}
-        self.crop_size = int(crop_size or pre.get("crop_size") or DEFAULT_CROP_SIZE)
-        self.crop_margin = float(crop_margin if crop_margin is not None
-                                 else pre.get("crop_margin", DEFAULT_CROP_MARGIN))
-        self.align = bool(pre.get("align", False))
+        # crop new faces exactly as the training crops were made (the checkpoint's crop spec)
+        self.crop = CropSpec.from_preprocess(self.info.get("preprocess"))
+        self.crop_size = int(crop_size or self.crop.size)
+        self.crop_margin = float(crop_margin if crop_margin is not None else self.crop.margin)
+        self.align = self.crop.align
         self.threshold_override = None if threshold is None else float(threshold)
         self.mode = mode
         self.batch_size = max(1, int(batch_size))

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from facerec import __version__
+from facerec.cropspec import read_processed_spec
 from facerec.crops import Manifest, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file
 from facerec.errors import FacerecError
@@ -233,7 +234,9 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
         for s in members:
             sources[s] = {"split": split_of[gid], "group": gid}
     result.sources = {s: v["split"] for s, v in sources.items()}
-    _write_json(out / LABELS_JSON, {"labels": names})
+    # the crop recipe travels with the dataset (through datastores too) to train and predict
+    spec = read_processed_spec(processed)
+    _write_json(out / LABELS_JSON, {"labels": names, **({"crop": spec.to_dict()} if spec else {})})
     _write_json(out / SPLIT_JSON, {
         "version": 1, "tool": f"facerec {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "params": params,

@@ -42,6 +42,7 @@ import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.model import (
     DEFAULT_BACKBONE,
@@ -98,6 +99,7 @@ class DatasetInfo:
     labels: list[str]
     samples: dict[str, list[tuple[Path, int]]]
     warnings: list[str] = field(default_factory=list)
+    crop: CropSpec = field(default_factory=CropSpec)  # how its crops were made (labels.json)
 
     def count(self, split: str) -> int:
         return len(self.samples.get(split, []))
@@ -172,7 +174,8 @@ def scan_dataset(data_path: str | os.PathLike) -> DatasetInfo:
         shown = ", ".join(repr(x) for x in missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise FacerecError(f"labels.json mismatch: no training crops for {shown} "
                            f"({root / 'train'}/<person>/ missing or empty)")
-    return DatasetInfo(root=root, labels=labels, samples=samples, warnings=warns)
+    crop = read_dataset_spec(data if isinstance(data, dict) else {})
+    return DatasetInfo(root=root, labels=labels, samples=samples, warnings=warns, crop=crop)
 
 
 class FeatureDataset(Dataset):
@@ -817,7 +820,8 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     model_config = build_model_config(info.labels, cfg.backbone, pretrained=cfg.pretrained,
                                       image_size=cfg.image_size, scale=cfg.scale,
                                       margin=cfg.margin, dropout=cfg.dropout,
-                                      mirror_tta=cfg.mirror_tta, timm_model=timm_model)
+                                      mirror_tta=cfg.mirror_tta, crop=info.crop,
+                                      timm_model=timm_model)
     pre = model_config["preprocess"]
     if cfg.monitor not in ("val_loss", "val_acc", "val_f1"):
         raise FacerecError(f"--monitor {cfg.monitor!r}: use val_loss, val_acc or val_f1")

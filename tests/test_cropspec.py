@@ -1,0 +1,97 @@
+"""The crop recipe travels from detect to predict (issue 10): a model trained on ``--align`` crops
+crops new faces the same way at prediction time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import _facecrops
+from facerec.cropspec import CropSpec, read_processed_spec
+from facerec.errors import FacerecError
+from facerec.manifest import read_manifest
+
+PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld")
+
+
+def _raw(root: Path, celebrities: Path, per_person: int) -> Path:
+    raw = root / "raw"
+    for person in PEOPLE:
+        (raw / person).mkdir(parents=True)
+        photos = [p for p in sorted((celebrities / "train" / person).glob("*.jpg"))
+                  if p.name != _facecrops.GROUP_PHOTOS.get(person)][:per_person]
+        for p in photos:
+            shutil.copy(p, raw / person / p.name)
+    return raw
+
+
+def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, monkeypatch):
+    import facerec.detect
+    from facerec.detect import detect_folder
+    from facerec.predict import Predictor
+    from facerec.split import split_dataset
+    from facerec.train import train
+
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(_facecrops.cache_dir()))
+    raw = _raw(tmp_path, celebrities, 4)
+    processed = tmp_path / "processed"
+    detect_folder(raw, processed, align=True, size=128, progress=False)
+    spec = read_processed_spec(processed)
+    assert (spec.align, spec.size, spec.detector["name"]) == (True, 128, "mtcnn")
+
+    dataset = tmp_path / "dataset"
+    split_dataset(processed, dataset, val=0.25, test=0.0, progress=False)
+    assert json.loads((dataset / "labels.json").read_text())["crop"] == spec.to_dict()
+
+    result = train(data_path=str(dataset), runs_dir=str(tmp_path / "runs"), max_epochs=2,
+                   progress=False, patience=0, test=False, accelerator="cpu")
+    info = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["facerec"]
+    assert CropSpec.from_preprocess(info["preprocess"]) == spec
+
+    # predict one training photo and catch the crop it makes
+    made = []
+    real_crop_face = facerec.detect.crop_face
+
+    def spy(*args, **kwargs):
+        crop, matrix = real_crop_face(*args, **kwargs)
+        made.append(np.asarray(crop, dtype=np.float32))
+        return crop, matrix
+
+    monkeypatch.setattr(facerec.detect, "crop_face", spy)
+    photo = sorted((raw / "elton_john").glob("*.jpg"))[0]
+    predictor = Predictor(result.best_checkpoint, device="cpu")
+    assert (predictor.align, predictor.crop_size) == (True, 128)
+    predictor.predict_image(photo)
+    record = read_manifest(processed)[f"elton_john/{photo.name}"]
+    trained_on = [np.asarray(Image.open(processed / f["crop"]), dtype=np.float32)
+                  for f in record["faces"]]
+    assert made and trained_on
+    best = min(np.abs(m - t).mean() for m in made for t in trained_on if m.shape == t.shape)
+    assert best < 3.0  # the same crop up to JPEG noise
+    box = np.asarray(real_crop_face(Image.open(photo).convert("RGB"),
+                                    facerec.detect.FaceDetector(device="cpu").detect(photo)[0],
+                                    128, spec.margin, False)[0], dtype=np.float32)
+    assert min(np.abs(box - t).mean() for t in trained_on) > 3 * best + 5  # and a box crop is not
+
+
+def test_detect_refuses_to_mix_crop_recipes(tmp_path, celebrities):
+    from facerec.detect import detect_folder
+
+    raw = _raw(tmp_path, celebrities, 1)
+    processed = tmp_path / "processed"
+    detect_folder(raw, processed, progress=False)
+    assert read_processed_spec(processed) == CropSpec(detector=read_processed_spec(processed).detector)
+    with pytest.raises(FacerecError, match="crops made as 160 px box crops"):
+        detect_folder(raw, processed, align=True, progress=False)
+    detect_folder(raw, processed, progress=False)  # the same recipe resumes fine
+
+
+def test_old_checkpoints_keep_their_box_crops():
+    assert CropSpec.from_preprocess({"crop_margin": 0.3}) == CropSpec(margin=0.3)
+    assert CropSpec.from_preprocess(None) == CropSpec()
