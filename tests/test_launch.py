@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facerec import __version__
 from facerec.cli import main
 from facerec.errors import FacerecError
 from facerec.launch import STORE_MOUNT, build_task, parse_gpus, run_sky, sky_command, write_yaml
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _dryrun(capsys, *argv: str) -> dict:
@@ -34,7 +36,8 @@ def test_single_gpu_spot_task_with_a_bucket_datastore(capsys):
     assert "num_nodes" not in task
     assert task["file_mounts"] == {STORE_MOUNT: {"source": "s3://my-bucket/stores", "mode": "MOUNT"}}
     assert task["envs"] == {"FACEREC_STORE": STORE_MOUNT}
-    assert f"pip install facerec=={__version__}" in task["setup"]
+    # facerec is not on PyPI: the running source checkout is synced and installed
+    assert task["workdir"] == str(REPO) and task["setup"] == "set -e\npip install .\n"
     run = task["run"].strip().splitlines()
     assert run[-1] == ("facerec train --max_epochs 5 --run_name 'first run' "
                        '--data_path datastore://face_detection/2 --devices "$SKYPILOT_NUM_GPUS_PER_NODE"')
@@ -172,3 +175,15 @@ def test_skypilot_parses_the_task(tmp_path):
     assert task.envs["FACEREC_STORE"] == STORE_MOUNT
     [resources] = list(task.resources)
     assert resources.use_spot and resources.accelerators == {"T4": 2}
+
+
+def test_setup_installs_what_pip_names_or_refuses_without_a_checkout(capsys, monkeypatch):
+    task = _dryrun(capsys, "--gpus", "T4:1", "--pip", "facerec @ git+https://example.org/f.git",
+                   "--", "train")
+    assert "workdir" not in task
+    assert task["setup"] == "set -e\npip install 'facerec @ git+https://example.org/f.git'\n"
+    import facerec.launch
+
+    monkeypatch.setattr(facerec.launch, "source_checkout", lambda: None)
+    assert main(["launch", "--gpus", "T4:1", "--dryrun", "--", "train"]) == 2
+    assert "pass --pip SPEC" in capsys.readouterr().err

@@ -48,3 +48,12 @@ def test_run_on_a_folder_without_faces_is_a_clear_error(tmp_path, data_dir, caps
     assert main(["run", str(photos), "--work", str(tmp_path / "work"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no faces found" in err[0] and "nothing to train on" in err[0]
+
+
+def test_run_device_picks_that_gpu_only_for_training():
+    from facerec.pipeline import lightning_devices
+
+    assert lightning_devices("cuda:1") == ("gpu", [1])  # GPU 1, not every GPU
+    assert lightning_devices("cuda") == ("gpu", "1")
+    assert lightning_devices("cpu") == ("cpu", "auto")
+    assert lightning_devices("auto") == ("auto", "auto")

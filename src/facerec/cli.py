@@ -236,7 +236,9 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
                    help="the datastore's store, mounted on the machines (default: $FACEREC_STORE)")
     p.add_argument("--cloud", help="aws, gcp, azure, kubernetes, ... (default: SkyPilot chooses)")
     p.add_argument("--name", help="cluster / job name (default: facerec-train or facerec-sweep)")
-    p.add_argument("--pip", metavar="SPEC", help="what setup installs (default: facerec==VERSION)")
+    p.add_argument("--pip", metavar="SPEC",
+                   help="what setup installs (default: this facerec source checkout, synced as "
+                   "the workdir)")
     p.add_argument("--managed", action="store_true",
                    help="a managed job (sky jobs launch): spot recovery, machines torn down after")
     p.add_argument("--yaml", metavar="PATH", help="task file (default: runs/launch/NAME.yaml)")

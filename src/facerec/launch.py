@@ -12,7 +12,10 @@ The task:
 * ``file_mounts``: the datastore's store (a bucket, mounted; a local store is copied) at
   ``/facerec-store``, with ``FACEREC_STORE`` pointing there, so ``--data_path datastore://NAME/V``
   pulls into the machine's cache once and verifies every hash.
-* ``setup``: ``pip install facerec==<this version>`` (``--pip`` to install something else).
+* ``setup``: installs the facerec that is running here: its source checkout becomes the task's
+  ``workdir`` (SkyPilot syncs it, skipping what ``.gitignore`` lists) and setup runs
+  ``pip install .`` there; ``--pip SPEC`` installs something else (a wheel or git URL). facerec
+  is not published on PyPI, so without a checkout ``--pip`` is required.
 * ``run``: the facerec command. For ``train`` on several nodes it first maps SkyPilot's
   variables (SKYPILOT_NODE_IPS, SKYPILOT_NODE_RANK, SKYPILOT_NUM_NODES,
   SKYPILOT_NUM_GPUS_PER_NODE) to Lightning's (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE)
@@ -272,13 +275,34 @@ def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: boo
         notes.append("--store is only used with a datastore (--datastore or --data_path datastore://)")
     if envs:
         task["envs"] = envs
-    pip_spec = pip or f"facerec=={__version__}"
-    task["setup"] = "set -e\n" + f"pip install {shlex.quote(pip_spec)}\n"
+    if pip:
+        task["setup"] = "set -e\n" + f"pip install {shlex.quote(pip)}\n"
+    else:
+        source = source_checkout()
+        if source is None:
+            raise FacerecError("facerec is not installed from a source checkout and is not on "
+                               "PyPI: pass --pip SPEC (e.g. a wheel or git URL the cloud machine "
+                               "can install)")
+        task["workdir"] = str(source)
+        task["setup"] = "set -e\npip install .\n"
+        notes.append(f"the facerec source at {source} is synced to the machines as the workdir "
+                     "and installed there (pip install .)")
     task["run"] = "\n".join(lines) + "\n"
     if managed and use_spot and sub == "train":
         notes.append("a managed spot job restarts the command after a preemption: make training "
                      "resume from its last checkpoint, or the run starts over")
     return LaunchPlan(name=name, task=task, command=cmd, notes=notes)
+
+
+def source_checkout() -> Path | None:
+    """The source checkout this facerec runs from (the folder holding its pyproject.toml), or
+    None when it was installed from a wheel."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"facerec"', text, re.MULTILINE) else None
 
 
 # ------------------------------------------------------------------------------------------ yaml

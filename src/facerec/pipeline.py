@@ -36,6 +36,15 @@ class PipelineResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def lightning_devices(device: str) -> tuple[str, str | list[int]]:
+    """Lightning's (accelerator, devices) for a torch device string: ``cuda:1`` is GPU 1 only
+    (not every GPU), ``cuda`` one GPU, ``cpu`` the CPU, ``auto`` whatever Lightning finds."""
+    if device.startswith("cuda"):
+        index = device.partition(":")[2]
+        return "gpu", [int(index)] if index else "1"
+    return ("cpu", "auto") if device == "cpu" else ("auto", "auto")
+
+
 def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facerec-work", *,
                  backbone: str = "dlib_face", max_epochs: int = 100, val: float = 0.1,
                  test: float = 0.1, seed: int = 42, device: str = "auto",
@@ -83,10 +92,10 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     done("split")
 
     stage("train")
+    accelerator, devices = lightning_devices(device)
     result = train(TrainConfig(data_path=str(dataset), runs_dir=str(work / "runs"), backbone=backbone,
                                max_epochs=max_epochs, seed=seed, progress=progress,
-                               accelerator="gpu" if device.startswith("cuda") else
-                               ("cpu" if device == "cpu" else "auto")))
+                               accelerator=accelerator, devices=devices))
     done("train")  # train() printed its own summary (Best checkpoint, metrics, threshold)
 
     stage("evaluate")
