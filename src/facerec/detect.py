@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,13 +419,6 @@ def _compact_manifest(out_dir: Path) -> None:
             os.fsync(handle.fileno())
 
     atomic_write(out_dir / MANIFEST, write)
-
-
-def iter_manifest_faces(out_dir: str | os.PathLike) -> Iterator[tuple[dict, dict]]:
-    """(photo record, face entry) for every face recorded in ``out_dir``'s manifest."""
-    for record in read_manifest(out_dir).values():
-        for face in record.get("faces") or []:
-            yield record, face
 
 
 def print_detect_summary(summary: DetectSummary, file=None) -> None:

@@ -57,7 +57,6 @@ __all__ = [
     "CosineHead",
     "FaceClassifier",
     "Prediction",
-    "available_backbones",
     "backbone_kind",
     "build_model_config",
     "calibrate_threshold",
@@ -100,11 +99,6 @@ def backbone_kind(name: str) -> str:
     raise FacerecError(
         f"unknown backbone {name!r}: use {' or '.join(_embedders())} (frozen face embedding) or "
         f"a timm model name such as resnet18, resnet200d, efficientnet_b0{hint}")
-
-
-def available_backbones() -> list[str]:
-    """Frozen embedders by name, then a few timm examples (any ``timm.list_models()`` name works)."""
-    return [*_embedders(), "resnet18", "resnet50", "resnet200d", "efficientnet_b0", "convnext_tiny"]
 
 
 def create_timm_model(name: str, pretrained: bool = False) -> nn.Module:
