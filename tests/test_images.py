@@ -127,3 +127,19 @@ def test_iter_files_skips_hidden_and_excluded(tmp_path):
         (tmp_path / p).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_files(tmp_path, exclude=tmp_path / "out")]
     assert found == ["4.jpg", "a/1.jpg"]
+
+
+def test_every_stage_takes_the_same_image_types(tmp_path):
+    """split copies .tif/.webp crops; train must see them too (one IMAGE_EXTS for all)."""
+    import json
+
+    from facerec.crops import list_images
+    from facerec.train import scan_dataset
+
+    for split, person, name in (("train", "a", "x.tif"), ("train", "a", "y.webp"),
+                                ("train", "b", "z.jpg")):
+        (tmp_path / split / person).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / person / name)
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    assert scan_dataset(tmp_path).count("train") == 3
+    assert [p.name for p in list_images(tmp_path / "train" / "a")] == ["x.tif", "y.webp"]

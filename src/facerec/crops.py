@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.images import IMAGE_EXTS
 from facerec.manifest import read_manifest, sha256_file
-
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-STATE_DIR = ".facerec"
+from facerec.safeio import META_DIR as STATE_DIR
 
 
 def is_person_folder(name: str) -> bool:

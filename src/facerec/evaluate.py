@@ -101,7 +101,7 @@ def _is_split_dataset(root: Path) -> bool:
 def _scan(root: Path) -> list[tuple[Path, str]]:
     """(image, person) for every image under root/<person>/ (recursively)."""
     from facerec.images import iter_files
-    from facerec.predict import IMAGE_EXTS
+    from facerec.images import IMAGE_EXTS
 
     if not root.is_dir():
         raise FacerecError(f"data folder not found: {root}")

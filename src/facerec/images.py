@@ -31,6 +31,11 @@ try:  # HEIC/HEIF (iPhone photos); optional at import time so a broken install s
 except Exception:  # pragma: no cover - depends on the platform's wheel
     HEIF_SUPPORTED = False
 
+#: file types taken for images when a folder is searched (a file named on the command line, or a
+#: photo under detect's input, is tried whatever its name)
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                        ".heic", ".heif"})
+
 # Above this many pixels an image is refused as a possible decompression bomb. Pillow's own hard
 # limit (2 x MAX_IMAGE_PIXELS, about 179 MP) leaves room for real 100+ MP camera photos.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)

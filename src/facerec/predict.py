@@ -50,6 +50,7 @@ import numpy as np
 
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
+from facerec.images import IMAGE_EXTS
 from facerec.safeio import META_DIR, atomic_write, check_output_location, display_path, folder_lock
 
 __all__ = [
@@ -66,9 +67,6 @@ __all__ = [
     "annotated_paths",
 ]
 
-#: file types a folder is searched for (a file named on the command line is tried whatever it is)
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-                        ".heic", ".heif"})
 #: an image with no face found whose sides are both at most this many pixels may be a crop
 CROP_MAX_SIDE = 400
 CSV_COLUMNS = ("image", "face", "x", "y", "w", "h", "label", "confidence", "candidate",

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
+from facerec.images import IMAGE_EXTS
 from facerec.model import (
     DEFAULT_BACKBONE,
     FALLBACK_PRIOR_THRESHOLD,
@@ -71,7 +72,6 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def _is_rank_zero() -> bool:
