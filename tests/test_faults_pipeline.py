@@ -30,3 +30,165 @@ def test_tutorial_scripts_run_without_the_package_installed(tmp_path, script):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
+
+
+# ---------------------------------------------------------------- item 4: resume keeps the best
+def _ckpt_score(path: Path, monitor: str = "val_loss") -> float:
+    """The monitored value a checkpoint was saved with (ModelCheckpoint's own record)."""
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    for key, state in ck.get("callbacks", {}).items():
+        if "ModelCheckpoint" in key and isinstance(state, dict) and state.get("monitor") == monitor \
+                and state.get("current_score") is not None:
+            return float(state["current_score"])
+    raise AssertionError(f"no {monitor} score in {path}")
+
+
+def test_resume_with_relative_runs_dir_reports_the_truly_best_checkpoint(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Resume a run whose --runs_dir is relative (the default) after making the validation set
+    harder (swapped val crops: every later epoch scores worse): ``Best checkpoint`` must stay the
+    first run's best, the one with the lowest val_loss among the files."""
+    import re
+    import shutil
+
+    import test_train as tt
+    from facerec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "emb-cache"))
+    tt.make_dataset(tmp_path / "dataset", counts=(4, 2, 0))
+    common = ["train", "--backbone", "fake_face", "--accelerator", "cpu", "--batch_size", "8",
+              "--patience", "0", "--no_test", "--quiet", "--runs_dir", "runs"]
+    assert main([*common, "--name", "res", "--max_epochs", "4"]) == 0
+    capsys.readouterr()
+    ckdir = Path("runs/res/version_0/checkpoints")
+    # the same people, but every val crop now shows someone else: later epochs are worse
+    val = Path("dataset/val")
+    names = sorted(p.name for p in val.iterdir())
+    shutil.move(str(val / names[0]), str(val / "_tmp"))
+    for a, b in zip(names[1:], names):
+        shutil.move(str(val / a), str(val / b))
+    shutil.move(str(val / "_tmp"), str(val / names[-1]))
+
+    assert main([*common, "--max_epochs", "7", "--ckpt_path",
+                 str(ckdir / "last.ckpt")]) == 0
+    out = capsys.readouterr().out
+    best = Path(re.search(r"^Best checkpoint: (.+)$", out, re.M).group(1))
+    files = sorted(ckdir.glob("epoch=*.ckpt"))
+    scores = {p.resolve(): _ckpt_score(p) for p in files}
+    assert best.resolve() == min(scores, key=scores.get), (best, scores)
+    assert torch_epoch(best) <= 3  # from the first run: every resumed epoch was worse
+
+
+def torch_epoch(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _sub_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "src"),
+                                                                str(REPO / "tests")]))
+    env.pop("FACEREC_RUN_NAME", None)
+    env.update(extra)
+    return env
+
+
+def _facerec(args: list[str], cwd: Path, prelude: str = "", **env: str):
+    """``facerec ARGS`` in a fresh process (``prelude``: Python run first, e.g. an import that
+    registers a test embedder)."""
+    code = (f"import sys\n{prelude}\nfrom facerec.cli import main\n"
+            f"sys.exit(main({[str(a) for a in args]!r}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_sub_env(**env),
+                          capture_output=True, text=True, timeout=600)
+
+
+def _one_line(proc, command: str, *words: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"facerec {command}: error: "), lines[0]
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """``make(fill)``: a folder that ``fill(folder)`` may fill, then made read-only. A tmpfs
+    remounted read-only where this process may mount (root, as in CI); else chmod (not root);
+    else the test is skipped."""
+    mounts: list[Path] = []
+    changed: list[Path] = []
+
+    def make(fill=lambda folder: None) -> Path:
+        folder = tmp_path / f"ro{len(mounts) + len(changed)}"
+        folder.mkdir()
+        if os.geteuid() == 0:
+            ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+                                capture_output=True).returncode == 0
+            if not ok:
+                pytest.skip("running as root (chmod does not stop root) and cannot mount a "
+                            "read-only tmpfs here")
+            mounts.append(folder)
+            fill(folder)
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            fill(folder)
+            for p in [folder, *folder.rglob("*")]:
+                if p.is_dir():
+                    p.chmod(0o555)
+                    changed.append(p)
+        return folder
+
+    yield make
+    for folder in reversed(mounts):
+        subprocess.run(["umount", str(folder)], capture_output=True)
+    for p in changed:
+        p.chmod(0o755)
+
+
+TRAIN_PRELUDE = "import test_train"  # registers the fake_face embedder
+TRAIN_FLAGS = ["--backbone", "fake_face", "--accelerator", "cpu", "--batch_size", "8",
+               "--max_epochs", "2", "--patience", "0"]
+
+
+# --------------------------------------------------------------------------- train: quiet, lock
+def test_train_quiet_prints_no_lightning_chatter(tmp_path):
+    import test_train as tt
+
+    tt.make_dataset(tmp_path / "dataset", counts=(4, 2, 1))
+    proc = _facerec(["train", *TRAIN_FLAGS, "--quiet", "--name", "q"], tmp_path, TRAIN_PRELUDE,
+                    FACEREC_CACHE_DIR=str(tmp_path / "cache"), PYTHONWARNINGS="default")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for noise in ("Tip:", "LeafSpec", "deprecated", "GPU available", "TPU available",
+                  "Trainable params", "| Name", "Restoring states"):
+        assert noise not in proc.stdout + proc.stderr, noise
+    assert "Best checkpoint: " in proc.stdout
+
+
+def test_a_second_train_into_the_same_run_folder_is_refused(tmp_path):
+    import test_train as tt
+    from facerec.safeio import folder_lock
+
+    tt.make_dataset(tmp_path / "dataset", counts=(3, 1, 0))
+    with folder_lock(tmp_path / "runs" / "busy", "train"):
+        proc = _facerec(["train", *TRAIN_FLAGS, "--quiet", "--name", "busy"], tmp_path,
+                        TRAIN_PRELUDE, FACEREC_CACHE_DIR=str(tmp_path / "cache"))
+    _one_line(proc, "train", "is being written by facerec train", f"pid {os.getpid()}")
+    assert not (tmp_path / "runs" / "busy" / "version_0").exists()
+
+
+def test_train_into_a_read_only_runs_dir_is_one_line(tmp_path, read_only):
+    import test_train as tt
+
+    tt.make_dataset(tmp_path / "dataset", counts=(3, 1, 0))
+    runs = read_only(lambda f: (f / "runs").mkdir())
+    proc = _facerec(["train", *TRAIN_FLAGS, "--quiet", "--runs_dir", runs / "runs", "--name",
+                     "x"], tmp_path, TRAIN_PRELUDE, FACEREC_CACHE_DIR=str(tmp_path / "cache"))
+    _one_line(proc, "train", "Read-only file system")
