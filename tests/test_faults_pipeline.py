@@ -192,3 +192,66 @@ def test_train_into_a_read_only_runs_dir_is_one_line(tmp_path, read_only):
     proc = _facerec(["train", *TRAIN_FLAGS, "--quiet", "--runs_dir", runs / "runs", "--name",
                      "x"], tmp_path, TRAIN_PRELUDE, FACEREC_CACHE_DIR=str(tmp_path / "cache"))
     _one_line(proc, "train", "Read-only file system")
+
+
+# -------------------------------------------------------------------------------- split (item 10)
+KILL_BEFORE_SPLIT_JSON = """
+import os
+import facerec.split as _s
+_orig = _s._write_json
+def _write_json(path, data):
+    if path.name == "split.json":
+        os._exit(9)  # killed after the crops were linked, before split.json
+    return _orig(path, data)
+_s._write_json = _write_json
+"""
+
+
+def _processed_with_people(tmp_path: Path) -> Path:
+    import test_split as ts
+
+    processed = tmp_path / "processed"
+    ts._make(processed, ts._people(3, 8))
+    return processed
+
+
+def test_an_interrupted_split_is_recognised_and_finished_without_force(tmp_path):
+    from facerec.split import SPLIT_JSON
+
+    processed = _processed_with_people(tmp_path)
+    killed = _facerec(["split", "processed", "--out", "dataset", "--dedup", "none", "--quiet"],
+                      tmp_path, KILL_BEFORE_SPLIT_JSON)
+    assert killed.returncode == 9
+    out = tmp_path / "dataset"
+    assert any(out.rglob("*.jpg")) and not (out / SPLIT_JSON).exists()  # half done
+
+    again = _facerec(["split", "processed", "--out", "dataset", "--dedup", "none", "--quiet"],
+                     tmp_path)
+    assert again.returncode == 0, again.stderr
+    notes = [line for line in again.stdout.splitlines() if "interrupted" in line]
+    assert len(notes) == 1 and "rebuilding" in notes[0], again.stdout
+    assert (out / SPLIT_JSON).is_file() and not (out / ".facerec" / "split-journal.json").exists()
+    crops = sorted(p.name for p in processed.rglob("*.jpg"))
+    assert sorted(p.name for p in out.rglob("*.jpg")) == crops  # each crop exactly once
+    third = _facerec(["split", "processed", "--out", "dataset", "--dedup", "none", "--quiet"],
+                     tmp_path)
+    assert third.returncode == 0 and "up to date" in third.stdout and "interrupted" not in third.stdout
+
+
+def test_a_second_split_into_the_same_dataset_is_refused(tmp_path):
+    from facerec.safeio import folder_lock
+
+    _processed_with_people(tmp_path)
+    with folder_lock(tmp_path / "dataset", "split"):
+        proc = _facerec(["split", "processed", "--out", "dataset", "--dedup", "none", "--quiet"],
+                        tmp_path)
+    _one_line(proc, "split", "is being written by facerec split", f"pid {os.getpid()}")
+    assert not list((tmp_path / "dataset").rglob("*.jpg"))
+
+
+def test_split_into_a_read_only_folder_is_one_line(tmp_path, read_only):
+    _processed_with_people(tmp_path)
+    ro = read_only()
+    proc = _facerec(["split", "processed", "--out", ro / "dataset", "--dedup", "none", "--quiet"],
+                    tmp_path)
+    _one_line(proc, "split", "Read-only file system")
