@@ -255,3 +255,96 @@ def test_split_into_a_read_only_folder_is_one_line(tmp_path, read_only):
     proc = _facerec(["split", "processed", "--out", ro / "dataset", "--dedup", "none", "--quiet"],
                     tmp_path)
     _one_line(proc, "split", "Read-only file system")
+
+
+# ------------------------------------------------------------------------------ datastore (item 13)
+def _dataset(root: Path) -> Path:
+    for i, rel in enumerate(("train/alice/a.jpg", "train/bob/b.jpg", "val/bob/c.jpg")):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1000 + i))
+        path.chmod(0o644)
+    return root
+
+
+KILL_BEFORE_OBJECT_RENAME = """
+import os
+_real = os.replace
+_n = [0]
+def _replace(src, dst, *a, **k):
+    if "/objects/" in str(dst):
+        _n[0] += 1
+        if _n[0] == 2:
+            os._exit(9)  # killed with the second object written, not yet renamed
+    return _real(src, dst, *a, **k)
+os.replace = _replace
+"""
+
+
+def test_killed_create_leaves_no_temporary_objects_after_the_next_create(tmp_path):
+    from facerec.datastore import Datastore
+
+    source = _dataset(tmp_path / "dataset")
+    store = tmp_path / "store"
+    killed = _facerec(["datastore", "create", "--store", store, "--name", "faces", "--source",
+                       source, "--quiet"], tmp_path, KILL_BEFORE_OBJECT_RENAME)
+    assert killed.returncode == 9, killed.stderr
+    leftovers = [p for p in (store / "objects").rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert leftovers  # what the kill left
+    done = Datastore(store).create("faces", source, progress=False)
+    assert done.version == 1 and done.num_files == 3
+    assert not [p for p in store.rglob("*") if p.is_file() and ".tmp" in p.name]
+
+
+def test_pulled_files_get_normal_permissions(tmp_path, monkeypatch):
+    from facerec.datastore import Datastore
+
+    source = _dataset(tmp_path / "dataset")
+    old = os.umask(0o022)
+    try:
+        ds = Datastore(tmp_path / "store")
+        ds.create("faces", source, progress=False)
+        ds.large_file = 1500  # one object goes the streamed way, the others in batches
+        target = ds.pull("faces", to=tmp_path / "pulled", progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(target).as_posix(): p.stat().st_mode & 0o777
+             for p in target.rglob("*.jpg")}
+    assert modes == {"train/alice/a.jpg": 0o644, "train/bob/b.jpg": 0o644, "val/bob/c.jpg": 0o644}
+    objects = {p.stat().st_mode & 0o777 for p in (tmp_path / "store" / "objects").rglob("*")
+               if p.is_file()}
+    assert objects == {0o644}
+
+
+def test_pull_into_a_read_only_folder_is_one_line_without_rerun(tmp_path, read_only):
+    from facerec.datastore import Datastore
+
+    source = _dataset(tmp_path / "dataset")
+    Datastore(tmp_path / "store").create("faces", source, progress=False)
+    ro = read_only(lambda f: (f / "pulled").mkdir())
+    proc = _facerec(["datastore", "pull", "--store", tmp_path / "store", "faces", "--to",
+                     ro / "pulled", "--quiet"], tmp_path)
+    line = _one_line(proc, "datastore", "Read-only file system")
+    assert "rerun" not in line and "resume" not in line
+
+
+def test_a_second_create_into_the_same_store_is_refused(tmp_path):
+    from facerec.safeio import folder_lock
+
+    source = _dataset(tmp_path / "dataset")
+    with folder_lock(tmp_path / "store", "datastore create"):
+        proc = _facerec(["datastore", "create", "--store", tmp_path / "store", "--name", "faces",
+                         "--source", source, "--quiet"], tmp_path)
+    _one_line(proc, "datastore", "is being written by facerec datastore create",
+              f"pid {os.getpid()}")
+
+
+def test_a_split_dataset_uploads_without_facerec_bookkeeping(tmp_path):
+    """dataset/.facerec/ (split's lock) is not data: not uploaded, not pulled."""
+    from facerec.datastore import Datastore
+
+    source = _dataset(tmp_path / "dataset")
+    (source / ".facerec").mkdir()
+    (source / ".facerec" / "lock.json").write_text("{}")
+    info = Datastore(tmp_path / "store").create("faces", source, progress=False)
+    assert info.num_files == 3

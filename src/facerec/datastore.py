@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ from typing import Any
 
 from facerec.errors import FacerecError
 from facerec.manifest import sha256_file
+from facerec.safeio import META_DIR, atomic_write_bytes, display_path, folder_lock, oserror_message
 
 STORE_ENV = "FACEREC_STORE"
 CACHE_ENV = "FACEREC_CACHE"
@@ -143,16 +145,26 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a local file so that it is never seen half-written (temp file + rename)."""
+    """Write a local file so that it is never seen half-written (temp file + rename), with the
+    permissions of any new file (0666 less the umask, as the sources usually have)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
+
+
+def _normal_mode(path: str | os.PathLike) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode of any new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _is_temporary(name: str) -> bool:
+    """A half-written file of a killed run: ``.<name>.<random>.tmp`` (mkstemp) or
+    ``.<name>.tmp-<pid>`` (:func:`facerec.safeio.atomic_write`)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
+
+
+_LOCAL_WRITE_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -212,9 +224,9 @@ def default_cache_dir() -> Path:
 def _scan_source(source: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(source):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d != META_DIR)  # facerec's locks, journals
         for fn in sorted(filenames):
-            if fn == MARKER or (fn.startswith(f".{MARKER}.") and fn.endswith(".tmp")):
+            if fn == MARKER or fn.startswith(f".{MARKER}."):
                 continue
             files.append(Path(dirpath) / fn)
     return files
@@ -476,7 +488,33 @@ class Datastore:
                 bar.update(size)
         digest = _digest(entries)
         size = sum(e.size for e in entries)
+        if not self._local:  # object stores: no folder to lock (one writer per NAME is documented)
+            return self._create(name, src, entries, digest, size, progress)
+        try:
+            lock = folder_lock(self.root, "datastore create")
+            with lock:
+                self._remove_temporaries()
+                return self._create(name, src, entries, digest, size, progress)
+        except OSError as exc:  # the store folder itself: read-only, missing permission...
+            raise FacerecError(f"cannot write to store {self.url}: {oserror_message(exc)}") from None
 
+    def _remove_temporaries(self) -> int:
+        """Delete the half-written objects and status files that killed uploads left (only called
+        while holding the store's lock, so no other upload can be writing them)."""
+        removed = 0
+        for sub in ("objects", "datastores"):
+            base = Path(self._p(sub))
+            if not base.is_dir():
+                continue
+            for dirpath, _, filenames in os.walk(base):
+                for fn in filenames:
+                    if _is_temporary(fn):
+                        Path(dirpath, fn).unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+    def _create(self, name: str, src: Path, entries: list[FileEntry], digest: str, size: int,
+                progress: bool) -> VersionInfo:
         try:
             self._check_format(create=True)
             version, created = self._claim_version(name, digest)
@@ -576,6 +614,7 @@ class Datastore:
             os.close(fd)
             try:
                 shutil.copyfile(local, tmp)
+                _normal_mode(tmp)
                 if sha256_file(Path(tmp)) != e.sha256:
                     raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
                 os.replace(tmp, dest)
@@ -614,9 +653,18 @@ class Datastore:
         except _store_errors() as exc:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         target = Path(to).expanduser() if to is not None else default_cache_dir() / "datastores" / name / str(v)
+        if target.exists() and not target.is_dir():
+            raise FacerecError(f"{target} exists and is not a folder")
         try:
-            return self._pull_into(name, v, manifest, target, progress)
+            with folder_lock(target, "datastore pull"):
+                return self._pull_into(name, v, manifest, target, progress)
         except _store_errors() as exc:
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRORS and exc.filename \
+                    and _inside(exc.filename, target):
+                hint = (": free some space, then rerun the same command to resume it"
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+                raise FacerecError(f"cannot pull {name}:{v} into {display_path(target)}: "
+                                   f"{oserror_message(exc)}{hint}") from None
             raise FacerecError(f"pull of {name}:{v} into {target} failed: {exc} "
                                "(rerun the same command to resume it)") from exc
 
@@ -627,7 +675,8 @@ class Datastore:
         if target.exists() and not target.is_dir():
             raise FacerecError(f"{target} exists and is not a folder")
         if old is None and target.is_dir() and any(
-                not c.name.startswith(f".{MARKER}.") for c in target.iterdir()):
+                not c.name.startswith(f".{MARKER}.") and c.name != META_DIR
+                for c in target.iterdir()):
             raise FacerecError(f"refusing to pull {name}:{version} into {target}: the folder is not "
                                "empty and was not filled by `facerec datastore pull`")
         wanted = {f.path for f in files}
@@ -690,6 +739,7 @@ class Datastore:
             got = sha256_file(Path(tmp))
             if got != sha:
                 raise FacerecError(self._corrupt_msg(name, version, sha, got, group[0].path))
+            _normal_mode(tmp)
             for f in group[1:]:
                 (target / f.path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(tmp, target / f.path)
@@ -756,6 +806,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _inside(path: str | bytes | os.PathLike, folder: Path) -> bool:
+    try:
+        p, f = Path(os.fsdecode(path)).absolute(), folder.absolute()
+    except (TypeError, ValueError):
+        return False
+    return p == f or f in p.parents
 
 
 def _is_pulled(target: Path, manifest: dict) -> bool:
