@@ -10,6 +10,7 @@ skipped with the reason.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,7 @@ def test_train_into_a_read_only_runs_dir_is_one_line(tmp_path, read_only):
 # -------------------------------------------------------------------------------- split (item 10)
 KILL_BEFORE_SPLIT_JSON = """
 import os
+import re
 import facerec.split as _s
 _orig = _s._write_json
 def _write_json(path, data):
@@ -269,6 +271,7 @@ def _dataset(root: Path) -> Path:
 
 KILL_BEFORE_OBJECT_RENAME = """
 import os
+import re
 _real = os.replace
 _n = [0]
 def _replace(src, dst, *a, **k):
@@ -348,3 +351,139 @@ def test_a_split_dataset_uploads_without_facerec_bookkeeping(tmp_path):
     (source / ".facerec" / "lock.json").write_text("{}")
     info = Datastore(tmp_path / "store").create("faces", source, progress=False)
     assert info.num_files == 3
+
+
+# ------------------------------------------------------------------------------ annotate (item 11)
+ANNOTATE = ["annotate", "processed", "--embedder", "fake_face", "--keep_poor", "--quiet"]
+
+
+def _loose_crops(processed: Path, people=(0, 1, 2), per_person: int = 4) -> Path:
+    import zlib
+
+    import test_train as tt
+
+    processed.mkdir(parents=True)
+    for p in people:
+        for j in range(per_person):
+            tt.make_crop(p, seed=zlib.crc32(f"{p}/{j}".encode())).save(processed / f"c{p}_{j}.jpg")
+    return processed
+
+
+def _where(processed: Path) -> dict[str, str]:
+    return {p.name: p.parent.relative_to(processed).as_posix() for p in processed.rglob("*.jpg")
+            if ".facerec" not in p.parts}
+
+
+KILL_AFTER_TWO_MOVES = """
+import os
+import re
+import test_train
+_real = os.rename
+_n = [0]
+def _rename(src, dst, *a, **k):
+    _n[0] += 1
+    if _n[0] == 3:
+        os._exit(9)  # killed after two of the planned moves
+    return _real(src, dst, *a, **k)
+os.rename = _rename
+"""
+
+
+def test_an_interrupted_annotate_is_rolled_back_and_redone_on_the_next_run(tmp_path):
+    import shutil
+
+    processed = _loose_crops(tmp_path / "processed")
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    shutil.copytree(processed, clean / "processed")
+    env = {"FACEREC_CACHE_DIR": str(tmp_path / "cache")}
+    ref = _facerec(ANNOTATE, clean, TRAIN_PRELUDE, **env)
+    assert ref.returncode == 0, ref.stderr
+    expected = _where(clean / "processed")
+    assert len(set(expected.values())) > 1  # it sorted something
+
+    killed = _facerec(ANNOTATE, tmp_path, KILL_AFTER_TWO_MOVES, **env)
+    assert killed.returncode == 9, killed.stderr
+    half = _where(processed)
+    assert half != expected and sorted(half) == sorted(expected)  # two files moved
+
+    again = _facerec(ANNOTATE, tmp_path, TRAIN_PRELUDE, **env)
+    assert again.returncode == 0, again.stderr
+    notes = [line for line in again.stdout.splitlines() if "interrupted" in line]
+    assert len(notes) == 1 and "put back the 2 file(s)" in notes[0], again.stdout
+    assert _where(processed) == expected  # as if the killed run had never happened
+    # and --undo now takes back this run only: every crop loose again
+    undo = _facerec(["annotate", "--undo", "processed"], tmp_path)
+    assert undo.returncode == 0, undo.stderr
+    assert set(_where(processed).values()) == {"."}
+
+
+def test_annotate_with_nothing_to_sort_prints_a_sentence(tmp_path):
+    processed = tmp_path / "processed"
+    _loose_crops(processed / "alice", people=(0,), per_person=3)
+    (processed / "alice").rename(processed / "alice_tmp")
+    _loose_crops(processed / "alice", people=(0,), per_person=1)
+    shutil_move_all(processed / "alice_tmp", processed / "alice")
+    proc = _facerec(ANNOTATE + ["--no_albums"], tmp_path, TRAIN_PRELUDE,
+                    FACEREC_CACHE_DIR=str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to sort" in proc.stdout
+    assert not any(ch in proc.stdout for ch in "┏━┃┡│└─")  # no (empty) table
+
+
+def shutil_move_all(src: Path, dst: Path) -> None:
+    for p in src.iterdir():
+        p.rename(dst / p.name)
+    src.rmdir()
+
+
+def test_a_second_annotate_of_the_same_folder_is_refused(tmp_path):
+    from facerec.safeio import folder_lock
+
+    processed = _loose_crops(tmp_path / "processed")
+    with folder_lock(processed, "detect"):
+        proc = _facerec(ANNOTATE, tmp_path, TRAIN_PRELUDE, FACEREC_CACHE_DIR=str(tmp_path / "c"))
+    _one_line(proc, "annotate", "is being written by facerec detect", f"pid {os.getpid()}")
+    assert set(_where(processed).values()) == {"."}
+
+
+def test_annotate_of_a_read_only_folder_is_one_line(tmp_path, read_only):
+    ro = read_only(lambda f: _loose_crops(f / "processed"))
+    proc = _facerec(["annotate", ro / "processed", *ANNOTATE[2:]], tmp_path, TRAIN_PRELUDE,
+                    FACEREC_CACHE_DIR=str(tmp_path / "cache"))
+    _one_line(proc, "annotate", "Read-only file system")
+    assert set(_where(ro / "processed").values()) == {"."}
+
+
+# ------------------------------------------------------------------- item 15: checkpoint messages
+def _rejection(path: Path) -> str:
+    from facerec.errors import FacerecError
+    from facerec.model import read_checkpoint
+
+    with pytest.raises(FacerecError) as info:
+        read_checkpoint(path)
+    return str(info.value)
+
+
+def test_a_malicious_checkpoint_is_refused_with_the_whole_reason(tmp_path):
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"x": Evil()}, path)
+    msg = _rejection(path)
+    assert "\n" not in msg and msg.endswith(")")
+    assert re.search(r"GLOBAL (posix|os)\.system", msg), msg  # the cause, not torch's preamble
+
+
+def test_checkpoint_rejections_carry_no_terminal_escapes_and_end_whole(tmp_path):
+    module = "os\x1b[2J\x1b[31m" + "_very_long_module_name" * 10
+    path = tmp_path / "ansi.ckpt"
+    path.write_bytes(b"c" + module.encode() + b"\nsystem\n(S'echo hi'\ntR.")
+    msg = _rejection(path)
+    assert all(ch.isprintable() for ch in msg) and "[2J" not in msg and "[31m" not in msg, repr(msg)
+    assert "GLOBAL os_very_long_module_name" in msg
+    assert msg.endswith(" ...)")  # shortened at a word boundary, and says so
