@@ -164,9 +164,14 @@ class MoveLog:
 
     def append(self, events: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open(self.path, "ab+") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            if end > 0:  # a line torn by a kill or a full disk: end it, so ours stay whole
+                handle.seek(end - 1)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
             for ev in events:
-                handle.write(json.dumps(ev) + "\n")
+                handle.write((json.dumps(ev) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 
