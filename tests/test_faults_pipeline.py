@@ -487,3 +487,58 @@ def test_checkpoint_rejections_carry_no_terminal_escapes_and_end_whole(tmp_path)
     assert all(ch.isprintable() for ch in msg) and "[2J" not in msg and "[31m" not in msg, repr(msg)
     assert "GLOBAL os_very_long_module_name" in msg
     assert msg.endswith(" ...)")  # shortened at a word boundary, and says so
+
+
+# ---------------------------------------------------------------------------- full disk (train)
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 16 KiB tmpfs (room for the run's small files, not for a checkpoint); skipped where this
+    process may not mount one."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount)")
+    yield folder
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_torn_checkpoint(tmp_path, small_fs):
+    import test_train as tt
+    import torch
+
+    tt.make_dataset(tmp_path / "dataset", counts=(4, 2, 1))
+    proc = _facerec(["train", *TRAIN_FLAGS, "--quiet", "--runs_dir", small_fs / "runs", "--name",
+                     "f"], tmp_path, TRAIN_PRELUDE, FACEREC_CACHE_DIR=str(tmp_path / "cache"))
+    _one_line(proc, "train", "No space left on device")
+    for path in (small_fs / "runs").rglob("*"):
+        assert ".tmp" not in path.name, path
+        if path.suffix == ".ckpt":
+            torch.load(path, map_location="cpu", weights_only=True)  # whole, or not there
+
+
+def test_a_torn_line_in_the_moves_log_does_not_swallow_the_next_event(tmp_path):
+    """A kill or a full disk in the middle of writing moves.jsonl leaves a line without its end:
+    the next run's events must still be read (the begin of a run is what undo and recovery use)."""
+    from facerec.annotate import MoveLog
+
+    log = MoveLog(tmp_path)
+    log.append([{"op": "a", "event": "begin"}])
+    with open(log.path, "a", encoding="utf-8") as handle:
+        handle.write('{"op": "b", "event": "mo')  # torn
+    log.append([{"op": "c", "event": "begin"}, {"op": "c", "event": "end"}])
+    assert [(e["op"], e["event"]) for e in log.events()] == [("a", "begin"), ("c", "begin"),
+                                                             ("c", "end")]
+
+
+def test_pull_into_the_store_itself_is_refused(tmp_path):
+    from facerec.datastore import Datastore
+
+    source = _dataset(tmp_path / "dataset")
+    Datastore(tmp_path / "store").create("faces", source, progress=False)
+    before = sorted(p for p in (tmp_path / "store").rglob("*") if ".facerec" not in p.parts)
+    proc = _facerec(["datastore", "pull", "--store", tmp_path / "store", "faces", "--to",
+                     tmp_path / "store" / "objects" / "x", "--quiet"], tmp_path)
+    _one_line(proc, "datastore", "overlaps the input")
+    assert sorted(p for p in (tmp_path / "store").rglob("*") if ".facerec" not in p.parts) == before

@@ -50,7 +50,8 @@ from typing import Any
 
 from facerec.errors import FacerecError
 from facerec.manifest import sha256_file
-from facerec.safeio import META_DIR, atomic_write_bytes, display_path, folder_lock, oserror_message
+from facerec.safeio import (META_DIR, atomic_write_bytes, check_output_location, display_path,
+                            folder_lock, oserror_message)
 
 STORE_ENV = "FACEREC_STORE"
 CACHE_ENV = "FACEREC_CACHE"
@@ -655,6 +656,8 @@ class Datastore:
         target = Path(to).expanduser() if to is not None else default_cache_dir() / "datastores" / name / str(v)
         if target.exists() and not target.is_dir():
             raise FacerecError(f"{target} exists and is not a folder")
+        if self._local:
+            check_output_location(target, [self.root], what="--to")
         try:
             with folder_lock(target, "datastore pull"):
                 return self._pull_into(name, v, manifest, target, progress)
