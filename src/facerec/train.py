@@ -24,11 +24,13 @@ crops. Distributed training is Lightning's (``--strategy ddp``; torchrun and SLU
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -46,7 +48,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from facerec.errors import FacerecError
-from facerec.safeio import first_line, folder_lock
+from facerec.safeio import atomic_write, first_line, folder_lock
 from facerec.model import (
     DEFAULT_BACKBONE,
     FALLBACK_PRIOR_THRESHOLD,
@@ -740,6 +742,37 @@ def _check_resume(ckpt_path: str, labels: list[str], backbone: str) -> None:
                            "resume needs the same labels.json")
 
 
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """A local path made absolute (symlinks resolved); a URL (s3://...) as it is."""
+    if path is None or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
+        return None if path is None else str(path)
+    return str(Path(path).expanduser().resolve())
+
+
+def _checkpoint_io():
+    """Lightning's checkpoint writer, made atomic for local files: a checkpoint is written beside
+    its final name and renamed, so a full or read-only disk never leaves a torn ``.ckpt`` (Lightning
+    writes a temporary file in /tmp and copies it over, which fails halfway on a full disk), and
+    the error names the checkpoint, not a temporary file."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            target = Path(path)
+            buffer = io.BytesIO()  # torch.save straight to a file fails with a C++ error, no errno
+            torch.save(checkpoint, buffer)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot save checkpoint ({exc.strerror or exc})",
+                              str(target)) from None
+
+    return AtomicCheckpointIO()
+
+
 def _launcher_rank_zero() -> bool:
     """This process is the one that owns the run folder: not a worker started by Lightning's DDP
     launcher, torchrun or SLURM (they share the folder the first process locked)."""
@@ -865,8 +898,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     # run paths are absolute before Lightning sees them: a checkpoint records its folder, and a
     # resume from another working directory (or with the same relative --runs_dir) must find the
     # same folder, else Lightning forgets which checkpoint was best
-    runs_dir = str(Path(cfg.runs_dir).expanduser().resolve())
-    ckpt_path = str(Path(cfg.ckpt_path).expanduser().resolve()) if cfg.ckpt_path else None
+    runs_dir, ckpt_path = _absolute(cfg.runs_dir), _absolute(cfg.ckpt_path)
     if ckpt_path:
         _check_resume(ckpt_path, info.labels, cfg.backbone)
     if cfg.gpus and not torch.cuda.is_available():
@@ -950,6 +982,7 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
             accelerator=accelerator, devices=devices, strategy=cfg.strategy,
             num_nodes=cfg.num_nodes, precision=cfg.precision, max_epochs=int(cfg.max_epochs),
             logger=logger, callbacks=callbacks, enable_progress_bar=cfg.progress,
+            plugins=[_checkpoint_io()],
             enable_model_summary=cfg.progress, num_sanity_val_steps=0,
             limit_val_batches=1.0 if has_val else 0,
             log_every_n_steps=max(1, min(cfg.log_every_n_steps, steps_per_epoch)),
