@@ -542,3 +542,18 @@ def test_pull_into_the_store_itself_is_refused(tmp_path):
                      tmp_path / "store" / "objects" / "x", "--quiet"], tmp_path)
     _one_line(proc, "datastore", "overlaps the input")
     assert sorted(p for p in (tmp_path / "store").rglob("*") if ".facerec" not in p.parts) == before
+
+
+def test_a_resumed_create_says_so(tmp_path):
+    source = _dataset(tmp_path / "dataset")
+    store = tmp_path / "store"
+    killed = _facerec(["datastore", "create", "--store", store, "--name", "faces", "--source",
+                       source, "--quiet"], tmp_path, KILL_BEFORE_OBJECT_RENAME)
+    assert killed.returncode == 9
+    again = _facerec(["datastore", "create", "--store", store, "--name", "faces", "--source",
+                      source, "--quiet"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("Resumed the interrupted upload of faces:1") == 1
+    fresh = _facerec(["datastore", "create", "--store", store, "--name", "other", "--source",
+                      source, "--quiet"], tmp_path)
+    assert fresh.returncode == 0 and "Resumed" not in fresh.stdout

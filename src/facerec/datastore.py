@@ -96,6 +96,7 @@ class VersionInfo:
     files: tuple[FileEntry, ...] | None = None  # filled by show()
     uploaded_files: int = 0  # filled by create(): objects actually sent
     uploaded_bytes: int = 0
+    resumed: bool = False  # filled by create(): it finished an interrupted upload of this version
 
     @property
     def ref(self) -> str:
@@ -519,6 +520,7 @@ class Datastore:
         try:
             self._check_format(create=True)
             version, created = self._claim_version(name, digest)
+            resumed = self.fs.exists(self._p("datastores", name, str(version), "status.json"))
             status = {"format": FORMAT, "name": name, "version": version, "status": UPLOADING,
                       "created": created, "updated": _now(), "digest": digest, "size": size,
                       "num_files": len(entries), "source": str(src.absolute()),
@@ -548,7 +550,7 @@ class Datastore:
             raise
         return VersionInfo(name=name, version=version, status=SUCCEEDED, size=size,
                            num_files=len(entries), created=created, digest=digest, store=self.url,
-                           uploaded_files=sent_files, uploaded_bytes=sent_bytes)
+                           uploaded_files=sent_files, uploaded_bytes=sent_bytes, resumed=resumed)
 
     def _claim_version(self, name: str, digest: str) -> tuple[int, str]:
         """Version number for an upload of content DIGEST: an unfinished one with that content
@@ -895,6 +897,9 @@ def print_versions(infos: list[VersionInfo], store: str, console=None) -> None:
 
 def print_created(info: VersionInfo) -> None:
     """The summary line of ``facerec datastore create``."""
+    if info.resumed:
+        print(f"Resumed the interrupted upload of {info.ref} (same content): only the missing "
+              "files were uploaded")
     print(f"Created datastore {info.ref} in {info.store}: {info.num_files} files, "
           f"{human_size(info.size)} ({info.uploaded_files} new objects, "
           f"{human_size(info.uploaded_bytes)} uploaded)")
