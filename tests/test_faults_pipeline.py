@@ -306,8 +306,8 @@ def test_pulled_files_get_normal_permissions(tmp_path, monkeypatch):
     old = os.umask(0o022)
     try:
         ds = Datastore(tmp_path / "store")
+        ds.large_file = 1000  # files of 1001 and 1002 bytes go the streamed way, one in a batch
         ds.create("faces", source, progress=False)
-        ds.large_file = 1500  # one object goes the streamed way, the others in batches
         target = ds.pull("faces", to=tmp_path / "pulled", progress=False)
     finally:
         os.umask(old)

@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -50,8 +49,8 @@ from typing import Any
 
 from facerec.errors import FacerecError
 from facerec.manifest import sha256_file
-from facerec.safeio import (META_DIR, atomic_write_bytes, check_output_location, display_path,
-                            folder_lock, oserror_message)
+from facerec.safeio import (META_DIR, atomic_write, atomic_write_bytes, check_output_location,
+                            display_path, folder_lock, oserror_message, remove_temporaries)
 
 STORE_ENV = "FACEREC_STORE"
 CACHE_ENV = "FACEREC_CACHE"
@@ -151,13 +150,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     permissions of any new file (0666 less the umask, as the sources usually have)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-
-
-def _normal_mode(path: str | os.PathLike) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode of any new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _is_temporary(name: str) -> bool:
@@ -613,16 +605,13 @@ class Datastore:
         if self._local:
             dest = Path(remote)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            os.close(fd)
-            try:
+
+            def write(tmp: Path) -> None:
                 shutil.copyfile(local, tmp)
-                _normal_mode(tmp)
-                if sha256_file(Path(tmp)) != e.sha256:
+                if sha256_file(tmp) != e.sha256:
                     raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
-                os.replace(tmp, dest)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+
+            atomic_write(dest, write)
             return
         self.fs.put_file(str(local), remote)
         if sha256_file(local) != e.sha256:
@@ -684,6 +673,8 @@ class Datastore:
                 for c in target.iterdir()):
             raise FacerecError(f"refusing to pull {name}:{version} into {target}: the folder is not "
                                "empty and was not filled by `facerec datastore pull`")
+        if old is not None:  # half-written files of a killed pull (we hold the folder's lock)
+            remove_temporaries(target)
         wanted = {f.path for f in files}
         for stale in set((old or {}).get("files", [])) - wanted:  # written by the previous pull
             try:
@@ -734,23 +725,20 @@ class Datastore:
     def _get_large(self, name: str, version: int, target: Path, group: list[FileEntry]) -> None:
         sha, first = group[0].sha256, target / group[0].path
         first.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{first.name}.", suffix=".tmp", dir=first.parent)
-        os.close(fd)
-        try:
+
+        def write(tmp: Path) -> None:
             try:
-                self.fs.get_file(self._object_path(sha), tmp)
+                self.fs.get_file(self._object_path(sha), str(tmp))
             except FileNotFoundError:
                 raise FacerecError(self._missing_msg(name, version, sha, group[0].path)) from None
-            got = sha256_file(Path(tmp))
+            got = sha256_file(tmp)
             if got != sha:
                 raise FacerecError(self._corrupt_msg(name, version, sha, got, group[0].path))
-            _normal_mode(tmp)
             for f in group[1:]:
                 (target / f.path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(tmp, target / f.path)
-            os.replace(tmp, first)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+                atomic_write(target / f.path, lambda copy: shutil.copyfile(tmp, copy))
+
+        atomic_write(first, write)
 
     def _missing_msg(self, name: str, version: int, sha: str, path: str) -> str:
         return (f"datastore {name}:{version} is damaged: object {self._object_path(sha)} for "
