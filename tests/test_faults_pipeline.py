@@ -557,3 +557,20 @@ def test_a_resumed_create_says_so(tmp_path):
     fresh = _facerec(["datastore", "create", "--store", store, "--name", "other", "--source",
                       source, "--quiet"], tmp_path)
     assert fresh.returncode == 0 and "Resumed" not in fresh.stdout
+
+
+def test_split_on_a_full_disk_is_one_line_and_the_rerun_finishes_it(tmp_path, small_fs):
+    from facerec.split import SPLIT_JSON
+
+    processed = _processed_with_people(tmp_path)
+    args = ["split", "processed", "--out", small_fs / "dataset", "--dedup", "none", "--copy",
+            "--quiet"]
+    full = _facerec(args, tmp_path)
+    _one_line(full, "split", "No space left on device")
+    assert not (small_fs / "dataset" / SPLIT_JSON).exists()
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)  # space freed
+    again = _facerec(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sum("interrupted" in line for line in again.stdout.splitlines()) == 1
+    assert sorted(p.name for p in (small_fs / "dataset").rglob("*.jpg")) == \
+        sorted(p.name for p in processed.rglob("*.jpg"))
