@@ -742,9 +742,13 @@ def _check_resume(ckpt_path: str, labels: list[str], backbone: str) -> None:
                            "resume needs the same labels.json")
 
 
+def _is_url(path: str | os.PathLike) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)) is not None
+
+
 def _absolute(path: str | os.PathLike | None) -> str | None:
     """A local path made absolute (symlinks resolved); a URL (s3://...) as it is."""
-    if path is None or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
+    if path is None or _is_url(path):
         return None if path is None else str(path)
     return str(Path(path).expanduser().resolve())
 
@@ -758,7 +762,7 @@ def _checkpoint_io():
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)):
+            if _is_url(path):
                 return super().save_checkpoint(checkpoint, path, storage_options)
             target = Path(path)
             buffer = io.BytesIO()  # torch.save straight to a file fails with a C++ error, no errno
@@ -941,9 +945,9 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             os.environ["FACEREC_RUN_NAME"] = rname
     name = resolve_run_name(name)
 
-    # one writer per run folder (the DDP workers Lightning starts share their parent's lock)
-    lock = (folder_lock(Path(save_dir) / name, "train") if _launcher_rank_zero()
-            else contextlib.nullcontext())
+    # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
+    lock = (folder_lock(Path(save_dir) / name, "train")
+            if _launcher_rank_zero() and not _is_url(save_dir) else contextlib.nullcontext())
     with lock, _lightning_output(quiet=not cfg.progress):
         return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
                     has_val, pending, pre, warns)
