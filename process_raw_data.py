@@ -6,8 +6,13 @@
 """
 
 import sys
+from pathlib import Path
 
-from facerec.cli import main
+try:
+    from facerec.cli import main
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+    from facerec.cli import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -96,7 +96,8 @@ def source(tmp_path) -> Path:
 
 def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MARKER}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MARKER and ".facerec" not in p.relative_to(root).parts}
 
 
 def _objects(ds: Datastore) -> dict[str, int]:

@@ -13,6 +13,9 @@
 
 Every move is written to ``processed/.facerec/moves.jsonl`` before it happens, and
 :func:`undo` puts the files of the last run back where they were. Nothing is ever deleted.
+One writer at a time: annotate and undo hold the lock of ``processed/`` (:mod:`facerec.safeio`).
+A run killed midway (a ``begin`` without ``end`` in the log) is recognised by the next one, which
+first puts back the files it had moved (and an interrupted undo is finished), and says so.
 
 Clustering: scikit-learn's agglomerative clustering with Ward linkage on the face embeddings
 (threshold 1.0 for dlib's 128-d descriptor), then every member whose mean distance to the other
@@ -43,6 +46,7 @@ from facerec.crops import (
     require_folder,
 )
 from facerec.errors import FacerecError
+from facerec.safeio import display_path, folder_lock
 
 MOVES_LOG = "moves.jsonl"
 REJECTED = "_rejected"
@@ -81,6 +85,7 @@ class AnnotateResult:
     embedded_cached: int = 0
     embed_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # interrupted runs found and rolled back
 
 
 @dataclass
@@ -159,9 +164,14 @@ class MoveLog:
 
     def append(self, events: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open(self.path, "ab+") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            if end > 0:  # a line torn by a kill or a full disk: end it, so ours stay whole
+                handle.seek(end - 1)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
             for ev in events:
-                handle.write(json.dumps(ev) + "\n")
+                handle.write((json.dumps(ev) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -185,9 +195,25 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     never. ``dry_run``: plan only, move nothing. Thresholds default to values suited to dlib's
     descriptor. ``cache``: embedding cache (see :func:`facerec.embed.embed_files`).
     """
+    processed = require_folder(processed_dir)
+    if dry_run:  # plans only: never waits for, or changes, anything
+        return _annotate(processed, threshold, member_distance, suggest_distance, album_distance,
+                         albums, reject, min_score, min_face, max_fit_error, dry_run, embedder,
+                         cache, progress)
+    with folder_lock(processed, "annotate"):
+        recovered = recover_interrupted(processed)
+        result = _annotate(processed, threshold, member_distance, suggest_distance,
+                           album_distance, albums, reject, min_score, min_face, max_fit_error,
+                           dry_run, embedder, cache, progress)
+        result.recovered = recovered
+        return result
+
+
+def _annotate(processed: Path, threshold, member_distance, suggest_distance, album_distance,
+              albums, reject, min_score, min_face, max_fit_error, dry_run, embedder, cache,
+              progress) -> AnnotateResult:
     from facerec.embed import EmbedStats, embed_files, get_embedder
 
-    processed = require_folder(processed_dir)
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
     # defaults suited to the embedder (dlib: 1.0, 0.65, 0.55, 0.6)
     threshold = emb.cluster_threshold if threshold is None else float(threshold)
@@ -196,6 +222,11 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     album_distance = emb.same_person_threshold if album_distance is None else float(album_distance)
     result = AnnotateResult(processed_dir=str(processed), dry_run=dry_run)
 
+    if dry_run:
+        pending = [op for op, _ in _interrupted(MoveLog(processed).events())]
+        if pending:
+            result.warnings.append(f"run {pending[-1]} was interrupted; a real run first puts back "
+                                   "the files it moved (this plan does not account for that)")
     manifest = Manifest(processed)
     loose_paths = list_images(processed) + list_images(processed / SINGLETONS)
     people = person_folders(processed)
@@ -420,13 +451,69 @@ def _apply(processed: Path, moves: list[Move], params: dict) -> str:
 def undo(processed_dir: str | os.PathLike) -> UndoResult:
     """Put back every file moved by the last ``annotate`` run that was not undone yet."""
     processed = require_folder(processed_dir)
+    with folder_lock(processed, "annotate --undo"):
+        recover_interrupted(processed, finish_undo_only=True)
+        log = MoveLog(processed)
+        events = log.events()
+        undone = {ev["op"] for ev in events if ev.get("event") == "undo"}
+        ops = [ev["op"] for ev in events if ev.get("event") == "begin" and ev["op"] not in undone]
+        if not ops:
+            raise FacerecError(f"nothing to undo in {processed} (no annotate run recorded)")
+        return _rollback(processed, log, events, ops[-1])
+
+
+def _interrupted(events: list[dict]) -> list[tuple[str, str]]:
+    """(op, what) of each run that was killed midway: "annotate" (a ``begin`` without ``end``)
+    or "undo" (an ``undo_begin`` without ``undo``). Oldest first."""
+    seen: dict[str, set[str]] = {}
+    order: list[str] = []
+    for ev in events:
+        op = ev["op"]
+        if op not in seen:
+            seen[op] = set()
+            order.append(op)
+        seen[op].add(str(ev.get("event")))
+    out = []
+    for op in order:
+        kinds = seen[op]
+        if "undo" in kinds:
+            continue
+        if "undo_begin" in kinds:
+            out.append((op, "undo"))
+        elif "begin" in kinds and "end" not in kinds:
+            out.append((op, "annotate"))
+    return out
+
+
+def recover_interrupted(processed_dir: str | os.PathLike,
+                        finish_undo_only: bool = False) -> list[str]:
+    """Roll back the annotate runs that were killed midway, and finish interrupted undos, so
+    that half-filled ``person_NN/`` folders are never taken for labelled people. Returns one
+    line per run recovered (empty: nothing was interrupted). The caller holds the lock.
+
+    ``finish_undo_only``: leave interrupted annotate runs alone (``--undo`` rolls the last one
+    back itself)."""
+    processed = Path(processed_dir)
     log = MoveLog(processed)
     events = log.events()
-    undone = {ev["op"] for ev in events if ev.get("event") == "undo"}
-    ops = [ev["op"] for ev in events if ev.get("event") == "begin" and ev["op"] not in undone]
-    if not ops:
-        raise FacerecError(f"nothing to undo in {processed} (no annotate run recorded)")
-    op = ops[-1]
+    lines = []
+    for op, what in reversed(_interrupted(events)):  # newest first, as undo goes
+        if finish_undo_only and what == "annotate":
+            continue
+        res = _rollback(processed, log, events, op)
+        if what == "annotate":
+            lines.append(f"annotate run {op} of {display_path(processed)} was interrupted: put "
+                         f"back the {res.restored} file(s) it had moved before sorting again")
+        else:
+            lines.append(f"an undo of annotate run {op} was interrupted: finished it "
+                         f"({res.restored} more file(s) put back)")
+        events = log.events()
+    return lines
+
+
+def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> UndoResult:
+    """Put back the files that run ``op`` moved (those it did not move yet stay), remove the
+    folders it created if empty, and log an ``undo``."""
     moves = [ev for ev in events if ev["op"] == op and ev.get("event") == "move"]
     dirs = [ev["path"] for ev in events if ev["op"] == op and ev.get("event") == "mkdir"]
 
@@ -443,6 +530,7 @@ def undo(processed_dir: str | os.PathLike) -> UndoResult:
         else:
             raise FacerecError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
                                "put it back and retry")
+    log.append([{"op": op, "event": "undo_begin", "time": time.time()}])
     for dst, src in todo:
         src.parent.mkdir(parents=True, exist_ok=True)
         os.rename(dst, src)
@@ -467,7 +555,16 @@ def print_annotate_summary(result: AnnotateResult, file=None) -> None:
     from rich.table import Table
 
     console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    for line in result.recovered:
+        console.print(f"note: {line}")
     title = f"facerec annotate: {result.processed_dir}" + (" (dry run: nothing moved)" if result.dry_run else "")
+    if not (result.clusters or result.singletons or result.suggested or result.others
+            or result.rejected):
+        console.print(f"{title}: nothing to sort ({result.loose} loose crops, "
+                      f"{result.known_people} person folders; every crop is already in place)")
+        for w in result.warnings:
+            console.print(f"warning: {w}")
+        return
     table = Table(title=title)
     table.add_column("folder")
     table.add_column("crops", justify="right")

@@ -34,13 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -49,6 +49,8 @@ from typing import Any
 
 from facerec.errors import FacerecError
 from facerec.manifest import sha256_file
+from facerec.safeio import (META_DIR, atomic_write, atomic_write_bytes, check_output_location,
+                            display_path, folder_lock, oserror_message, remove_temporaries)
 
 STORE_ENV = "FACEREC_STORE"
 CACHE_ENV = "FACEREC_CACHE"
@@ -93,6 +95,7 @@ class VersionInfo:
     files: tuple[FileEntry, ...] | None = None  # filled by show()
     uploaded_files: int = 0  # filled by create(): objects actually sent
     uploaded_bytes: int = 0
+    resumed: bool = False  # filled by create(): it finished an interrupted upload of this version
 
     @property
     def ref(self) -> str:
@@ -143,16 +146,19 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a local file so that it is never seen half-written (temp file + rename)."""
+    """Write a local file so that it is never seen half-written (temp file + rename), with the
+    permissions of any new file (0666 less the umask, as the sources usually have)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
+
+
+def _is_temporary(name: str) -> bool:
+    """A half-written file of a killed run: ``.<name>.<random>.tmp`` (mkstemp) or
+    ``.<name>.tmp-<pid>`` (:func:`facerec.safeio.atomic_write`)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
+
+
+_LOCAL_WRITE_ERRORS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -212,9 +218,9 @@ def default_cache_dir() -> Path:
 def _scan_source(source: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(source):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d != META_DIR)  # facerec's locks, journals
         for fn in sorted(filenames):
-            if fn == MARKER or (fn.startswith(f".{MARKER}.") and fn.endswith(".tmp")):
+            if fn == MARKER or fn.startswith(f".{MARKER}."):
                 continue
             files.append(Path(dirpath) / fn)
     return files
@@ -476,10 +482,37 @@ class Datastore:
                 bar.update(size)
         digest = _digest(entries)
         size = sum(e.size for e in entries)
+        if not self._local:  # object stores: no folder to lock (one writer per NAME is documented)
+            return self._create(name, src, entries, digest, size, progress)
+        try:
+            lock = folder_lock(self.root, "datastore create")
+            with lock:
+                self._remove_temporaries()
+                return self._create(name, src, entries, digest, size, progress)
+        except OSError as exc:  # the store folder itself: read-only, missing permission...
+            raise FacerecError(f"cannot write to store {self.url}: {oserror_message(exc)}") from None
 
+    def _remove_temporaries(self) -> int:
+        """Delete the half-written objects and status files that killed uploads left (only called
+        while holding the store's lock, so no other upload can be writing them)."""
+        removed = 0
+        for sub in ("objects", "datastores"):
+            base = Path(self._p(sub))
+            if not base.is_dir():
+                continue
+            for dirpath, _, filenames in os.walk(base):
+                for fn in filenames:
+                    if _is_temporary(fn):
+                        Path(dirpath, fn).unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+    def _create(self, name: str, src: Path, entries: list[FileEntry], digest: str, size: int,
+                progress: bool) -> VersionInfo:
         try:
             self._check_format(create=True)
             version, created = self._claim_version(name, digest)
+            resumed = self.fs.exists(self._p("datastores", name, str(version), "status.json"))
             status = {"format": FORMAT, "name": name, "version": version, "status": UPLOADING,
                       "created": created, "updated": _now(), "digest": digest, "size": size,
                       "num_files": len(entries), "source": str(src.absolute()),
@@ -509,7 +542,7 @@ class Datastore:
             raise
         return VersionInfo(name=name, version=version, status=SUCCEEDED, size=size,
                            num_files=len(entries), created=created, digest=digest, store=self.url,
-                           uploaded_files=sent_files, uploaded_bytes=sent_bytes)
+                           uploaded_files=sent_files, uploaded_bytes=sent_bytes, resumed=resumed)
 
     def _claim_version(self, name: str, digest: str) -> tuple[int, str]:
         """Version number for an upload of content DIGEST: an unfinished one with that content
@@ -572,15 +605,13 @@ class Datastore:
         if self._local:
             dest = Path(remote)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            os.close(fd)
-            try:
+
+            def write(tmp: Path) -> None:
                 shutil.copyfile(local, tmp)
-                if sha256_file(Path(tmp)) != e.sha256:
+                if sha256_file(tmp) != e.sha256:
                     raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
-                os.replace(tmp, dest)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+
+            atomic_write(dest, write)
             return
         self.fs.put_file(str(local), remote)
         if sha256_file(local) != e.sha256:
@@ -614,9 +645,20 @@ class Datastore:
         except _store_errors() as exc:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         target = Path(to).expanduser() if to is not None else default_cache_dir() / "datastores" / name / str(v)
+        if target.exists() and not target.is_dir():
+            raise FacerecError(f"{target} exists and is not a folder")
+        if self._local:
+            check_output_location(target, [self.root], what="--to")
         try:
-            return self._pull_into(name, v, manifest, target, progress)
+            with folder_lock(target, "datastore pull"):
+                return self._pull_into(name, v, manifest, target, progress)
         except _store_errors() as exc:
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRORS and exc.filename \
+                    and _inside(exc.filename, target):
+                hint = (": free some space, then rerun the same command to resume it"
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+                raise FacerecError(f"cannot pull {name}:{v} into {display_path(target)}: "
+                                   f"{oserror_message(exc)}{hint}") from None
             raise FacerecError(f"pull of {name}:{v} into {target} failed: {exc} "
                                "(rerun the same command to resume it)") from exc
 
@@ -627,9 +669,12 @@ class Datastore:
         if target.exists() and not target.is_dir():
             raise FacerecError(f"{target} exists and is not a folder")
         if old is None and target.is_dir() and any(
-                not c.name.startswith(f".{MARKER}.") for c in target.iterdir()):
+                not c.name.startswith(f".{MARKER}.") and c.name != META_DIR
+                for c in target.iterdir()):
             raise FacerecError(f"refusing to pull {name}:{version} into {target}: the folder is not "
                                "empty and was not filled by `facerec datastore pull`")
+        if old is not None:  # half-written files of a killed pull (we hold the folder's lock)
+            remove_temporaries(target)
         wanted = {f.path for f in files}
         for stale in set((old or {}).get("files", [])) - wanted:  # written by the previous pull
             try:
@@ -680,22 +725,20 @@ class Datastore:
     def _get_large(self, name: str, version: int, target: Path, group: list[FileEntry]) -> None:
         sha, first = group[0].sha256, target / group[0].path
         first.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{first.name}.", suffix=".tmp", dir=first.parent)
-        os.close(fd)
-        try:
+
+        def write(tmp: Path) -> None:
             try:
-                self.fs.get_file(self._object_path(sha), tmp)
+                self.fs.get_file(self._object_path(sha), str(tmp))
             except FileNotFoundError:
                 raise FacerecError(self._missing_msg(name, version, sha, group[0].path)) from None
-            got = sha256_file(Path(tmp))
+            got = sha256_file(tmp)
             if got != sha:
                 raise FacerecError(self._corrupt_msg(name, version, sha, got, group[0].path))
             for f in group[1:]:
                 (target / f.path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(tmp, target / f.path)
-            os.replace(tmp, first)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+                atomic_write(target / f.path, lambda copy: shutil.copyfile(tmp, copy))
+
+        atomic_write(first, write)
 
     def _missing_msg(self, name: str, version: int, sha: str, path: str) -> str:
         return (f"datastore {name}:{version} is damaged: object {self._object_path(sha)} for "
@@ -756,6 +799,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _inside(path: str | bytes | os.PathLike, folder: Path) -> bool:
+    try:
+        p, f = Path(os.fsdecode(path)).absolute(), folder.absolute()
+    except (TypeError, ValueError):
+        return False
+    return p == f or f in p.parents
 
 
 def _is_pulled(target: Path, manifest: dict) -> bool:
@@ -834,6 +885,9 @@ def print_versions(infos: list[VersionInfo], store: str, console=None) -> None:
 
 def print_created(info: VersionInfo) -> None:
     """The summary line of ``facerec datastore create``."""
+    if info.resumed:
+        print(f"Resumed the interrupted upload of {info.ref} (same content): only the missing "
+              "files were uploaded")
     print(f"Created datastore {info.ref} in {info.store}: {info.num_files} files, "
           f"{human_size(info.size)} ({info.uploaded_files} new objects, "
           f"{human_size(info.uploaded_bytes)} uploaded)")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from torch import nn
 
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
+from facerec.safeio import display_path, first_line
 
 __all__ = [
     "FORMAT",
@@ -110,11 +112,11 @@ def create_timm_model(name: str, pretrained: bool = False) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=True, num_classes=0)
     except Exception as exc:  # noqa: BLE001 - no network, no weights for this model, hub errors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = error_summary(exc)
         if "LocalEntryNotFound" in type(exc).__name__ or "connection" in reason.lower():
             reason = "not in the Hugging Face cache and cannot be downloaded (no network?)"
         raise FacerecError(
-            f"cannot load ImageNet weights for {name}: {reason[:160]}; train without "
+            f"cannot load ImageNet weights for {name}: {reason}; train without "
             "--pretrained (random init), or fill the Hugging Face cache on a machine with "
             "network and copy it here") from None
 
@@ -544,6 +546,33 @@ def calibrate_threshold(features: torch.Tensor | np.ndarray, labels: torch.Tenso
 
 
 # ------------------------------------------------------------------------------------- checkpoints
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def error_summary(exc: BaseException, limit: int = 200) -> str:
+    """One whole, printable line saying why ``exc`` happened: terminal escapes removed (a file
+    can carry them into an error), the line that names the cause preferred over a preamble (torch's
+    "Weights only load failed. In PyTorch 2.6 ..." is followed by the unsupported global), a
+    heading ending in ':' joined to what follows, and a long line shortened at a word boundary
+    with '...' rather than cut mid-word."""
+    text = _ANSI.sub("", str(exc))
+    lines = [first_line(Exception(line), limit=10 ** 6) for line in text.splitlines()
+             if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    cause = next((line for line in lines if re.search(r"unsupported global|GLOBAL ", line, re.I)),
+                 None)
+    line = cause or lines[0]
+    if cause is None and line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[1].strip()}"
+    line = line.strip()
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 4]
+    space = max(cut.rfind(" "), cut.rfind(","))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + " ..."
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The raw checkpoint dict of a facerec checkpoint (``weights_only=True``), validated."""
     p = Path(path)
@@ -552,9 +581,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors, unsafe globals
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FacerecError(f"{p} is not a facerec checkpoint (cannot load it safely: "
-                           f"{first[:160]})") from None
+        raise FacerecError(f"{display_path(p)} is not a facerec checkpoint (cannot load it "
+                           f"safely: {error_summary(exc)})") from None
     info = ckpt.get("facerec") if isinstance(ckpt, dict) else None
     if not isinstance(info, dict) or FORMAT_KEY not in info:
         raise FacerecError(f"{p} is not a facerec checkpoint (no facerec metadata: trained "
@@ -586,8 +614,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FacerecError(f"{path}: weights do not match the stored model ({first[:160]})") from None
+        raise FacerecError(f"{display_path(path)}: weights do not match the stored model "
+                           f"({error_summary(exc)})") from None
     if info.get("threshold") is not None:
         model.threshold = float(info["threshold"])
     return model.to(map_location).eval()

@@ -39,11 +39,15 @@ from facerec.cropspec import read_processed_spec
 from facerec.crops import Manifest, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file
 from facerec.errors import FacerecError
+from facerec.safeio import META_DIR, atomic_write, display_path, folder_lock, remove_temporaries
 
 SPLITS = ("train", "val", "test")
 _RANK = {"train": 0, "val": 1, "test": 2}
 SPLIT_JSON = "split.json"
 LABELS_JSON = "labels.json"
+#: written (under ``dataset/.facerec/``) before the first change to the dataset and removed once
+#: split.json is written: its presence means a split was interrupted midway
+JOURNAL = "split-journal.json"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class SplitResult:
     sources: dict[str, str] = field(default_factory=dict)             # source -> split
     groups_merged: int = 0           # source photos joined to another one as near-duplicates
     unchanged: bool = False          # the dataset was already up to date: nothing written
+    recovered: str | None = None     # an interrupted split of out_dir was found (and redone)
     linked: int = 0
     copied: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -108,6 +113,10 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
     embedder's ``duplicate_distance``, 0.25 for dlib).
     ``link``: hard-link files where the filesystem allows (else copy). ``force``: replace a
     dataset built from other input. Returns counts per person and split.
+
+    One writer at a time (a lock under ``out_dir/.facerec/``). A split killed midway (its journal
+    is there, split.json not written) is recognised by the next run, which rebuilds the dataset
+    without ``force`` and says so in ``recovered``.
     """
     processed = require_folder(processed_dir)
     out = Path(out_dir)
@@ -119,6 +128,25 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
     if dedup not in ("embedding", "none"):
         raise FacerecError(f"--dedup must be 'embedding' or 'none', got {dedup!r}")
     _check_out_dir(processed, out)
+    existed = out.exists()
+    try:
+        with folder_lock(out, "split"):
+            return _split_locked(processed, out, val, test, seed, force, dedup, dup_distance,
+                                 link, embedder, cache, progress)
+    except BaseException:
+        if not existed and out.is_dir() and not _has_content(out):
+            shutil.rmtree(out, ignore_errors=True)  # only our lock was there: leave no trace
+        raise
+
+
+def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int, force: bool,
+                  dedup: str, dup_distance: float | None, link: bool, embedder: Any, cache: Any,
+                  progress: bool) -> SplitResult:
+    journal = out / META_DIR / JOURNAL
+    remove_temporaries(out / META_DIR)
+    for name in (SPLIT_JSON, LABELS_JSON):
+        for tmp in out.glob(f".{name}.tmp-*"):
+            tmp.unlink()
 
     # ---- the labelled crops
     manifest = Manifest(processed)
@@ -151,13 +179,21 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
     fingerprint = hashlib.sha256(json.dumps(
         [params, sorted((c.rel, c.sha256) for c in crops)]).encode()).hexdigest()
     previous = _read_previous(out)
+    interrupted = _read_journal(journal)
     if previous is not None and previous.get("input", {}).get("fingerprint") == fingerprint \
             and _files_intact(out, previous):
+        if interrupted is not None:  # killed after split.json was written: nothing to redo
+            journal.unlink(missing_ok=True)
         result.unchanged = True
         result.counts = previous.get("counts", {})
         result.sources = {k: v["split"] for k, v in previous.get("sources", {}).items()}
         result.warnings = previous.get("warnings", [])
         return result
+    if interrupted is not None:
+        result.recovered = (f"found an interrupted split of {display_path(out)} (started "
+                            f"{interrupted.get('started', '?')}, stopped before it finished): "
+                            "rebuilding it")
+        force = True  # its train/val/test are facerec's own, half written
     if _has_content(out) and not force:
         if previous is None:
             raise FacerecError(f"{out} exists and was not made by `facerec split`; "
@@ -205,7 +241,10 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
         gids = sorted(person_groups[name], key=lambda g: (group_u[g], g))
         _balance(name, gids, split_of, locked, group_u, val, test, result)
 
-    # ---- write
+    # ---- write (the journal first: a kill from here on is recognised by the next run)
+    atomic_write(journal, lambda tmp: tmp.write_text(json.dumps({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
+        "fingerprint": fingerprint}), encoding="utf-8"))
     if out.exists() and (force or previous is not None):
         for split in SPLITS:
             if (out / split).exists():
@@ -245,6 +284,7 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
         "labels": names, "counts": counts, "warnings": result.warnings,
         "sources": dict(sorted(sources.items())), "files": files,
     })
+    journal.unlink(missing_ok=True)
     return result
 
 
@@ -327,7 +367,18 @@ def _check_out_dir(processed: Path, out: Path) -> None:
 
 
 def _has_content(out: Path) -> bool:
-    return out.is_dir() and any(out.iterdir())
+    return out.is_dir() and any(p.name != META_DIR for p in out.iterdir())
+
+
+def _read_journal(path: Path) -> dict | None:
+    """The journal of an interrupted split (an unreadable one counts: it was being written)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_previous(out: Path) -> dict | None:
@@ -365,9 +416,8 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n",
+                                                  encoding="utf-8"))
 
 
 def print_split_summary(result: SplitResult, file=None) -> None:
@@ -378,6 +428,8 @@ def print_split_summary(result: SplitResult, file=None) -> None:
     from rich.table import Table
 
     console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    if result.recovered:
+        console.print(f"note: {result.recovered}")
     state = " (up to date: nothing changed)" if result.unchanged else ""
     table = Table(title=f"facerec split: {result.processed_dir} -> {result.out_dir}{state}")
     table.add_column("person")

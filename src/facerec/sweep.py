@@ -35,8 +35,9 @@ How it runs:
   same command resumes the same sweep, on this machine or on another sharing ``--storage``.
 * A trial that raises is recorded as ``FAIL`` (its error is kept) and the sweep goes on. A new
   invocation retries the grid points that only have failed (or interrupted) trials. A worker
-  killed outright leaves its trial ``RUNNING``; a heartbeat marks it failed after
-  :data:`GRACE_PERIOD` seconds, and the next invocation retries it.
+  killed outright leaves its trial ``RUNNING``; the next invocation retries it: at once when the
+  worker ran on the same host (its process is gone), else once a heartbeat missing for
+  :data:`GRACE_PERIOD` seconds marked it failed.
 * Hopeless trials are pruned (:class:`optuna.pruners.MedianPruner`) by a small Lightning callback
   that reports the validation metric after every epoch; a pruned trial stops early.
 * Artifacts: ``runs/<name>/<name>-exp<K>/version_<V>/...`` where K is the index of the grid point
@@ -71,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec.errors import FacerecError
+from facerec.safeio import first_line
 
 
 
@@ -278,8 +280,7 @@ class FlagSpec:
             else:
                 out = t(value if isinstance(value, str) else _fmt(value))
         except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FacerecError(f"{self.option}: invalid value {value!r} ({why})") from None
+            raise FacerecError(f"{self.option}: invalid value {value!r} ({first_line(exc)})") from None
         if self.choices is not None and out not in self.choices:
             raise FacerecError(f"{self.option}: invalid choice {out!r} (choose from "
                                f"{', '.join(map(str, self.choices))})")
@@ -583,8 +584,7 @@ def make_storage(url: str, *, heartbeat: tuple[int, int] | None = None):
         raise FacerecError(f"cannot open --storage {_redact(url)}: a database driver is missing "
                            f"({exc}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy's errors: bad URL, unreachable server...
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FacerecError(f"cannot open --storage {_redact(url)}: {why[:300]}") from None
+        raise FacerecError(f"cannot open --storage {_redact(url)}: {first_line(exc)}") from None
 
 
 # -------------------------------------------------------------------------------------- running
@@ -635,8 +635,7 @@ def _next_version(exp_dir: Path) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 class _Objective:
@@ -654,6 +653,9 @@ class _Objective:
         record = getattr(trial.storage, "record_heartbeat", None)
         if record is not None and getattr(trial.storage, "heartbeat_interval", None):
             record(trial._trial_id)
+        # who runs it: a later invocation on this host knows at once when this process is gone
+        trial.set_user_attr("host", self.host)
+        trial.set_user_attr("pid", os.getpid())
         params = {k: trial.suggest_categorical(k, v) for k, v in spec.grid.items()}
         if self.on_params is not None:
             self.on_params()  # the grid point is taken: other local workers may look for theirs
@@ -662,7 +664,7 @@ class _Objective:
         sweep_dir = Path(job.root) / job.name
         version = _next_version(sweep_dir / exp)
         run_dir = sweep_dir / exp / f"version_{version}"
-        for key, value in (("exp", exp), ("run_dir", str(run_dir)), ("host", self.host)):
+        for key, value in (("exp", exp), ("run_dir", str(run_dir))):
             trial.set_user_attr(key, value)
         kwargs = train_kwargs({**spec.fixed, **params, **spec.environment})
         if kwargs.get("data_path") is not None:
@@ -807,6 +809,39 @@ def _worker_main(job: _Job, shared: _Shared, index: int) -> None:  # spawned pro
         _worker(job, shared, index)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's process), or cannot tell: assume alive
+    return True
+
+
+def _fail_dead_local_trials(study) -> int:
+    """Mark FAIL the RUNNING trials of workers on this host whose process is gone (killed, out
+    of memory). Deterministic: no waiting for the heartbeat's grace period, which still covers
+    workers on other machines. A reused pid only delays this to the heartbeat."""
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or pid == os.getpid():
+            continue
+        if _pid_alive(pid):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error",
+                                               f"worker (pid {pid}) died while training")
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed += 1
+        except RuntimeError:  # finished meanwhile (another invocation got there first)
+            continue
+    return failed
 
 
 def _retry_failed(study, spec: SweepSpec) -> int:
@@ -986,6 +1021,7 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
                                "`facerec split`, or pass --data_path)")
 
     # resume: stale RUNNING trials (dead workers) -> FAIL; failed grid points queued again
+    _fail_dead_local_trials(study)
     optuna.storages.fail_stale_trials(study)
     retried = _retry_failed(study, spec) if (max_trials is None or max_trials > 0) else 0
     before = len(study.get_trials(deepcopy=False)) - retried

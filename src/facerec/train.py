@@ -23,13 +23,18 @@ crops. Distributed training is Lightning's (``--strategy ddp``; torchrun and SLU
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
 import os
 import random
+import re
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
+from facerec.safeio import atomic_write, first_line, folder_lock
 from facerec.model import (
     DEFAULT_BACKBONE,
     FALLBACK_PRIOR_THRESHOLD,
@@ -739,9 +745,102 @@ def _check_resume(ckpt_path: str, labels: list[str], backbone: str) -> None:
                            "resume needs the same labels.json")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _is_url(path: str | os.PathLike) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)) is not None
+
+
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """A local path made absolute (symlinks resolved); a URL (s3://...) as it is."""
+    if path is None or _is_url(path):
+        return None if path is None else str(path)
+    return str(Path(path).expanduser().resolve())
+
+
+def _checkpoint_io():
+    """Lightning's checkpoint writer, made atomic for local files: a checkpoint is written beside
+    its final name and renamed, so a full or read-only disk never leaves a torn ``.ckpt`` (Lightning
+    writes a temporary file in /tmp and copies it over, which fails halfway on a full disk), and
+    the error names the checkpoint, not a temporary file."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if _is_url(path):
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            target = Path(path)
+            buffer = io.BytesIO()  # torch.save straight to a file fails with a C++ error, no errno
+            torch.save(checkpoint, buffer)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot save checkpoint ({exc.strerror or exc})",
+                              str(target)) from None
+
+    return AtomicCheckpointIO()
+
+
+def _launcher_rank_zero() -> bool:
+    """This process is the one that owns the run folder: not a worker started by Lightning's DDP
+    launcher, torchrun or SLURM (they share the folder the first process locked)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _lightning_output(quiet: bool) -> Iterator[None]:
+    """Lightning's own chatter: its tips and start-up notes (INFO log records) are dropped when
+    ``quiet``; a deprecation warning that Lightning raises about its own code (nothing the user
+    can act on) always."""
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = {n: logging.getLogger(n).level for n in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        if quiet:
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is "
+                                    "not empty")
+            for n in names:
+                logging.getLogger(n).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for n, level in levels.items():
+                logging.getLogger(n).setLevel(level)
+
+
+def _checkpoint_score(path: Path, monitor: str) -> float | None:
+    """The monitored value ``path`` was saved with (ModelCheckpoint's record in the file)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a torn or foreign file is simply not a candidate
+        return None
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if ("ModelCheckpoint" in str(key) and isinstance(state, dict)
+                and state.get("monitor") == monitor and state.get("current_score") is not None):
+            score = float(state["current_score"])
+            return score if math.isfinite(score) else None
+    return None
+
+
+def _truly_best(best: str, monitor: str, mode: str) -> str:
+    """The best checkpoint among the ``epoch=*`` files beside ``best``.
+
+    Lightning keeps one best file per run, but a run resumed from a checkpoint written under
+    another path (e.g. made before run folders were absolute) forgets the earlier best and leaves
+    it beside the new one: compare them all by the score each was saved with."""
+    if not best:
+        return best
+    folder = Path(best).parent
+    candidates = sorted(folder.glob("epoch=*.ckpt"))
+    if len(candidates) < 2:
+        return best
+    scored = [(s, p) for p in candidates if (s := _checkpoint_score(p, monitor)) is not None]
+    if not scored:
+        return best
+    pick = min(scored, key=lambda sp: sp[0]) if mode == "min" else max(scored, key=lambda sp: sp[0])
+    return str(pick[1])
 
 
 def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
@@ -803,8 +902,12 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                        f"person-vs-unknown model whose threshold is {cfg.backbone}'s prior "
                        f"({prior}), not calibrated (no other people to calibrate on); add other "
                        "people to calibrate it")
-    if cfg.ckpt_path:
-        _check_resume(cfg.ckpt_path, info.labels, cfg.backbone)
+    # run paths are absolute before Lightning sees them: a checkpoint records its folder, and a
+    # resume from another working directory (or with the same relative --runs_dir) must find the
+    # same folder, else Lightning forgets which checkpoint was best
+    runs_dir, ckpt_path = _absolute(cfg.runs_dir), _absolute(cfg.ckpt_path)
+    if ckpt_path:
+        _check_resume(ckpt_path, info.labels, cfg.backbone)
     if cfg.gpus and not torch.cuda.is_available():
         raise FacerecError(f"--gpus {cfg.gpus}: no GPU is available here (CUDA not found); "
                            "drop --gpus to train on the CPU")
@@ -838,14 +941,25 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                         train_config=cfg.hparams())
 
     # output layout
-    save_dir, name, version = cfg.runs_dir, cfg.name, None
-    if cfg.ckpt_path and not cfg.name:
-        rdir, rname, rversion = _resume_target(cfg.ckpt_path, cfg.runs_dir)
+    save_dir, name, version = runs_dir, cfg.name, None
+    if ckpt_path and not cfg.name:
+        rdir, rname, rversion = _resume_target(ckpt_path, runs_dir)
         if rname:
             save_dir, name, version = rdir, rname, rversion
             os.environ["FACEREC_RUN_NAME"] = rname
     name = resolve_run_name(name)
 
+    # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
+    lock = (folder_lock(Path(save_dir) / name, "train")
+            if _launcher_rank_zero() and not _is_url(save_dir) else contextlib.nullcontext())
+    with lock, _lightning_output(quiet=not cfg.progress):
+        return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
+                    has_val, pending, pre, warns)
+
+
+def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, save_dir: str,
+         name: str, version: int | None, ckpt_path: str | None, monitor: str, mode: str,
+         has_val: bool, pending: list[str], pre: dict, warns: list[str]) -> TrainResult:
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -876,6 +990,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             accelerator=accelerator, devices=devices, strategy=cfg.strategy,
             num_nodes=cfg.num_nodes, precision=cfg.precision, max_epochs=int(cfg.max_epochs),
             logger=logger, callbacks=callbacks, enable_progress_bar=cfg.progress,
+            plugins=[_checkpoint_io()],
             enable_model_summary=cfg.progress, num_sanity_val_steps=0,
             limit_val_batches=1.0 if has_val else 0,
             log_every_n_steps=max(1, min(cfg.log_every_n_steps, steps_per_epoch)),
@@ -884,7 +999,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     except FacerecError:
         raise
     except Exception as exc:  # MisconfigurationException, bad precision, no such accelerator
-        raise FacerecError(f"cannot set up the trainer: {_first_line(exc)}") from None
+        raise FacerecError(f"cannot set up the trainer: {first_line(exc)}") from None
 
     # data last: a misconfigured trainer fails before minutes of embedding
     for w in pending:
@@ -909,11 +1024,13 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - t0
         epochs = len(timer.seconds)
 
         best = ckpt_cb.best_model_path or last_cb.best_model_path
+        if ckpt_cb.best_model_path:
+            best = _truly_best(best, monitor, mode)
         last = last_cb.best_model_path or None
         metrics: dict[str, float] = {}
         if best and has_val:
