@@ -100,7 +100,7 @@ class TrainManager:
         job.state = "running"
         try:
             job.result = self._stages(job)
-            job.state = "done"
+            job.state, job.stage = "done", ""
         except FacerecError as exc:
             job.state, job.error = "failed", str(exc)
         except Exception as exc:  # a bug or an OSError mid-training: the page says so

@@ -3,7 +3,7 @@
 "use strict";
 
 let polling = null;
-const fmt = v => (v == null ? "–" : typeof v === "number" ? (Math.abs(v) < 10 ? v.toFixed(3) : String(v)) : String(v));
+const fmt = v => (v == null ? "–" : typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : String(v));
 const pct = v => (v == null ? "–" : `${(100 * v).toFixed(1)} %`);
 
 async function showPeople() {
