@@ -139,6 +139,13 @@ def test_label_train_and_recognise_in_the_browser(server, browser, celebrities, 
     processed = work / "processed"
     d = browser
 
+    # ---- no model yet: the recognise page says how to get one
+    d.get(f"{url}/recognise")
+    _wait(lambda: d.find_element("id", "no-model").is_displayed())
+    assert "Train page" in d.find_element("id", "no-model").text
+    assert not d.find_element("id", "drop").is_displayed()
+    _shot(d, tmp_path, "recognise-no-model")
+
     # ---- people page: name the cluster of Elton John's crops
     d.get(f"{url}/people")
     _wait(lambda: _status(d) == "ready")
