@@ -157,6 +157,7 @@ def create_app(config: ServeConfig):
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
         return Response(status_code=204)  # no icon; spares the browser console a 404
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # ---- files
