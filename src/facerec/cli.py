@@ -574,11 +574,15 @@ def _run_serve(args: argparse.Namespace) -> int:
                            "pip install 'facerec[serve]'") from None
     if args.photos and not Path(args.photos).is_dir():
         raise FacerecError(f"photos folder not found: {args.photos}")
-    run_server(ServeConfig(work_dir=Path(args.work_dir),
-                           checkpoint=Path(args.checkpoint_path) if args.checkpoint_path else None,
-                           photos_dir=Path(args.photos) if args.photos else None,
-                           token=args.token, device=args.device, host=args.host,
-                           max_upload_bytes=args.max_upload_mb * 1024 * 1024), port=args.port)
+    config = ServeConfig(work_dir=Path(args.work_dir),
+                         checkpoint=Path(args.checkpoint_path) if args.checkpoint_path else None,
+                         photos_dir=Path(args.photos) if args.photos else None,
+                         token=args.token, device=args.device, host=args.host,
+                         max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    try:
+        run_server(config, port=args.port)
+    except OSError as exc:  # e.g. an unreadable work folder while starting: one line, exit 2
+        raise FacerecError(f"{exc.strerror or exc}: {exc.filename or args.work_dir}") from None
     return 0
 
 
