@@ -26,6 +26,7 @@ set this gives 6 pure clusters; on 96 LFW people, 107 clusters at 0.99 purity (b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -41,6 +42,8 @@ from facerec.crops import (
     STATE_DIR,
     CropInfo,
     Manifest,
+    is_image,
+    is_person_folder,
     list_images,
     person_folders,
     require_folder,
@@ -415,12 +418,15 @@ def _dedupe_targets(processed: Path, moves: list[Move]) -> list[Move]:
     return out
 
 
-def _apply(processed: Path, moves: list[Move], params: dict) -> str:
-    """Log the plan, then move the files. The log comes first so a crash can still be undone."""
+def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "annotate",
+           renames: list[Move] = (), rmdirs: list[str] = ()) -> str:
+    """Log the plan, then rename folders, move the files and remove the folders emptied by them.
+    The log comes first so a crash can still be undone. ``renames`` are whole-folder renames
+    (one event however many crops: renaming a 10,000-crop person is one ``os.rename``)."""
     log = MoveLog(processed)
     op = _new_op_id()
     new_dirs: list[str] = []
-    for m in moves:
+    for m in [*renames, *moves]:
         parent = Path(m.dst).parent
         chain = []
         while parent != Path(".") and not (processed / parent).exists():
@@ -429,22 +435,141 @@ def _apply(processed: Path, moves: list[Move], params: dict) -> str:
         for d in reversed(chain):
             if d not in new_dirs:
                 new_dirs.append(d)
-    events = [{"op": op, "event": "begin", "command": "annotate", "time": time.time(),
+    events = [{"op": op, "event": "begin", "command": command, "time": time.time(),
                "params": params}]
     events += [{"op": op, "event": "mkdir", "path": d} for d in new_dirs]
+    events += [{"op": op, "event": "rename", "src": m.src, "dst": m.dst, "reason": m.reason}
+               for m in renames]
     events += [{"op": op, "event": "move", "src": m.src, "dst": m.dst, "reason": m.reason}
                for m in moves]
+    events += [{"op": op, "event": "rmdir", "path": d} for d in rmdirs]
     log.append(events)
     for d in new_dirs:
         (processed / d).mkdir(exist_ok=True)
+    for m in renames:
+        if (processed / m.dst).exists():
+            raise FacerecError(f"{processed / m.dst} appeared while renaming; run `facerec "
+                               "annotate --undo` to put back what was moved")
+        os.rename(processed / m.src, processed / m.dst)
     for m in moves:
         src, dst = processed / m.src, processed / m.dst
         if dst.exists():  # appeared since planning: never overwrite
             raise FacerecError(f"{dst} appeared while annotating; run `facerec annotate --undo` "
                                "to put back what was moved")
         os.rename(src, dst)
+    for d in rmdirs:
+        try:
+            (processed / d).rmdir()  # only if empty: a file that arrived meanwhile stays
+        except OSError:
+            pass
     log.append([{"op": op, "event": "end", "time": time.time(), "moved": len(moves)}])
     return op
+
+
+# ----------------------------------------------------------------- manual moves (facerec serve)
+@dataclass
+class EditResult:
+    """What :func:`move_crops` or :func:`rename_person` did (``op``: its id in the moves log)."""
+
+    processed_dir: str
+    op: str | None
+    moved: int = 0
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    merged: bool = False
+    moves: list[Move] = field(default_factory=list)
+
+
+#: where crops can be moved besides a person folder
+MOVE_TARGETS = (REJECTED, SINGLETONS)
+_NAME_MAX = 100
+
+
+def check_person_name(name: str) -> str:
+    """A person folder name: one path segment, not hidden, not bookkeeping (``_...``)."""
+    name = str(name).strip()
+    if (not name or len(name) > _NAME_MAX or not is_person_folder(name) or name in (".", "..")
+            or any(c in name for c in '/\\\0') or any(ord(c) < 32 for c in name)):
+        raise FacerecError(f"invalid person name {name!r}: one folder name, not starting with "
+                           f"'_' or '.', at most {_NAME_MAX} characters, no '/' or '\\'")
+    return name
+
+
+def check_crop_path(processed: Path, rel: str) -> Path:
+    """``processed/rel`` for a crop path relative to processed/, which must stay inside it (no
+    ``..``, no hidden parts such as ``.facerec/``, no symlink) and be an image file."""
+    parts = str(rel).split("/")
+    if (not rel or "\\" in rel or "\0" in rel
+            or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
+        raise FacerecError(f"invalid crop path {rel!r}")
+    path = processed / Path(*parts)
+    if path.is_symlink() or not is_image(path) \
+            or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
+        raise FacerecError(f"no such crop: {rel}")
+    return path
+
+
+def _locked(command: str):
+    """Run an edit of processed/ holding its writer lock (the CLI and the server may both edit)."""
+    def wrap(edit):
+        @functools.wraps(edit)
+        def locked(processed_dir, *args, **kwargs):
+            with folder_lock(require_folder(processed_dir), f"annotate ({command})"):
+                return edit(processed_dir, *args, **kwargs)
+        return locked
+    return wrap
+
+
+@_locked("move")
+def move_crops(processed_dir: str | os.PathLike, crops: list[str], to: str,
+               *, command: str = "move") -> EditResult:
+    """Move crops (paths relative to processed/) into person folder ``to`` (created if new), or
+    into ``_rejected`` / ``_singletons``: logged like an annotate run, so ``facerec annotate
+    --undo`` puts them back. Crops already there are left alone."""
+    processed = require_folder(processed_dir)
+    target = to if to in MOVE_TARGETS else check_person_name(to)
+    moves = []
+    for rel in dict.fromkeys(crops):  # a crop listed twice moves once
+        path = check_crop_path(processed, rel)
+        if path.parent.relative_to(processed).as_posix() != target:
+            moves.append(Move(rel, f"{target}/{path.name}", f"{command} to {target}"))
+    moves = _dedupe_targets(processed, moves)
+    if not moves:
+        return EditResult(str(processed), None)
+    op = _apply(processed, moves, {"to": target}, command=command)
+    return EditResult(str(processed), op, moved=len(moves), moves=moves)
+
+
+@_locked("rename")
+def rename_person(processed_dir: str | os.PathLike, name: str, new_name: str) -> EditResult:
+    """Rename person folder ``name`` to ``new_name``; when ``new_name`` exists this is a merge
+    (the crops move in, never overwriting, and the emptied folder is removed). Its suggestions
+    (``_suggested/<name>``) follow. Logged, so ``facerec annotate --undo`` reverts it."""
+    processed = require_folder(processed_dir)
+    name, new_name = check_person_name(name), check_person_name(new_name)
+    if not (processed / name).is_dir() or (processed / name).is_symlink():
+        raise FacerecError(f"no such person folder: {name}")
+    if name == new_name:
+        raise FacerecError(f"{name} is already called {new_name}")
+    renames: list[Move] = []
+    moves: list[Move] = []
+    rmdirs: list[str] = []
+    if (processed / new_name).exists() and not (processed / new_name).is_dir():
+        raise FacerecError(f"{new_name} exists and is not a folder")
+    merged = (processed / new_name).exists()
+    for src, dst in ((name, new_name), (f"{SUGGESTED}/{name}", f"{SUGGESTED}/{new_name}")):
+        if not (processed / src).is_dir():
+            continue
+        if not (processed / dst).exists():
+            renames.append(Move(src, dst, f"rename {name} to {new_name}"))
+            continue
+        moves += [Move(f"{src}/{p.name}", f"{dst}/{p.name}", f"merge {name} into {new_name}")
+                  for p in list_images(processed / src)]
+        rmdirs.append(src)
+    moves = _dedupe_targets(processed, moves)
+    op = _apply(processed, moves, {"name": name, "new_name": new_name}, command="rename",
+                renames=renames, rmdirs=rmdirs)
+    return EditResult(str(processed), op, moved=len(moves),
+                      renamed=[(m.src, m.dst) for m in renames], merged=merged, moves=moves)
 
 
 # ------------------------------------------------------------------------------------------ undo
@@ -514,10 +639,13 @@ def recover_interrupted(processed_dir: str | os.PathLike,
 def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> UndoResult:
     """Put back the files that run ``op`` moved (those it did not move yet stay), remove the
     folders it created if empty, and log an ``undo``."""
+    # moves were done after folder renames: undo them first
     moves = [ev for ev in events if ev["op"] == op and ev.get("event") == "move"]
+    moves += [ev for ev in events if ev["op"] == op and ev.get("event") == "rename"]
     dirs = [ev["path"] for ev in events if ev["op"] == op and ev.get("event") == "mkdir"]
 
     todo = []
+    found: dict[str, list[Path]] | None = None
     for ev in reversed(moves):
         src, dst = processed / ev["src"], processed / ev["dst"]
         if dst.exists() and not src.exists():
@@ -528,8 +656,15 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
             raise FacerecError(f"cannot undo: both {ev['src']} and {ev['dst']} exist; "
                                "move one of them away and retry")
         else:
-            raise FacerecError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
-                               "put it back and retry")
+            # the file was moved on since, e.g. its person_06/ folder renamed to alice/ by hand:
+            # crop names are unique (facerec detect makes them so), so find it by name
+            if found is None:
+                found = _files_by_name(processed)
+            hits = found.get(dst.name, []) if ev.get("event") == "move" else []
+            if len(hits) != 1:
+                raise FacerecError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
+                                   "put it back and retry")
+            todo.append((hits[0], src))
     log.append([{"op": op, "event": "undo_begin", "time": time.time()}])
     for dst, src in todo:
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -544,6 +679,17 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
             pass
     log.append([{"op": op, "event": "undo", "time": time.time(), "restored": len(todo)}])
     return UndoResult(processed_dir=str(processed), op=op, restored=len(todo), removed_dirs=removed)
+
+
+def _files_by_name(processed: Path) -> dict[str, list[Path]]:
+    """Every file under processed/ (bookkeeping ``.facerec/`` and hidden files aside) by name."""
+    out: dict[str, list[Path]] = defaultdict(list)
+    for dirpath, dirnames, filenames in os.walk(processed):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if not f.startswith("."):
+                out[f].append(Path(dirpath) / f)
+    return out
 
 
 # --------------------------------------------------------------------------------------- summary

@@ -544,6 +544,55 @@ def _run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ serve
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="label, train and recognise in the browser, and a REST API",
+        description="Serve WORK_DIR (a `facerec run` work folder, or any folder with processed/): "
+        "the People page (name clusters, merge, move crops, undo), the Train page and the "
+        "Recognise page, and the REST API (OpenAPI docs at /docs). Binds 127.0.0.1; any other "
+        "--host requires a token (generated and printed once when not given), sent as "
+        "'Authorization: Bearer TOKEN' or by opening the printed ?token= link.",
+    )
+    p.add_argument("work_dir", nargs="?", default="facerec-work",
+                   help="work folder with processed/ (default: facerec-work)")
+    p.add_argument("--checkpoint_path", default=None,
+                   help="model to recognise with (default: the newest in WORK_DIR/runs)")
+    p.add_argument("--photos", default=None, metavar="DIR",
+                   help="the photos folder detect read, to show each crop's source photo")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    p.add_argument("--token", default=None,
+                   help="require this token (default: $FACEREC_TOKEN; generated for a non-loopback "
+                   "--host)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    p.add_argument("--max_upload_mb", type=int, default=20, help="largest image upload (default: 20)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from facerec.serve import ServeConfig, run_server
+    except ImportError as exc:
+        raise FacerecError(f"facerec serve needs the serve extra ({exc.name} is missing): "
+                           "pip install 'facerec[serve]'") from None
+    if args.photos and not Path(args.photos).is_dir():
+        raise FacerecError(f"photos folder not found: {args.photos}")
+    config = ServeConfig(work_dir=Path(args.work_dir),
+                         checkpoint=Path(args.checkpoint_path) if args.checkpoint_path else None,
+                         photos_dir=Path(args.photos) if args.photos else None,
+                         token=args.token, device=args.device, host=args.host,
+                         max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    try:
+        run_server(config, port=args.port)
+    except OSError as exc:  # e.g. an unreadable work folder while starting: one line, exit 2
+        raise FacerecError(f"{exc.strerror or exc}: {exc.filename or args.work_dir}") from None
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -554,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_run, _add_detect, _add_annotate, _add_split, _add_datastore, _add_train,
-                _add_sweep, _add_predict, _add_evaluate, _add_export, _add_launch):
+                _add_sweep, _add_predict, _add_evaluate, _add_export, _add_launch, _add_serve):
         add(sub)
     return parser
 

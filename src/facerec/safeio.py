@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from facerec.errors import FacerecError
 META_DIR = ".facerec"  # facerec's own files inside an output folder (hidden: never a person/photo)
 _LOCK = "lock"
 _LOCK_INFO = "lock.json"
-_held: dict[str, int] = {}  # resolved folder -> nesting depth held by this process
+_held = threading.local()  # .depth: resolved folder -> nesting depth held by this thread
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -94,20 +95,22 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the writer lock of ``folder`` (created if needed) for the duration of the block.
 
     A second writer, in this or another process, is refused at once with a
-    :class:`FacerecError` naming the holder. Re-entrant within one process (``facerec run`` holds
-    processed/ while detect and annotate take it again)."""
+    :class:`FacerecError` naming the holder. Re-entrant within one thread (``facerec run`` holds
+    processed/ while detect and annotate take it again); another thread of the same process is
+    refused like another process (flock locks belong to the open file, not the process)."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
     meta = folder / META_DIR
     meta.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
-    if _held.get(key):
-        _held[key] += 1
+    held: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if held.get(key):
+        held[key] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
+            held[key] -= 1
         return
     lock = FileLock(str(meta / _LOCK), timeout=0)
     try:
@@ -115,14 +118,14 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     except Timeout:
         raise FacerecError(f"{display_path(folder)} is being written by {_holder(meta)}; wait for "
                            "it to finish, or use another folder") from None
-    _held[key] = 1
+    held[key] = 1
     try:
         info = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         atomic_write(meta / _LOCK_INFO, lambda tmp: tmp.write_text(json.dumps(info), encoding="utf-8"))
         yield
     finally:
-        _held.pop(key, None)
+        held.pop(key, None)
         (meta / _LOCK_INFO).unlink(missing_ok=True)
         lock.release()
 

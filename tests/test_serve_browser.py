@@ -1,0 +1,242 @@
+"""A real browser (Debian's chromium + chromium-driver, through Selenium) against a real
+``facerec serve`` process on 127.0.0.1, on real crops of ``celebrities``: name a cluster, move a crop,
+undo, train on the Train page, then recognise a held-out photo on the Recognise page.
+
+Screenshots of each page go to the test's tmp folder (and to $FACEREC_SHOTS_DIR when set).
+``make test`` installs chromium where apt can (as root); elsewhere this test skips and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import _facecrops
+import _servework
+
+pytest.importorskip("fastapi", reason="facerec[serve] is not installed")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _browser() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium / chromedriver not installed (make test installs Debian's "
+                    "chromium and chromium-driver with apt-get when run as root)")
+    return chromium, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(celebrities: Path, tmp_path: Path):
+    """``facerec serve WORK --photos PHOTOS`` in a subprocess: (url, work folder)."""
+    work = _servework.copy_of(celebrities, tmp_path / "work")
+    port = _free_port()
+    env = dict(os.environ, FACEREC_CACHE_DIR=str(_facecrops.cache_dir()),
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "facerec.cli", "serve", str(work), "--photos",
+                             str(work / "photos"), "--port", str(port), "--device", "cpu"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as r:
+                    if json.load(r)["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("facerec serve did not start: " + (tmp_path / "server.log").read_text())
+            time.sleep(0.5)
+        yield url, work
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def browser():
+    chromium, driver = _browser()
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000"):
+        options.add_argument(arg)
+    d = webdriver.Chrome(service=Service(driver), options=options)
+    d.implicitly_wait(0)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def _wait(what, timeout: float = 30.0, every: float = 0.2):
+    """Poll ``what()`` until it returns something truthy (its value), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = what()
+            if last:
+                return last
+        except Exception as exc:  # element not there yet, stale after a re-render
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting: {last!r}")
+
+
+def _shot(d, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    d.save_screenshot(str(path))
+    extra = os.environ.get("FACEREC_SHOTS_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+    return path
+
+
+def _card(d, folder: str):
+    from selenium.webdriver.common.by import By
+
+    return d.find_element(By.CSS_SELECTOR, f'.card[data-folder="{folder}"]')
+
+
+def _status(d) -> str:
+    return d.find_element("id", "status").text
+
+
+def test_label_train_and_recognise_in_the_browser(server, browser, celebrities, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    url, work = server
+    processed = work / "processed"
+    d = browser
+
+    # ---- no model yet: the recognise page says how to get one
+    d.get(f"{url}/recognise")
+    _wait(lambda: d.find_element("id", "no-model").is_displayed())
+    assert "Train page" in d.find_element("id", "no-model").text
+    assert not d.find_element("id", "drop").is_displayed()
+    _shot(d, tmp_path, "recognise-no-model")
+
+    # ---- people page: name the cluster of Elton John's crops
+    d.get(f"{url}/people")
+    _wait(lambda: _status(d) == "ready")
+    elton = _servework.cluster_of(processed, "elton_john")
+    card = _card(d, elton)
+    _wait(lambda: len(card.find_elements(By.CSS_SELECTOR, "img.crop")) > 0)
+    _wait(lambda: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+                      for i in d.find_elements(By.CSS_SELECTOR, "img.crop")[:8]))
+    d.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseenter'))",
+                     card.find_elements(By.CSS_SELECTOR, "img.crop")[0])
+    _wait(lambda: d.find_element("id", "preview-box").is_displayed())  # source photo + box
+    _shot(d, tmp_path, "people-before")
+    crops = sorted(p.name for p in (processed / elton).glob("*.jpg"))
+    card.find_element(By.CSS_SELECTOR, ".rename-input").send_keys("Elton John")
+    card.find_element(By.CSS_SELECTOR, ".rename-btn").click()
+    _wait(lambda: _card(d, "Elton John"))
+    assert sorted(p.name for p in (processed / "Elton John").glob("*.jpg")) == crops
+    assert not (processed / elton).exists()
+    for person, name in (("jerry_seinfeld", "Jerry Seinfeld"), ("ben_afflek", "Ben Affleck")):
+        folder = _servework.cluster_of(processed, person)
+        c = _card(d, folder)
+        c.find_element(By.CSS_SELECTOR, ".rename-input").send_keys(name)
+        c.find_element(By.CSS_SELECTOR, ".rename-btn").click()
+        _wait(lambda name=name: _card(d, name))
+
+    # ---- move a crop out of the singletons to the rejected, then undo it
+    single = _wait(lambda: _card(d, "_singletons").find_elements(By.CSS_SELECTOR, "img.crop"))[0]
+    rel = single.get_attribute("data-crop")
+    single.click()
+    assert d.find_element("id", "selection").text == "1 selected"
+    d.find_element("id", "reject-btn").click()
+    _wait(lambda: (processed / "_rejected" / Path(rel).name).is_file())
+    assert not (processed / rel).exists()
+    _wait(lambda: "moved 1" in _status(d))
+    _shot(d, tmp_path, "people-after-move")
+    d.find_element("id", "undo-btn").click()
+    _wait(lambda: (processed / rel).is_file())
+    assert not (processed / "_rejected" / Path(rel).name).exists()
+    _wait(lambda: "undid" in _status(d))
+    # and one to a new person through the "move to" box, undone too
+    crop = _wait(lambda: _card(d, "Ben Affleck").find_elements(By.CSS_SELECTOR, "img.crop"))[0]
+    moved = crop.get_attribute("data-crop")
+    crop.click()
+    d.find_element("id", "move-to").send_keys("Someone Else")
+    d.find_element("id", "move-btn").click()
+    _wait(lambda: (processed / "Someone Else" / Path(moved).name).is_file())
+    _wait(lambda: _card(d, "Someone Else"))
+    d.find_element("id", "undo-btn").click()
+    _wait(lambda: (processed / moved).is_file() and not (processed / "Someone Else").exists())
+    _wait(lambda: "undid" in _status(d))
+    _shot(d, tmp_path, "people")
+
+    # ---- train page: split + train + evaluate, live progress, result
+    d.get(f"{url}/train")
+    _wait(lambda: "Elton John" in d.find_element("id", "people").text)
+    epochs = d.find_element("id", "max-epochs")
+    epochs.clear()
+    epochs.send_keys("8")
+    d.find_element("id", "train-btn").click()
+    _wait(lambda: "running" in d.find_element("id", "job-state").text or
+          "done" in d.find_element("id", "job-state").text)
+    _wait(lambda: "done" in d.find_element("id", "job-state").text
+          or "failed" in d.find_element("id", "job-state").text, timeout=600, every=1)
+    assert "done" in d.find_element("id", "job-state").text, d.find_element("id", "progress").text
+    assert "epoch 8 / 8" in d.find_element("id", "job-epoch").text
+    assert "test accuracy" in d.find_element("id", "result-accuracy").text
+    _wait(lambda: d.execute_script("const i = document.getElementById('confusion');"
+                                   " return i && i.complete && i.naturalWidth > 0"))
+    _shot(d, tmp_path, "train")
+
+    # ---- recognise page: a held-out photo of Elton John gets his (page-given) name
+    photo = sorted((celebrities / "val" / "elton_john").glob("*.jpg"))[0]
+    d.get(f"{url}/recognise")
+    _wait(lambda: "Elton John" in d.find_element("id", "model").text)
+    d.find_element("id", "file-input").send_keys(str(photo))
+    face = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "li.face"), timeout=120)[0]
+    assert face.get_attribute("data-label") == "Elton John"
+    _wait(lambda: d.find_element(By.CSS_SELECTOR, ".result").get_attribute("data-drawn") == "1")
+    # the canvas shows the photo with the box drawn: some pixels are the "known" green
+    green = d.execute_script("""
+        const c = document.querySelector('.result canvas');
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < px.length; i += 4)
+          if (px[i] === 40 && px[i + 1] === 200 && px[i + 2] === 60) n++;
+        return n;""")
+    assert green > 100
+    shown = json.loads(d.find_element("id", "json").text)
+    assert shown[0]["image"] == photo.name
+    assert set(shown[0]) == {"image", "faces", "error", "width", "height"}
+    assert set(shown[0]["faces"][0]) == {"box", "label", "confidence", "candidate", "probability",
+                                         "detection_score", "source"}
+    _shot(d, tmp_path, "recognise")
+    for name in ("people", "train", "recognise"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
