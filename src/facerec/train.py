@@ -466,6 +466,7 @@ class FaceModule(L.LightningModule):
                                   proto_counts=counts, member=np.ones(len(y), bool), predicted=pred,
                                   target_fpir=self.hparams.target_fpir, prior=self._prior())
         cal["data"] = ("train+val" if self._has_val() else "train") + ", each person held out in turn"
+        self._gallery = (z, y, "frozen")  # kept in the checkpoint: enroll/forget recalibrate on it
         self._set_calibration(cal, log=log)
 
     def _gather(self, key: str):
@@ -498,6 +499,7 @@ class FaceModule(L.LightningModule):
         cal["data"] = ("val (held-out people scored against the trained head; features were "
                        "trained on everyone, so the FPIR estimate is optimistic)" if key == "val"
                        else "train (augmented; no validation set: optimistic)")
+        self._gallery = (z, y, key)
         self._set_calibration(cal)
 
     def _set_calibration(self, cal: dict, log: bool = True) -> None:
@@ -545,6 +547,14 @@ class FaceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["facerec"] = self.facerec_info()
+        gallery = getattr(self, "_gallery", None)
+        if gallery is not None and len(gallery[1]):
+            # the features the threshold was calibrated on (plain tensors: weights_only-safe), so
+            # that `facerec enroll/forget` can recalibrate with the same held-out procedure
+            z, y, source = gallery
+            checkpoint["facerec_gallery"] = {
+                "features": torch.as_tensor(np.asarray(z, dtype=np.float32)),
+                "labels": torch.as_tensor(np.asarray(y, dtype=np.int64)), "source": str(source)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("facerec") or {}
