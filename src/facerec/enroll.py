@@ -431,6 +431,13 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
     if m.z is not None:
         m.z = np.concatenate([m.z, z.astype(np.float32)])
         m.y = np.concatenate([m.y, np.full(len(z), c, dtype=np.int64)])
+    if m.frozen:
+        # A trained head's class weights are discriminative directions, not class means: their
+        # cosines to a face are lower than a prototype's, so an imprinted class beside trained ones
+        # would win faces of known people (measured: it does). With a frozen backbone every class
+        # therefore takes its prototype as its weight: the head becomes nearest-prototype, the
+        # rule the open-set score already uses. (timm heads are their prototypes already.)
+        m.weight = _unit_rows(m.protos) * float(np.linalg.norm(m.weight, axis=1).mean())
     old_t = _old_threshold(ckpt)
     t, cal, more = _recalibrate(m, ckpt, old_t)
     warnings += more
