@@ -112,8 +112,12 @@ def test_mid_file_corruption_is_skipped(clip, ckpt, capsys, tmp_path):
     data[mid:mid + 20000] = bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(bytes(data))
-    [res] = _run_json(capsys, ["predict", "--checkpoint_path", str(ckpt), "--image_path",
-                               str(broken), "--fps", "1", "--json", "--quiet"])
+    assert main(["predict", "--checkpoint_path", str(ckpt), "--image_path", str(broken),
+                 "--fps", "1", "--json", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    [res] = json.loads(cap.out)
+    assert res["decode_errors"] and all(e["error"] for e in res["decode_errors"])
+    assert "skipped undecodable data at " in cap.err
     # frames after the damage are still read: the last sampled second is there
     times = [d["time"] for t in res["tracks"] for d in t["detections"]]
     assert times and max(times) >= 5.0
