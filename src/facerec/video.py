@@ -284,10 +284,9 @@ def sample_frames(container, fps: float, errors: list[dict], counts: dict,
                     counts["decoded"] += 1
                     t = frame.time if frame.time is not None else time.monotonic() - started
                     last_t = t
-                    if max_seconds is not None and (next_t is not None) and \
-                            t - counts.setdefault("t0", t) > max_seconds:
+                    first = counts.setdefault("first_time", t)
+                    if max_seconds is not None and t - first > max_seconds:
                         return
-                    counts.setdefault("t0", t)
                     if next_t is None or t >= next_t - 1e-6:
                         # after a gap (seek, dropped packets) restart the grid at this frame
                         next_t = (t if next_t is None or t - next_t > step else next_t) + step
