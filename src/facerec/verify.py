@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_THRESHOLDS", "TARGET_FAR", "IdentifyResult", "PairResult", "
 
 #: cosine-distance threshold per embedder for 1:1 verification without a checkpoint, from
 #: bench/verify_lfw.py on all lfw-dev pairs (<= 1% false accepts); see docs/verify.md
-DEFAULT_THRESHOLDS = {"dlib_face": 0.0790}
+DEFAULT_THRESHOLDS = {"dlib_face": 0.0883}
 #: the false-accept rate the thresholds are set at
 TARGET_FAR = 0.01
 
