@@ -43,7 +43,6 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--fps", type=float, default=5.0)
     args = ap.parse_args()
-    import numpy as np
     from PIL import Image
 
     import _videos

@@ -102,6 +102,11 @@ def test_text_output_one_line_per_track(clip, ckpt, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines and all(line.startswith("Track ") for line in lines)
     assert any(f": {KNOWN} from 0.00s to " in line for line in lines)
+    # --source reads the same way (a camera/URL in real use); --duration stops early
+    [res] = _run_json(capsys, ["predict", "--checkpoint_path", str(ckpt), "--source", str(path),
+                               "--fps", "1", "--duration", "2", "--json", "--quiet"])
+    assert res["frames_sampled"] == 3 and res["tracks"]
+    assert max(d["time"] for t in res["tracks"] for d in t["detections"]) <= 2.0
 
 
 def test_mid_file_corruption_is_skipped(clip, ckpt, capsys, tmp_path):
