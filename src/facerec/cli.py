@@ -436,6 +436,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.source or videos:
         if len(videos) != len(args.image_path or []):
             raise FacerecError("give videos and photos in separate calls")
+        if args.csv or args.crops:
+            raise FacerecError(f"{'--csv' if args.csv else '--crops'} is for photos; videos "
+                               "report tracks (text or --json)")
         with _oserror_as_facerec():
             run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
                       device=args.device, runtime=args.runtime, as_json=args.json,
