@@ -552,6 +552,7 @@ class FaceModule(L.LightningModule):
             # the features the threshold was calibrated on (plain tensors: weights_only-safe), so
             # that `facerec enroll/forget` can recalibrate with the same held-out procedure
             z, y, source = gallery
+            z, y = _cap_gallery(np.asarray(z), np.asarray(y))
             checkpoint["facerec_gallery"] = {
                 "features": torch.as_tensor(np.asarray(z, dtype=np.float32)),
                 "labels": torch.as_tensor(np.asarray(y, dtype=np.int64)), "source": str(source)}
@@ -559,6 +560,23 @@ class FaceModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("facerec") or {}
         self.calibration = dict(info.get("calibration") or {})
+
+
+#: at most this many stored calibration features per checkpoint (20,000 x 128-d = 10 MB)
+GALLERY_MAX = 20_000
+
+
+def _cap_gallery(z: np.ndarray, y: np.ndarray, cap: int = GALLERY_MAX):
+    """A deterministic subsample of at most ``cap`` rows, the same share of every person (at
+    least 10 each), so that big datasets do not make checkpoints big."""
+    if len(y) <= cap:
+        return z, y
+    people = np.unique(y)
+    per = max(10, cap // len(people))
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(y == p))[:per] for p in people])
+    keep.sort()
+    return z[keep], y[keep]
 
 
 class EpochTimer(L.Callback):
