@@ -164,3 +164,27 @@ def test_tracker_keeps_crossing_people_apart():
 def test_is_video():
     assert is_video("a/b.MP4") and is_video("x.mkv") and is_video("x.webm") and is_video("x.mov")
     assert not is_video("photo.jpg")
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mkv", "mpeg4"), (".webm", "libvpx-vp9"),
+                                          (".mov", "libx264"), (".avi", "mpeg4")])
+def test_containers_decode_and_sample_by_time(tmp_path, suffix, codec):
+    """Every container the CLI treats as a video decodes, and --fps picks frames by timestamp."""
+    import av
+
+    from facerec.video import open_source, sample_frames
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"FFmpeg of this PyAV has no {codec}")
+    path = tmp_path / f"tiny{suffix}"
+    layers = [_videos.Layer("grey", Image.new("RGB", (16, 16), (250, 250, 250)), [(0, 2)],
+                            lambda t: (4 + 10 * t, 8, 1.0))]
+    _videos.encode(path, layers, seconds=2.0, fps=8, size=(64, 48), codec=codec)
+    assert is_video(path)
+    errors: list = []
+    counts = {"decoded": 0}
+    container = open_source(str(path))
+    times = [t for t, frame in sample_frames(container, 2.0, errors, counts)]
+    container.close()
+    assert errors == [] and counts["decoded"] == 16
+    assert times == pytest.approx([0.0, 0.5, 1.0, 1.5], abs=0.07)
