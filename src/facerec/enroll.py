@@ -447,6 +447,10 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
     m.store(ckpt, t, cal)
     target = Path(out) if out else new_checkpoint_path(checkpoint, f"enroll-{_slug(name)}")
     _refuse_overwrite(target, checkpoint)
+    for folder in (Path(x) for x in photos):
+        if folder.is_dir() and target.resolve().is_relative_to(folder.resolve()):
+            raise FacerecError(f"{target} is inside the photo folder {folder}: write the "
+                               "checkpoint elsewhere (--out)")
     write_new_checkpoint(ckpt, target)
     return EnrollResult(checkpoint=str(target), name=name, action=action, labels=list(m.labels),
                         threshold=t, previous_threshold=old_t, calibration=cal,
