@@ -402,8 +402,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint_path", required=True,
                    help="checkpoint from `facerec train` (.ckpt) or model from `facerec export` (.onnx)")
-    p.add_argument("--image_path", required=True, nargs="+", metavar="PATH",
-                   help="image file(s) or folder(s)")
+    p.add_argument("--image_path", nargs="+", metavar="PATH",
+                   help="image file(s) or folder(s), or video file(s) (.mp4 .mov .mkv .webm ...)")
+    p.add_argument("--source", metavar="URL",
+                   help="a live video instead of files: webcam index (0) or device, rtsp:// or "
+                   "http:// URL (runs until the stream ends or Ctrl-C)")
+    p.add_argument("--fps", type=float, default=5.0,
+                   help="videos: frames per second to analyse (default: 5)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="videos: stop after this many seconds of video")
     p.add_argument("--threshold", type=float, default=None,
                    help="unknown below this confidence (default: the checkpoint's; -1: never unknown)")
     p.add_argument("--json", action="store_true",
@@ -411,7 +418,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    '"confidence": C, ...}], "error": null}] instead of text')
     p.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
     p.add_argument("--save_annotated", metavar="DIR",
-                   help="write copies of the images with boxes and names drawn to DIR")
+                   help="write copies of the images with boxes and names drawn to DIR (a video: "
+                   "a video file, e.g. out.mp4)")
     p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="torch (default) or onnxruntime (a .onnx model always uses onnxruntime)")
     p.add_argument("--crops", action="store_true",
@@ -426,11 +434,147 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from facerec.predict import run_predict
+    from facerec.video import is_video, run_video
 
+    paths = list(args.image_path or []) + ([args.source] if args.source else [])
+    if not paths:
+        raise FacerecError("give --image_path PATH (photos, folders or videos) or --source URL")
+    videos = [p for p in args.image_path or [] if is_video(p)]
+    if args.source or videos:
+        if len(videos) != len(args.image_path or []):
+            raise FacerecError("give videos and photos in separate calls")
+        if args.csv or args.crops:
+            raise FacerecError(f"{'--csv' if args.csv else '--crops'} is for photos; videos "
+                               "report tracks (text or --json)")
+        with _oserror_as_facerec():
+            run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
+                      device=args.device, runtime=args.runtime, as_json=args.json,
+                      annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
+                      max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
+        return 0
     run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
                 device=args.device, runtime=args.runtime, as_json=args.json, csv_path=args.csv,
                 annotate_dir=args.save_annotated, mode="crops" if args.crops else "auto",
                 batch_size=args.batch_size, progress=not args.quiet, timing=args.timing)
+    return 0
+
+
+# ------------------------------------------------------------------------- enroll, forget, verify
+def _add_enroll(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "enroll",
+        help="add a person (or more photos of one) to a checkpoint without retraining",
+        description="Detect the face in each photo (the largest; a group photo of similar-sized "
+        "faces is refused unless --pick says which), embed it with the checkpoint's backbone, add "
+        "or extend the person's prototype, recalibrate the unknown threshold (each person held "
+        "out in turn, as in training) and write a new checkpoint next to the old one, printed as "
+        "'Saved checkpoint: PATH'. The old checkpoint is never changed.",
+    )
+    p.add_argument("--checkpoint_path", required=True, help="checkpoint (.ckpt) to start from")
+    p.add_argument("--name", required=True, help="the person's name (a new or a known person)")
+    p.add_argument("photos", nargs="+", metavar="PHOTO",
+                   help="photos, face crops or folders of them (searched recursively)")
+    p.add_argument("--pick", choices=("largest", "center"),
+                   help="in photos with several faces take the largest / the one nearest the "
+                   "centre (default: refuse photos whose faces are of similar size)")
+    p.add_argument("--out", help="the new checkpoint's path (default: <old stem>-enroll-NAME.ckpt "
+                   "beside the old one; never overwritten)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_run_enroll)
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from facerec.enroll import enroll
+
+    with _oserror_as_facerec():
+        r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
+                   device=args.device)
+    _print_membership(r, args.json)
+    return 0
+
+
+class _oserror_as_facerec:
+    """An OSError (disk full, permission denied...) becomes a one-line FacerecError (exit 2)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is not None and isinstance(exc, OSError):
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            raise FacerecError(f"{where}{exc.strerror or exc}") from None
+        return False
+
+
+def _print_membership(r, as_json: bool) -> None:
+    from facerec.enroll import print_enroll_result
+
+    if as_json:
+        import json
+
+        print(json.dumps(r.to_dict(), indent=1))
+        print(f"Saved checkpoint: {r.checkpoint}", file=sys.stderr)
+    else:
+        print_enroll_result(r)
+
+
+def _add_forget(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "forget",
+        help="remove a person from a checkpoint without retraining",
+        description="Remove the person's prototype, class and stored features, recalibrate the "
+        "unknown threshold and write a new checkpoint next to the old one ('Saved checkpoint: "
+        "PATH'). The old checkpoint is never changed.",
+    )
+    p.add_argument("--checkpoint_path", required=True, help="checkpoint (.ckpt) to start from")
+    p.add_argument("--name", required=True, help="the person to remove")
+    p.add_argument("--out", help="the new checkpoint's path (default: <old stem>-forget-NAME.ckpt)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_run_forget)
+
+
+def _run_forget(args: argparse.Namespace) -> int:
+    from facerec.enroll import forget
+
+    with _oserror_as_facerec():
+        r = forget(args.checkpoint_path, args.name, out=args.out)
+    _print_membership(r, args.json)
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="same person or not (two photos), or rank the enrolled people (one photo + checkpoint)",
+        description="1:1: 'Same person: yes|no (distance D <= threshold T)', the cosine distance "
+        "between the two faces' features. Without a checkpoint: the dlib_face embedder and its "
+        "default threshold (calibrated on lfw-dev pairs, see docs/verify.md); with one: its "
+        "backbone and a threshold calibrated on its own faces. 1:N (one photo and "
+        "--checkpoint_path): every enrolled person ranked by distance, with the checkpoint's "
+        "unknown threshold.",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="two photos (1:1) or one (1:N)")
+    p.add_argument("--checkpoint_path", help="use this checkpoint's backbone and calibration")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cosine-distance threshold (default: calibrated, see above)")
+    p.add_argument("--backbone", default="dlib_face",
+                   help="embedder without a checkpoint (default: dlib_face)")
+    p.add_argument("--pick", choices=("largest", "center"),
+                   help="in photos with several faces take the largest / the one nearest the centre")
+    p.add_argument("--top", type=int, default=10, help="1:N: people listed (default: 10)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    p.set_defaults(func=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from facerec.verify import run_verify
+
+    with _oserror_as_facerec():
+        run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.threshold,
+                   backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
+                   device=args.device)
     return 0
 
 
@@ -603,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_run, _add_detect, _add_annotate, _add_split, _add_datastore, _add_train,
-                _add_sweep, _add_predict, _add_evaluate, _add_export, _add_launch, _add_serve):
+                _add_sweep, _add_predict, _add_enroll, _add_forget, _add_verify, _add_evaluate,
+                _add_export, _add_launch, _add_serve):
         add(sub)
     return parser
 

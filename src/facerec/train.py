@@ -475,6 +475,7 @@ class FaceModule(L.LightningModule):
                                   proto_counts=counts, member=np.ones(len(y), bool), predicted=pred,
                                   target_fpir=self.hparams.target_fpir, prior=self._prior())
         cal["data"] = ("train+val" if self._has_val() else "train") + ", each person held out in turn"
+        self._gallery = (z, y, "frozen")  # kept in the checkpoint: enroll/forget recalibrate on it
         self._set_calibration(cal, log=log)
 
     def _gather(self, key: str):
@@ -507,6 +508,7 @@ class FaceModule(L.LightningModule):
         cal["data"] = ("val (held-out people scored against the trained head; features were "
                        "trained on everyone, so the FPIR estimate is optimistic)" if key == "val"
                        else "train (augmented; no validation set: optimistic)")
+        self._gallery = (z, y, key)
         self._set_calibration(cal)
 
     def _set_calibration(self, cal: dict, log: bool = True) -> None:
@@ -554,10 +556,36 @@ class FaceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["facerec"] = self.facerec_info()
+        gallery = getattr(self, "_gallery", None)
+        if gallery is not None and len(gallery[1]):
+            # the features the threshold was calibrated on (plain tensors: weights_only-safe), so
+            # that `facerec enroll/forget` can recalibrate with the same held-out procedure
+            z, y, source = gallery
+            z, y = _cap_gallery(np.asarray(z), np.asarray(y))
+            checkpoint["facerec_gallery"] = {
+                "features": torch.as_tensor(np.asarray(z, dtype=np.float32)),
+                "labels": torch.as_tensor(np.asarray(y, dtype=np.int64)), "source": str(source)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("facerec") or {}
         self.calibration = dict(info.get("calibration") or {})
+
+
+#: at most this many stored calibration features per checkpoint (20,000 x 128-d = 10 MB)
+GALLERY_MAX = 20_000
+
+
+def _cap_gallery(z: np.ndarray, y: np.ndarray, cap: int = GALLERY_MAX):
+    """A deterministic subsample of at most ``cap`` rows, the same share of every person (at
+    least 10 each), so that big datasets do not make checkpoints big."""
+    if len(y) <= cap:
+        return z, y
+    people = np.unique(y)
+    per = max(10, cap // len(people))
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(y == p))[:per] for p in people])
+    keep.sort()
+    return z[keep], y[keep]
 
 
 class EpochTimer(L.Callback):
