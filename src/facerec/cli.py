@@ -486,7 +486,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to ONNX (for onnxruntime)",
         description="Export a checkpoint to ONNX: the whole classifier for timm backbones; the "
-        "classification head for dlib_face (the dlib embedding stays in dlib). Labels, threshold "
+        "whole dlib_face classifier from the aligned face chip on (dlib's face ResNet included; dlib "
+        "only cuts the chip). Labels, threshold "
         "and preprocessing travel in the model's metadata, so `facerec predict --checkpoint_path "
         "model.onnx` runs it on onnxruntime. The export is checked against torch.",
     )
