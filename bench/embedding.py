@@ -273,12 +273,13 @@ class FaceRecognitionApproach:
         return out
 
 
-def facerec_predict_folder(src: Path, ckpt: Path, folder: Path, cache: Path) -> tuple[float, list]:
+def facerec_predict_folder(src: Path, ckpt: Path, folder: Path, cache: Path,
+                           threads: int | None = None) -> tuple[float, list]:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "facerec.cli", "predict", "--checkpoint_path",
                            str(ckpt), "--image_path", str(folder), "--json", "--quiet",
                            "--device", "cpu"],
-                          env=env_for(src, cache=cache), capture_output=True, text=True)
+                          env=env_for(src, threads, cache=cache), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"facerec predict failed: {proc.stderr[-2000:]}")
@@ -289,7 +290,7 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
     folder, tests, known = compare_photos(work)
     ckpt = known_checkpoint(work, known, REPO / "src")
     approach = FaceRecognitionApproach(known)
-    runs: dict[str, list[float]] = {"facerec": [], "face_recognition": []}
+    runs: dict[str, list[float]] = {"facerec": [], "facerec_1thread": [], "face_recognition": []}
     if before_src is not None:
         runs["facerec_before"] = []
     faces = {}
@@ -297,6 +298,10 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
         wall, result = facerec_predict_folder(REPO / "src", ckpt, folder, work / "cache")
         runs["facerec"].append(len(tests) / wall)
         faces["facerec"] = sum(len(r["faces"]) for r in result)
+        # OMP_NUM_THREADS=1: on a machine whose cores are busy with other work, one thread per
+        # process avoids OpenMP threads waiting for each other at every layer
+        wall, result = facerec_predict_folder(REPO / "src", ckpt, folder, work / "cache", 1)
+        runs["facerec_1thread"].append(len(tests) / wall)
         t0 = time.perf_counter()
         names = approach.predict_folder(tests)
         runs["face_recognition"].append(len(tests) / (time.perf_counter() - t0))
@@ -307,7 +312,9 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
     best = {k: max(v) for k, v in runs.items()}
     out = {"photos": len(tests), "known_faces": len(approach.names), "photos_per_s": best,
            "all_rounds": runs, "faces_found": faces,
-           "ratio_facerec_over_face_recognition": best["facerec"] / best["face_recognition"]}
+           "ratio_facerec_over_face_recognition": best["facerec"] / best["face_recognition"],
+           "ratio_facerec_1thread_over_face_recognition": (best["facerec_1thread"]
+                                                           / best["face_recognition"])}
     if before_src is not None:
         out["ratio_before_over_face_recognition"] = (best["facerec_before"]
                                                      / best["face_recognition"])
@@ -317,7 +324,29 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- predict
+def warm_latency(predictor, photos: list[Path], rounds: int) -> dict:
+    """Best-of-rounds mean ms per photo, one photo per call (what a warm ``predict`` costs)."""
+    best: dict | None = None
+    for _ in range(rounds):
+        for key in ("detect", "embed", "classify", "load"):
+            predictor.timings[key] = 0.0
+        t0 = time.perf_counter()
+        single = 0
+        for p in photos:
+            result = predictor.predict_image(p)
+            single += len(result.faces) == 1
+        wall = (time.perf_counter() - t0) / len(photos)
+        split = {k: predictor.timings[k] / len(photos) * 1000
+                 for k in ("detect", "embed", "classify", "load")}
+        if best is None or wall * 1000 < best["total_ms"]:
+            best = {"total_ms": wall * 1000, **{f"{k}_ms": v for k, v in split.items()},
+                    "photos": len(photos), "single_face_photos": single}
+    return best or {}
+
+
 def bench_predict(work: Path, rounds: int) -> dict:
+    import torch
+
     from facerec.predict import Predictor
 
     folder, tests, known = compare_photos(work)
@@ -326,21 +355,15 @@ def bench_predict(work: Path, rounds: int) -> dict:
     predictor = Predictor(ckpt, device="cpu")
     predictor.warm_up()
     list(predictor.predict_paths(photos[:2]))
-    best = None
-    for _ in range(rounds):
-        for key in ("detect", "embed", "classify", "load"):
-            predictor.timings[key] = 0.0
-        t0 = time.perf_counter()
-        single = 0
-        for p in photos:  # one photo per call: what a single `predict` costs when warm
-            result = predictor.predict_image(p)
-            single += len(result.faces) == 1
-        wall = (time.perf_counter() - t0) / len(photos)
-        split = {k: predictor.timings[k] / len(photos) * 1000 for k in ("detect", "embed",
-                                                                         "classify", "load")}
-        if best is None or wall * 1000 < best["total_ms"]:
-            best = {"total_ms": wall * 1000, **{f"{k}_ms": v for k, v in split.items()},
-                    "photos": len(photos), "single_face_photos": single}
+    default_threads = torch.get_num_threads()
+    warm = {}
+    # torch's default (one thread per core) and one thread: on a machine whose cores are busy
+    # with other work, OpenMP threads waiting for each other at every layer can cost more than
+    # the second core gives
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        warm[f"threads{threads}"] = warm_latency(predictor, photos, rounds)
+    torch.set_num_threads(default_threads)
     cold = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -352,7 +375,7 @@ def bench_predict(work: Path, rounds: int) -> dict:
         assert proc.returncode == 0, proc.stderr[-2000:]
     folder_walls = [facerec_predict_folder(REPO / "src", ckpt, folder, work / "cache")[0]
                     for _ in range(rounds)]
-    out = {"warm_per_photo": best, "cold_start_s": min(cold), "cold_all": cold,
+    out = {"warm_per_photo": warm, "cold_start_s": min(cold), "cold_all": cold,
            "folder_photos": len(tests), "folder_photos_per_s": len(tests) / min(folder_walls)}
     print(json.dumps(out, indent=1), flush=True)
     return out
