@@ -7,7 +7,9 @@ One interface, :class:`Embedder`, and a registry so that another model can be ad
     vecs = embed_files(paths, emb)                   # same, cached by crop content hash
 
 The dlib backbone works on 150x150 "face chips" that dlib aligns itself from a 5-point landmark fit
-(two corners of each eye and the base of the nose). The fit runs inside a face rectangle on the crop:
+(two corners of each eye and the base of the nose); the network is dlib's ResNet ported to PyTorch
+(:mod:`facerec.dlib_net`), batched, on CUDA when available; ``embed_views`` embeds each chip and its
+mirror image in one batch. The fit runs inside a face rectangle on the crop:
 the MTCNN box mapped into the crop when the caller knows it (``boxes=``), else the box that
 ``facerec detect`` leaves in the middle of every crop (``margin`` around it, default 0.2). Given the
 MTCNN landmarks too (``landmarks=``, crop pixels), the fit is checked against them: a fit whose eyes
@@ -379,7 +381,6 @@ class DlibFaceEmbedder(Embedder):
         self.margin = self.chipper.margin
         self.num_jitters = int(num_jitters)
         self.batch_size = max(1, int(batch_size))
-        self._device_request = device
         self._half = half
         self._net = None
         self._net_lock = threading.Lock()
@@ -423,21 +424,26 @@ class DlibFaceEmbedder(Embedder):
                     ) -> np.ndarray:
         """Descriptors of 150x150 RGB uint8 chips: (N, 128), or (N, 2, 128) with ``mirror`` (each
         chip and its left-right mirror image, computed in the same batches)."""
+        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
+        if len(chips) == 0:
+            return np.zeros((0, 2, self.dim) if mirror else (0, self.dim), dtype=np.float32)
+        if self.num_jitters > 0:  # dlib's jittering (random crops, flips, scales), averaged
+            import dlib
+
+            return np.asarray([self._forward(np.asarray(dlib.jitter_image(
+                np.ascontiguousarray(c), self.num_jitters)), mirror).mean(axis=0)
+                for c in chips], dtype=np.float32)
+        return self._forward(chips, mirror)
+
+    def _forward(self, chips: np.ndarray, mirror: bool) -> np.ndarray:
         import torch
 
-        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
-        n = len(chips)
-        if n == 0:
-            return np.zeros((0, 2, self.dim) if mirror else (0, self.dim), dtype=np.float32)
-        if self.num_jitters > 0:
-            return self._embed_jittered(chips, mirror)
         net = self.net
         views = 2 if mirror else 1
-        # a batch holds whole (chip, mirror) pairs
-        step = max(1, self.batch_size // views)
+        step = max(1, self.batch_size // views)  # a batch holds whole (chip, mirror) pairs
         out = []
         with torch.inference_mode():
-            for s in range(0, n, step):
+            for s in range(0, len(chips), step):
                 x = torch.from_numpy(chips[s:s + step]).to(self.torch_device)
                 x = x.permute(0, 3, 1, 2)  # NHWC bytes viewed as NCHW: already channels-last
                 if mirror:
@@ -447,21 +453,6 @@ class DlibFaceEmbedder(Embedder):
                 out.append(np.stack([y[:len(y) // 2], y[len(y) // 2:]], axis=1) if mirror
                            else y)
         return np.concatenate(out).astype(np.float32)
-
-    def _embed_jittered(self, chips: np.ndarray, mirror: bool) -> np.ndarray:
-        """dlib's jittering (random crops, flips, scales of the chip), averaged per chip."""
-        import dlib
-
-        out = []
-        for c in chips:
-            copies = np.asarray(dlib.jitter_image(np.ascontiguousarray(c), self.num_jitters))
-            saved, self.num_jitters = self.num_jitters, 0
-            try:
-                vec = self.embed_chips(copies, mirror=mirror).mean(axis=0)
-            finally:
-                self.num_jitters = saved
-            out.append(vec)
-        return np.asarray(out, dtype=np.float32)
 
     def embed_raw(self, images, boxes=None):
         vecs, metas = self._embed(images, boxes, mirror=False)
