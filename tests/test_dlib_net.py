@@ -108,6 +108,7 @@ def test_chip_is_dlibs_chip(data_dir):
 
     emb = get_embedder("dlib_face")
     shape = dlib.shape_predictor(str(dlib_models_dir() / "shape_predictor_5_face_landmarks.dat"))
+    worst = 0.0
     for photo in _lfw_photos(data_dir, 6):
         pil = Image.open(photo)
         for image in (pil, pil.convert("L"), np.asarray(pil.convert("RGB"))):
@@ -117,7 +118,9 @@ def test_chip_is_dlibs_chip(data_dir):
             ref = dlib.get_face_chip(rgb, shape(rgb, rect), size=150, padding=0.25)
             chips, rows, _ = emb.chipper.chips([image])
             assert rows == [0] and chips[0].shape == (150, 150, 3)
-            assert np.abs(chips[0].astype(int) - ref.astype(int)).mean() <= 1.0
+            worst = max(worst, float(np.abs(chips[0].astype(int) - ref.astype(int)).mean()))
+    print(f"\nworst mean |chip - dlib chip|: {worst} grey levels")
+    assert worst <= 1.0
 
 
 def test_cached_conversion_gives_the_same_network(tmp_path, monkeypatch, real_chips):
