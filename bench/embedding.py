@@ -13,13 +13,14 @@ Parts (every comparison runs in the same process or the same run, alternating, b
   layers) over the GFLOP/s of a 2048x2048 float32 matmul measured in the same process. With a
   GPU: batch 256 in float32 and float16.
 * **predict**: ``Predictor`` warm latency per single-face lfw-dev photo, one photo per call, split
-  into detect / embed / classify (``Predictor.timings``); cold start = ``facerec predict`` on one
+  into detect / embed / classify (``Predictor.timings``), with torch's default threads and with 1; cold start = ``facerec predict`` on one
   photo in a fresh process (wall clock); folder throughput = ``facerec predict --json`` on the
   120-photo folder of *compare* (process start included).
 * **compare**: the comparison a user makes, on 120 lfw-dev photos (2 per person, 60 people):
   ``facerec predict --image_path FOLDER --json`` (a new process each time) against the
   face_recognition library's approach in-process (dlib's HOG detector, 5 landmarks, dlib's
-  descriptor, the nearest of 100 known faces), same photos, alternating.
+  descriptor, the nearest of 100 known faces), same photos, alternating; facerec also with
+  ``OMP_NUM_THREADS=1`` (``facerec_1thread``), and ``--before_src``'s facerec if given.
   facerec's checkpoint is trained (``facerec train``, defaults) on the crops of the same 100 known
   faces (50 other photos of 50 of those people, 2 each).
 * **annotate**: ``facerec annotate`` on lfw-dev crops with a cold (empty) embedding cache, this
