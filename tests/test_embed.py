@@ -155,3 +155,27 @@ def test_another_embedder_can_be_registered_by_name(main_crops, tmp_path):
         assert (tmp_path / "test_mean_colour-v1.sqlite").is_file()
     finally:
         _REGISTRY.pop("test_mean_colour", None)
+
+
+def test_crop_and_mirror_in_one_call_cached_together(main_crops, tmp_path):
+    """embed_files(mirror=True): (N, 2, 128) = the crop's descriptor and its mirrored chip's, the
+    same as embed_views; both cached, and the crop's view is what embed_files alone returns."""
+    emb = get_embedder()
+    paths = [p for p, _ in main_crops[:5]]
+    cache = EmbeddingCache(tmp_path / "cache")
+    cold = EmbedStats()
+    both = embed_files(paths, emb, cache=cache, progress=False, mirror=True, stats=cold)
+    assert both.shape == (5, 2, 128) and cold.computed == 5
+    views, _ = emb.embed_views([Image.open(p) for p in paths])
+    np.testing.assert_allclose(both, views, atol=1e-5)
+    # the mirror is a different view of the same face: close, not identical
+    d = np.linalg.norm(both[:, 0] - both[:, 1], axis=1)
+    assert np.all(d > 1e-4) and np.all(d < emb.same_person_threshold)
+    warm = EmbedStats()
+    again = embed_files(paths, emb, cache=cache, progress=False, mirror=True, stats=warm)
+    assert warm.cached == 5 and warm.computed == 0
+    np.testing.assert_array_equal(again, both)
+    single = embed_files(paths, emb, cache=cache, progress=False)
+    np.testing.assert_array_equal(single, both[:, 0])
+    assert (tmp_path / "cache" / f"{emb.cache_id}-mirror.sqlite").is_file()
+    assert emb.cache_id == "dlib_face-v3"

@@ -13,13 +13,29 @@ from facerec.cli import main
 PHOTO = "multi_face/dlib_pascal_2008_001322.jpg"  # 3 faces
 
 
+_EXPORTS: dict[str, tuple[str, Path, Path]] = {}
+
+
+def _export(kind: str, celebrities: Path, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(kind, checkpoint, exported .onnx), made once per session."""
+    if kind not in _EXPORTS:
+        ckpt = _checkpoints.checkpoint(kind, celebrities)
+        out = tmp_path_factory.mktemp(f"onnx-{kind}") / "model.onnx"
+        rc = main(["export", "--checkpoint_path", str(ckpt), "--format", "onnx", "--out",
+                   str(out)])
+        assert rc == 0
+        _EXPORTS[kind] = (kind, ckpt, out)
+    return _EXPORTS[kind]
+
+
 @pytest.fixture(scope="module", params=["dlib", "timm"])
 def exported(request, celebrities, tmp_path_factory):
-    ckpt = _checkpoints.checkpoint(request.param, celebrities)
-    out = tmp_path_factory.mktemp(f"onnx-{request.param}") / "model.onnx"
-    rc = main(["export", "--checkpoint_path", str(ckpt), "--format", "onnx", "--out", str(out)])
-    assert rc == 0
-    return request.param, ckpt, out
+    return _export(request.param, celebrities, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def dlib_exported(celebrities, tmp_path_factory):
+    return _export("dlib", celebrities, tmp_path_factory)
 
 
 def test_export_metadata(exported):
@@ -36,14 +52,16 @@ def test_export_metadata(exported):
     assert info["labels"] == clf.labels
     assert info["threshold"] == pytest.approx(clf.threshold)
     exp = info["export"]
-    assert exp["kind"] == ("head" if kind == "dlib" else "full")
+    assert exp["kind"] == ("chips" if kind == "dlib" else "full")
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     assert inputs == [exp["input"]]
     assert outputs[:2] == ["logits", "prototype_cosine"]
     if kind == "dlib":
         assert exp["embedding"]["embedder"] == "dlib_face"
-        assert out.stat().st_size < 200_000  # the head only: K x 128 weights and prototypes
+        assert inputs == ["chips"] and exp["input_shape"] == ["N", 3, 150, 150]
+        assert outputs == ["logits", "prototype_cosine", "features", "embedding"]
+        assert out.stat().st_size > 20_000_000  # dlib's network (22 MB of float32) is inside
     else:
         assert exp["input_shape"][1:] == [3, 48, 48]
 
@@ -106,3 +124,43 @@ def test_export_errors(capsys, tmp_path, celebrities):
     rc = main(["predict", "--checkpoint_path", str(onnx_file), "--image_path", str(crop)])
     _, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and "not one exported by `facerec export`" in err
+
+
+def test_dlib_onnx_embedding_matches_dlib_and_needs_no_torch(dlib_exported, celebrities):
+    """The exported model's ``embedding`` output is dlib's descriptor of the chip (the parity
+    bound of the torch network), and running it needs neither torch nor a dlib network: only
+    dlib's landmark fit (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    import dlib
+    import numpy as np
+    from PIL import Image
+
+    _, _, out = dlib_exported
+    import onnxruntime as ort
+
+    from facerec.embed import DlibChipper, dlib_models_dir
+
+    crops = [c for c, _ in _checkpoints.held_out_crops(celebrities)]
+    chips, rows, _ = DlibChipper().chips([Image.open(c) for c in crops])
+    assert rows == list(range(len(crops)))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
+    emb = session.run(["embedding"], {"chips": x})[0]
+    net = dlib.face_recognition_model_v1(str(dlib_models_dir() /
+                                             "dlib_face_recognition_resnet_model_v1.dat"))
+    ref = np.asarray([np.asarray(v) for v in net.compute_face_descriptor(chips)])
+    assert np.abs(emb - ref).max() <= 1e-4
+    code = (
+        "import sys, json\n"
+        "from facerec.export import OnnxClassifier\n"
+        f"clf = OnnxClassifier({str(out)!r})\n"
+        f"logits, proto, ok = clf.run_crops({[str(c) for c in crops]!r})\n"
+        "assert ok.all() and logits.shape[0] == len(ok)\n"
+        "print(json.dumps(['facerec.dlib_net' in sys.modules, 'facerec.model' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[false, false]"

@@ -90,6 +90,10 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep_poor", action="store_true",
                    help="do not reject low-score, tiny or badly fitted crops")
     p.add_argument("--embedder", default="dlib_face", help="face embedding model (default dlib_face)")
+    p.add_argument("--device", default="auto",
+                   help="where the embedding network runs: auto (CUDA if available), cpu, cuda")
+    p.add_argument("--batch_size", type=int, default=64,
+                   help="face chips per embedding-network batch (default 64)")
     p.add_argument("--cache_dir", default=None,
                    help="embedding cache folder (default ~/.cache/facerec/embeddings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -98,14 +102,17 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
 
 def _run_annotate(args: argparse.Namespace) -> int:
     from facerec.annotate import annotate, print_annotate_summary, print_undo_summary, undo
+    from facerec.embed import get_embedder
 
     if args.undo:
         print_undo_summary(undo(args.processed_dir))
         return 0
+    embedder = get_embedder(args.embedder, device=args.device, **(
+        {"batch_size": args.batch_size} if args.embedder == "dlib_face" else {}))
     result = annotate(args.processed_dir, threshold=args.threshold,
                       suggest_distance=args.suggest_distance, albums=args.albums,
                       reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face,
-                      dry_run=args.dry_run, embedder=args.embedder, cache=args.cache_dir,
+                      dry_run=args.dry_run, embedder=embedder, cache=args.cache_dir,
                       progress=not args.quiet)
     print_annotate_summary(result)
     return 0
@@ -637,7 +644,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to ONNX (for onnxruntime)",
         description="Export a checkpoint to ONNX: the whole classifier for timm backbones; the "
-        "classification head for dlib_face (the dlib embedding stays in dlib). Labels, threshold "
+        "whole dlib_face classifier from the aligned face chip on (dlib's face ResNet included; dlib "
+        "only cuts the chip). Labels, threshold "
         "and preprocessing travel in the model's metadata, so `facerec predict --checkpoint_path "
         "model.onnx` runs it on onnxruntime. The export is checked against torch.",
     )

@@ -7,7 +7,9 @@ One interface, :class:`Embedder`, and a registry so that another model can be ad
     vecs = embed_files(paths, emb)                   # same, cached by crop content hash
 
 The dlib backbone works on 150x150 "face chips" that dlib aligns itself from a 5-point landmark fit
-(two corners of each eye and the base of the nose). The fit runs inside a face rectangle on the crop:
+(two corners of each eye and the base of the nose); the network is dlib's ResNet ported to PyTorch
+(:mod:`facerec.dlib_net`), batched, on CUDA when available; ``embed_views`` embeds each chip and its
+mirror image in one batch. The fit runs inside a face rectangle on the crop:
 the MTCNN box mapped into the crop when the caller knows it (``boxes=``), else the box that
 ``facerec detect`` leaves in the middle of every crop (``margin`` around it, default 0.2). Given the
 MTCNN landmarks too (``landmarks=``, crop pixels), the fit is checked against them: a fit whose eyes
@@ -204,6 +206,23 @@ class Embedder(abc.ABC):
         """Embeddings and, per image, a JSON-able ``meta`` dict kept in the cache beside the
         vector and read by :meth:`assess` (``{"error": reason}`` when the image failed)."""
 
+    def embed_views(self, images: Sequence[Any], boxes: Sequence[Any] | None = None
+                    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Embeddings of each crop and of its mirror image: (N, 2, dim), and the crops' metas.
+
+        This default embeds the mirrored crops separately; embedders that can mirror their own
+        input (dlib_face mirrors the aligned chip) do both in one batch."""
+        vecs, metas = self.embed_raw(images, boxes=boxes)
+        mirrored = [ImageOps.mirror(_as_pil(im)) for im in images]
+        flipped_boxes = None
+        if boxes is not None:
+            flipped_boxes = []
+            for im, box in zip(mirrored, boxes):
+                flipped_boxes.append(None if box is None else
+                                     (im.width - box[2], box[1], im.width - box[0], box[3]))
+        mvecs, _ = self.embed_raw(mirrored, boxes=flipped_boxes)
+        return np.stack([vecs, mvecs], axis=1), metas
+
     def assess(self, meta: dict[str, Any], landmarks: Any = None) -> FaceQuality:
         """Quality of one embedding from its ``meta`` (override to add model-specific checks)."""
         if meta.get("error"):
@@ -241,6 +260,10 @@ def to_rgb_array(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _as_pil(image: Any) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(to_rgb_array(image))
+
+
 def _open_image(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img = ImageOps.exif_transpose(img)
@@ -259,45 +282,31 @@ def dlib_models_dir() -> Path:
     raise FacerecError("dlib face models not found: pip install face-recognition-models")
 
 
-@register_embedder("dlib_face")
-class DlibFaceEmbedder(Embedder):
-    """dlib's 128-d ResNet face descriptor (99.38% on LFW; same person below ~0.6 euclidean).
+class DlibChipper:
+    """dlib's 5-point landmark fit and aligned face chip (``dlib.get_face_chip``, 150x150, padding
+    0.25): what dlib's face ResNet is fed. dlib only; no network (ONNX runtimes use it alone).
 
-    dlib-bin wheels run on the CPU only; ``device`` is accepted for interface compatibility.
-    ``margin`` is the context ``facerec detect`` left around the face box in each crop (used when
-    no box is given); ``num_jitters`` > 0 averages that many jittered copies (slower, a bit better).
+    The fit runs inside a face rectangle on the crop: the given box, else the box ``facerec
+    detect`` leaves in the middle of every crop (``margin`` of context around it).
     """
 
-    name = "dlib_face"
-    dim = 128
-    version = "2"  # 2: landmark fit in the box detect leaves (1/(1+margin) of the crop)
-    metric = "euclidean"
-    same_person_threshold = 0.6
     chip_size = 150
     chip_padding = 0.25
-    #: a fit whose eye centres are further than this (x inter-ocular distance) from MTCNN's fails
-    max_fit_error = 0.45
 
-    def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0) -> None:
+    def __init__(self, margin: float = 0.2) -> None:
         import dlib
 
-        self.device = "cuda" if getattr(dlib, "DLIB_USE_CUDA", False) else "cpu"
         self.margin = float(margin)
-        self.num_jitters = int(num_jitters)
-        models = dlib_models_dir()
+        path = dlib_models_dir() / "shape_predictor_5_face_landmarks.dat"
+        if not path.is_file():
+            raise FacerecError(f"dlib landmark model not found: {path} "
+                               "(pip install face-recognition-models)")
         try:
-            self._shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-            self._net = dlib.face_recognition_model_v1(
-                str(models / "dlib_face_recognition_resnet_model_v1.dat"))
-        except RuntimeError as exc:  # missing/corrupt file
-            raise FacerecError(f"cannot load dlib face models from {models}: {exc}") from exc
+            self._shape = dlib.shape_predictor(str(path))
+        except RuntimeError as exc:  # corrupt or another kind of file
+            raise FacerecError(f"cannot load dlib landmark model {path}: {exc}") from exc
         self._dlib = dlib
         self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
-
-    @property
-    def cache_id(self) -> str:
-        extra = "" if (self.margin, self.num_jitters) == (0.2, 0) else f"-m{self.margin:g}-j{self.num_jitters}"
-        return f"{self.name}-v{self.version}{extra}"
 
     def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The face box ``facerec detect`` leaves in a crop: centred, 1/(1+margin) of its side
@@ -310,36 +319,155 @@ class DlibFaceEmbedder(Embedder):
         h, w = img.shape[:2]
         x0, y0, x1, y1 = box if box is not None else self.default_box(w, h)
         rect = self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
-        return self._shape(img, rect)
+        with self._lock:
+            return self._shape(img, rect)
 
     def chip(self, image: Any, box: Any = None) -> np.ndarray:
-        """dlib's aligned 150x150 face chip for one crop (what the network sees)."""
+        """The aligned 150x150 RGB uint8 chip of one crop."""
         img = to_rgb_array(image)
         shape = self.fit_landmarks(img, box)
         return self._dlib.get_face_chip(img, shape, size=self.chip_size, padding=self.chip_padding)
 
-    def embed_raw(self, images, boxes=None):
-        n = len(images)
-        vecs = np.full((n, self.dim), np.nan, dtype=np.float32)
-        metas: list[dict[str, Any]] = [{} for _ in range(n)]
-        chips, rows = [], []
+    def chips(self, images: Sequence[Any], boxes: Sequence[Any] | None = None
+              ) -> tuple[list[np.ndarray], list[int], list[dict[str, Any]]]:
+        """(chips, the indices of the images they come from, a meta dict per image: the fitted
+        points and the image size, or ``{"error": ...}`` for an image that could not be used)."""
+        chips: list[np.ndarray] = []
+        rows: list[int] = []
+        metas: list[dict[str, Any]] = [{} for _ in images]
         for i, image in enumerate(images):
             try:
                 img = to_rgb_array(image)
-                box = boxes[i] if boxes is not None else None
-                with self._lock:
-                    shape = self.fit_landmarks(img, box)
-                    chips.append(self._dlib.get_face_chip(img, shape, size=self.chip_size,
-                                                          padding=self.chip_padding))
+                shape = self.fit_landmarks(img, boxes[i] if boxes is not None else None)
+                chips.append(self._dlib.get_face_chip(img, shape, size=self.chip_size,
+                                                      padding=self.chip_padding))
                 metas[i] = {"points": [[p.x, p.y] for p in shape.parts()],
                             "size": [int(img.shape[1]), int(img.shape[0])]}
                 rows.append(i)
             except Exception as exc:  # noqa: BLE001 - unreadable/odd input: NaN row, see meta
                 metas[i] = {"error": f"{type(exc).__name__}: {exc}", "reason": "could not embed"}
-        if chips:
-            with self._lock:
-                out = self._net.compute_face_descriptor(chips, num_jitters=self.num_jitters)
-            vecs[rows] = np.asarray([np.asarray(v) for v in out], dtype=np.float32)
+        return chips, rows, metas
+
+
+@register_embedder("dlib_face")
+class DlibFaceEmbedder(Embedder):
+    """dlib's 128-d ResNet face descriptor (99.38% on LFW; same person below ~0.6 euclidean).
+
+    dlib-bin fits the 5 landmarks and cuts the aligned 150x150 chip (``dlib.get_face_chip``); the
+    network itself is our PyTorch port (:mod:`facerec.dlib_net`, the same descriptors to ~1e-6),
+    batched (``batch_size`` chips per forward pass), channels-last, on ``device`` (``auto``: CUDA
+    when available, in float16 there). ``margin`` is the context ``facerec detect`` left around the
+    face box in each crop (used when no box is given); ``num_jitters`` > 0 averages that many
+    jittered copies of each chip (``dlib.jitter_image``; slower, a bit better).
+    """
+
+    name = "dlib_face"
+    dim = 128
+    # 2: landmark fit in the box detect leaves (1/(1+margin) of the crop)
+    # 3: the torch network; the mirror view is the mirrored chip (one batch with the chip)
+    version = "3"
+    metric = "euclidean"
+    same_person_threshold = 0.6
+    chip_size = 150
+    chip_padding = 0.25
+    #: a fit whose eye centres are further than this (x inter-ocular distance) from MTCNN's fails
+    max_fit_error = 0.45
+    #: torch parallelises one batch over the cores itself: no worker processes in embed_files
+    uses_processes = False
+
+    def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0,
+                 batch_size: int = 64, half: bool | None = None) -> None:
+        self.chipper = DlibChipper(margin=margin)
+        self.margin = self.chipper.margin
+        self.num_jitters = int(num_jitters)
+        self.batch_size = max(1, int(batch_size))
+        self._half = half
+        self._net = None
+        self._net_lock = threading.Lock()
+        from facerec.detect import resolve_device
+
+        self.torch_device = resolve_device(device)
+        self.device = str(self.torch_device)
+
+    @property
+    def cache_id(self) -> str:
+        extra = "" if (self.margin, self.num_jitters) == (0.2, 0) else f"-m{self.margin:g}-j{self.num_jitters}"
+        return f"{self.name}-v{self.version}{extra}"
+
+    @property
+    def net(self):
+        """The torch network on this embedder's device (loaded at first use)."""
+        if self._net is None:
+            with self._net_lock:
+                if self._net is None:
+                    import torch
+
+                    from facerec.dlib_net import load_dlib_resnet
+
+                    net = load_dlib_resnet().to(self.torch_device)
+                    half = self._half if self._half is not None else self.torch_device.type == "cuda"
+                    self.dtype = torch.float16 if half else torch.float32
+                    self._net = net.to(dtype=self.dtype, memory_format=torch.channels_last).eval()
+        return self._net
+
+    def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        return self.chipper.default_box(width, height)
+
+    def fit_landmarks(self, img: np.ndarray, box: Sequence[float] | None = None):
+        return self.chipper.fit_landmarks(img, box)
+
+    def chip(self, image: Any, box: Any = None) -> np.ndarray:
+        """dlib's aligned 150x150 face chip for one crop (what the network sees)."""
+        return self.chipper.chip(image, box)
+
+    def embed_chips(self, chips: np.ndarray | Sequence[np.ndarray], mirror: bool = False
+                    ) -> np.ndarray:
+        """Descriptors of 150x150 RGB uint8 chips: (N, 128), or (N, 2, 128) with ``mirror`` (each
+        chip and its left-right mirror image, computed in the same batches)."""
+        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
+        if len(chips) == 0:
+            return np.zeros((0, 2, self.dim) if mirror else (0, self.dim), dtype=np.float32)
+        if self.num_jitters > 0:  # dlib's jittering (random crops, flips, scales), averaged
+            import dlib
+
+            return np.asarray([self._forward(np.asarray(dlib.jitter_image(
+                np.ascontiguousarray(c), self.num_jitters)), mirror).mean(axis=0)
+                for c in chips], dtype=np.float32)
+        return self._forward(chips, mirror)
+
+    def _forward(self, chips: np.ndarray, mirror: bool) -> np.ndarray:
+        import torch
+
+        net = self.net
+        views = 2 if mirror else 1
+        step = max(1, self.batch_size // views)  # a batch holds whole (chip, mirror) pairs
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(chips), step):
+                x = torch.from_numpy(chips[s:s + step]).to(self.torch_device)
+                x = x.permute(0, 3, 1, 2)  # NHWC bytes viewed as NCHW: already channels-last
+                if mirror:
+                    x = torch.cat([x, x.flip(3)])
+                x = x.to(self.dtype, memory_format=torch.channels_last)
+                y = net(x).float().cpu().numpy()
+                out.append(np.stack([y[:len(y) // 2], y[len(y) // 2:]], axis=1) if mirror
+                           else y)
+        return np.concatenate(out).astype(np.float32)
+
+    def embed_raw(self, images, boxes=None):
+        vecs, metas = self._embed(images, boxes, mirror=False)
+        return vecs, metas
+
+    def embed_views(self, images, boxes=None):
+        return self._embed(images, boxes, mirror=True)
+
+    def _embed(self, images, boxes, mirror: bool):
+        n = len(images)
+        shape = (n, 2, self.dim) if mirror else (n, self.dim)
+        vecs = np.full(shape, np.nan, dtype=np.float32)
+        chips, rows, metas = self.chipper.chips(images, boxes)
+        if rows:
+            vecs[rows] = self.embed_chips(np.stack(chips), mirror=mirror)
         return vecs, metas
 
     def assess(self, meta, landmarks=None):
@@ -487,13 +615,13 @@ def _box_digest(box: Any) -> str:
 _FORK_EMBEDDER: Embedder | None = None  # the parent's model, inherited by forked workers
 
 
-def _worker_embed(datas: list[bytes], boxes: list):
+def _worker_embed(datas: list[bytes], boxes: list, mirror: bool = False):
     """Process-pool worker: decode and embed one batch with the model inherited from the parent."""
     assert _FORK_EMBEDDER is not None
-    return _embed_bytes(_FORK_EMBEDDER, datas, boxes)
+    return _embed_bytes(_FORK_EMBEDDER, datas, boxes, mirror)
 
 
-def _embed_bytes(emb: Embedder, datas: list[bytes], boxes: list):
+def _embed_bytes(emb: Embedder, datas: list[bytes], boxes: list, mirror: bool = False):
     images: list[Any] = []
     bad: dict[int, str] = {}
     for i, data in enumerate(datas):
@@ -502,7 +630,7 @@ def _embed_bytes(emb: Embedder, datas: list[bytes], boxes: list):
         except Exception as exc:  # noqa: BLE001 - reported per file
             bad[i] = f"unreadable image ({type(exc).__name__}: {exc})"
             images.append(np.zeros((8, 8, 3), dtype=np.uint8))
-    vecs, metas = emb.embed_raw(images, boxes=boxes)
+    vecs, metas = (emb.embed_views if mirror else emb.embed_raw)(images, boxes=boxes)
     for i, reason in bad.items():
         vecs[i] = np.nan
         metas[i] = {"error": reason, "reason": "unreadable image"}
@@ -517,18 +645,21 @@ def _can_fork() -> bool:
 
 def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = DEFAULT_EMBEDDER,
                 cache: EmbeddingCache | str | os.PathLike | bool | None = None, progress: bool = True,
-                batch_size: int = 32, landmarks: Sequence[Any] | None = None,
+                batch_size: int = 64, landmarks: Sequence[Any] | None = None,
                 boxes: Sequence[Any] | None = None, return_quality: bool = False,
                 on_error: str = "raise", workers: int | None = None,
-                stats: EmbedStats | None = None):
+                stats: EmbedStats | None = None, mirror: bool = False):
     """Embeddings of crop files, float32 (N, dim), computed in batches and cached by content.
 
+    ``mirror``: also the embedding of each crop's mirror image, (N, 2, dim) (crop, mirror), both
+    computed in one batch (:meth:`Embedder.embed_views`) and cached (the mirror under the cache id
+    + ``-mirror``).
     ``cache``: an :class:`EmbeddingCache`, a folder, None (default folder) or False (no cache).
     ``landmarks``: optional MTCNN landmarks per file in crop pixels (quality check only);
     ``boxes``: optional face boxes per file in crop pixels (see :meth:`Embedder.embed_with_quality`).
     ``on_error``: "raise" (a :class:`FacerecError` naming the file) or "nan" (NaN row; see quality).
     ``workers``: processes for the cache misses (default: up to 4 CPU cores when there are more than
-    64 misses). ``stats``: an :class:`EmbedStats` filled with counts and the seconds spent computing.
+    64 misses; always 1 for embedders that parallelise a batch themselves, ``uses_processes`` False). ``stats``: an :class:`EmbedStats` filled with counts and the seconds spent computing.
     Returns the array, or ``(array, [FaceQuality])`` with ``return_quality=True``.
     """
     if on_error not in ("raise", "nan"):
@@ -539,7 +670,7 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
     paths = [Path(p) for p in paths]
     n = len(paths)
     stats.total = n
-    vecs = np.full((n, emb.dim), np.nan, dtype=np.float32)
+    vecs = np.full((n, 2, emb.dim) if mirror else (n, emb.dim), np.nan, dtype=np.float32)
     if n == 0:
         return (vecs, []) if return_quality else vecs
 
@@ -561,6 +692,10 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
 
     wanted = [k for k in keys if k]
     found = store.get_many(emb.cache_id, wanted)
+    if mirror:  # a crop counts as cached only with both views
+        mirrors = store.get_many(_mirror_id(emb), wanted)
+        found = {k: (np.stack([v, mirrors[k][0]]), m) for k, (v, m) in found.items()
+                 if k in mirrors}
     todo = [k for k in dict.fromkeys(wanted) if k not in found]
     first = {k: keys.index(k) for k in todo}
     stats.cached = sum(1 for k in wanted if k in found)
@@ -573,7 +708,9 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
             return ([datas[k] for k in batch],
                     [boxes[first[k]] if boxes is not None else None for k in batch])
 
-        if workers is None:
+        if not getattr(emb, "uses_processes", True):
+            workers = 1
+        elif workers is None:
             workers = min(4, os.cpu_count() or 1) if len(todo) > 64 else 1
         workers = max(1, min(int(workers), len(batches)))
         bar = _progress(len(todo), f"embedding ({emb.name})", progress)
@@ -589,10 +726,10 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
                 _FORK_EMBEDDER = emb
                 try:
                     with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                        futures = [pool.submit(_worker_embed, *args_for(b))
+                        futures = [pool.submit(_worker_embed, *args_for(b), mirror)
                                    for b in batches]
                         for j, (batch, fut) in enumerate(zip(batches, futures)):
-                            _store_batch(store, emb, batch, *fut.result(), found)
+                            _store_batch(store, emb, batch, *fut.result(), found, mirror)
                             done.add(j)
                             bar.update(len(batch))
                 except (BrokenProcessPool, OSError):
@@ -601,7 +738,8 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
                     _FORK_EMBEDDER = None
             for j, batch in enumerate(batches):
                 if j not in done:
-                    _store_batch(store, emb, batch, *_embed_bytes(emb, *args_for(batch)), found)
+                    _store_batch(store, emb, batch,
+                                 *_embed_bytes(emb, *args_for(batch), mirror), found, mirror)
                     bar.update(len(batch))
         finally:
             bar.close()
@@ -625,13 +763,21 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
     return (vecs, quality) if return_quality else vecs
 
 
-def _store_batch(store, emb, batch, vecs, metas, found) -> None:
+def _mirror_id(emb: Embedder) -> str:
+    return f"{emb.cache_id}-mirror"
+
+
+def _store_batch(store, emb, batch, vecs, metas, found, mirror: bool = False) -> None:
     items = []
     for key, vec, meta in zip(batch, vecs, metas):
         found[key] = (np.asarray(vec, dtype=np.float32), meta)
         if not meta.get("error"):  # failures are retried on the next run
             items.append((key, vec, meta))
-    store.put_many(emb.cache_id, items)
+    if mirror:
+        store.put_many(emb.cache_id, [(k, v[0], m) for k, v, m in items])
+        store.put_many(_mirror_id(emb), [(k, v[1], {}) for k, v, m in items])
+    else:
+        store.put_many(emb.cache_id, items)
 
 
 class _NullBar:

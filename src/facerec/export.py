@@ -13,9 +13,16 @@ What is exported depends on the backbone:
   resized to S x S and normalised with the stored mean/std -> ``logits`` (N, K) = scale * cosine to
   the head's class weights, ``prototype_cosine`` (N, K) = cosine to each person's prototype (the
   open-set score), ``features`` (N, D) unit feature;
-* a frozen embedder (``dlib_face``): the head only, ``features`` (N, D), the unit mean of the dlib
-  descriptors of the crop and its mirror image -> ``logits``, ``prototype_cosine``. The embedding
-  stays in dlib (it is not a torch model), which :class:`OnnxClassifier` calls itself.
+* ``dlib_face``: the whole classifier from the aligned face chip on, dlib's face ResNet included
+  (:mod:`facerec.dlib_net`): ``chips`` (N, 3, 150, 150), RGB 0..255 as ``dlib.get_face_chip``
+  cuts them -> ``logits``, ``prototype_cosine``, ``features`` (N, 128) the unit mean of the
+  descriptors of the chip and its mirror image (computed in the graph, one batch), and
+  ``embedding`` (N, 128) the chip's raw dlib descriptor. Only the chip itself (dlib's 5-point
+  landmark fit and ``get_face_chip``, :class:`facerec.embed.DlibChipper`) is made outside the model;
+  no torch and no dlib network are needed to run it;
+* another frozen embedder (not a torch model): the head only, ``features`` (N, D) -> ``logits``,
+  ``prototype_cosine``; :class:`OnnxClassifier` computes the features itself. (Models exported
+  from ``dlib_face`` checkpoints by facerec < 0.2 are of this kind and still run.)
 
 The decision is the same as :meth:`facerec.model.FaceClassifier.predict_features`: the candidate is
 ``argmax(logits)``, its score ``prototype_cosine[candidate]``, ``unknown`` below the threshold. The
@@ -47,8 +54,16 @@ METADATA_KEY = "facerec"
 
 
 # ------------------------------------------------------------------------------------------ graphs
+def _export_kind(clf) -> str:
+    """``"full"`` (timm), ``"chips"`` (dlib_face: chip -> network -> head) or ``"head"``."""
+    if clf.backbone is not None:
+        return "full"
+    return "chips" if clf.config["backbone"].get("embedder") == "dlib_face" else "head"
+
+
 def _graph(clf):
-    """The torch module that is exported: full classifier (timm) or head (frozen embedder)."""
+    """The torch module that is exported: full classifier (timm), dlib's network + head
+    (dlib_face) or the head alone (another frozen embedder)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -77,7 +92,27 @@ def _graph(clf):
             logits, proto = self.decide(z)
             return logits, proto, z
 
-    module = Full() if clf.backbone is not None else Head()
+    class Chips(Head):
+        def __init__(self) -> None:
+            super().__init__()
+            from facerec.dlib_net import load_dlib_resnet
+
+            self.net = load_dlib_resnet()
+            self.mirror_tta = bool(clf.config["backbone"].get("mirror_tta", True))
+
+        def forward(self, chips: torch.Tensor):
+            n = chips.shape[0]
+            if self.mirror_tta:  # the chip and its mirror image in one batch, as in torch
+                both = self.net(torch.cat([chips, chips.flip(3)]))
+                emb, mirror = both[:n], both[n:]
+                z = F.normalize(F.normalize(emb, dim=1) + F.normalize(mirror, dim=1), dim=1)
+            else:
+                emb = self.net(chips)
+                z = F.normalize(emb, dim=1)
+            logits, proto = self.decide(z)
+            return logits, proto, z, emb
+
+    module = {"full": Full, "chips": Chips, "head": Head}[_export_kind(clf)]()
     return module.to("cpu").eval()
 
 
@@ -96,27 +131,33 @@ def _export_info(clf, opset: int) -> dict:
     from facerec import __version__
 
     info = _clean(dict(clf.info))
-    full = clf.backbone is not None
+    kind = _export_kind(clf)
     pre = info.get("preprocess") or {}
     dim = int(info["backbone"]["dim"])
-    info["export"] = {
-        "format": "onnx",
-        "kind": "full" if full else "head",
-        "opset": int(opset),
-        "facerec_version": __version__,
-        "input": "image" if full else "features",
-        "input_shape": (["N", 3, int(pre["input_size"]), int(pre["input_size"])] if full
-                        else ["N", dim]),
-        "outputs": ["logits", "prototype_cosine", "features"] if full
-        else ["logits", "prototype_cosine"],
-        "embedding": None if full else {
-            "embedder": info["backbone"].get("embedder"),
-            "embedder_kwargs": info["backbone"].get("embedder_kwargs", {}),
-            "mirror_tta": bool(info["backbone"].get("mirror_tta", True)),
-            "note": "features = unit(unit(embed(crop)) + unit(embed(mirror(crop)))) "
-                    "(facerec.model.embed_pil), computed with dlib outside the ONNX model",
-        },
-    }
+    exp: dict[str, Any] = {"format": "onnx", "kind": kind, "opset": int(opset),
+                           "facerec_version": __version__, "embedding": None}
+    if kind == "full":
+        exp.update(input="image", outputs=["logits", "prototype_cosine", "features"],
+                   input_shape=["N", 3, int(pre["input_size"]), int(pre["input_size"])])
+    else:
+        embedding = {"embedder": info["backbone"].get("embedder"),
+                     "embedder_kwargs": info["backbone"].get("embedder_kwargs", {}),
+                     "mirror_tta": bool(info["backbone"].get("mirror_tta", True))}
+        if kind == "chips":
+            embedding["chip"] = {"size": 150, "padding": 0.25, "layout": "N, 3 (RGB), 150, 150",
+                                 "values": "0..255", "landmarks": "dlib 5-point shape predictor"}
+            embedding["note"] = ("chips = dlib.get_face_chip(crop, 5-point fit) "
+                                 "(facerec.embed.DlibChipper); features = unit(unit(net(chip)) + "
+                                 "unit(net(mirror(chip)))) inside the model")
+            exp.update(input="chips", input_shape=["N", 3, 150, 150],
+                       outputs=["logits", "prototype_cosine", "features", "embedding"])
+        else:
+            embedding["note"] = ("features = unit(unit(embed(crop)) + unit(embed(mirror(crop)))) "
+                                 "(facerec.model.embed_pil), computed outside the ONNX model")
+            exp.update(input="features", input_shape=["N", dim],
+                       outputs=["logits", "prototype_cosine"])
+        exp["embedding"] = embedding
+    info["export"] = exp
     return info
 
 
@@ -130,9 +171,8 @@ def onnx_model_bytes(clf, opset: int = DEFAULT_OPSET) -> bytes:
     graph = _graph(clf)
     info = _export_info(clf, opset)
     exp = info["export"]
-    if exp["kind"] == "full":
-        size = int(info["preprocess"]["input_size"])
-        example = torch.zeros(2, 3, size, size)
+    if exp["kind"] in ("full", "chips"):
+        example = torch.zeros(2, *exp["input_shape"][1:])
     else:
         example = torch.zeros(2, int(info["backbone"]["dim"]))
     buf = io.BytesIO()
@@ -224,6 +264,7 @@ class OnnxClassifier:
         self.input_name = self.session.get_inputs()[0].name
         self._transform = None
         self._embedder = None
+        self._chipper = None
 
     @property
     def embedder(self):
@@ -233,6 +274,16 @@ class OnnxClassifier:
             emb = self.info["export"]["embedding"]
             self._embedder = get_embedder(emb["embedder"], **(emb.get("embedder_kwargs") or {}))
         return self._embedder
+
+    @property
+    def chipper(self):
+        """dlib's landmark fit and chip cutter (no network) for ``chips`` models."""
+        if self._chipper is None:
+            from facerec.embed import DlibChipper
+
+            kwargs = self.info["export"]["embedding"].get("embedder_kwargs") or {}
+            self._chipper = DlibChipper(margin=float(kwargs.get("margin", 0.2)))
+        return self._chipper
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, prototype_cosine) for model inputs: images (full) or unit features (head)."""
@@ -250,12 +301,14 @@ class OnnxClassifier:
 
     def run_crops(self, crops: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits (N, K), prototype_cosine (N, K), ok (N,)) for PIL face crops."""
-        from facerec.model import _to_pil
-
-        crops = [_to_pil(c) for c in crops]
         k = len(self.labels)
         if not crops:
             return np.zeros((0, k)), np.zeros((0, k)), np.zeros(0, bool)
+        if self.kind == "chips":  # numpy, PIL, dlib's landmarks and onnxruntime: no torch
+            return self._run_chips(list(crops))
+        from facerec.model import _to_pil
+
+        crops = [_to_pil(c) for c in crops]
         if self.kind == "head":
             z = self.embed_crops(crops)
             ok = np.isfinite(z).all(axis=1)
@@ -275,11 +328,27 @@ class OnnxClassifier:
         return np.concatenate(logits), np.concatenate(proto), np.ones(len(crops), bool)
 
 
+    def _run_chips(self, crops: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``chips`` models: dlib cuts the chips, the model does the rest (32 chips a run)."""
+        k = len(self.labels)
+        chips, rows, _ = self.chipper.chips(crops)
+        logits = np.zeros((len(crops), k), dtype=np.float32)
+        proto = np.zeros((len(crops), k), dtype=np.float32)
+        ok = np.zeros(len(crops), bool)
+        if rows:
+            x = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
+            for s in range(0, len(x), 32):
+                lo, pr = self.run(x[s:s + 32])
+                logits[rows[s:s + 32]], proto[rows[s:s + 32]] = lo, pr
+            ok[rows] = True
+        return logits, proto, ok
+
+
 # ---------------------------------------------------------------------------------------- export
 @dataclass
 class ExportResult:
     path: str
-    kind: str              # "full" or "head"
+    kind: str              # "full", "chips" (dlib_face: network + head) or "head"
     backbone: str
     input: str
     input_shape: list
@@ -302,6 +371,8 @@ def _verify(clf, data: bytes) -> float:
     if model.kind == "full":
         size = int(model.info["preprocess"]["input_size"])
         x = torch.randn(3, 3, size, size, generator=gen)
+    elif model.kind == "chips":
+        x = torch.rand(3, 3, 150, 150, generator=gen) * 255
     else:
         x = torch.nn.functional.normalize(
             torch.randn(3, int(model.info["backbone"]["dim"]), generator=gen), dim=1)
@@ -350,8 +421,11 @@ def print_export_summary(result: ExportResult, file=None) -> None:
     import sys
 
     out = file or sys.stdout
-    what = ("the whole classifier" if result.kind == "full"
-            else "the classification head (the dlib embedding is computed outside the model)")
+    what = {"full": "the whole classifier",
+            "chips": "the whole classifier from the aligned face chip on (dlib's face ResNet "
+                     "included; dlib only fits landmarks and cuts the chip)",
+            }.get(result.kind, "the classification head (the embedding is computed outside the "
+                               "model)")
     shape = "x".join(str(v) for v in result.input_shape)
     print(f"Exported {what} of {result.backbone} to {result.path} "
           f"({result.size_bytes / 1e6:.1f} MB)", file=out)

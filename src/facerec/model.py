@@ -288,7 +288,9 @@ class FaceClassifier(nn.Module):
             from facerec.embed import get_embedder
 
             bb = self.config["backbone"]
-            self._embedder = get_embedder(bb["embedder"], **bb.get("embedder_kwargs", {}))
+            # on the classifier's device (load_checkpoint's map_location)
+            self._embedder = get_embedder(bb["embedder"], device=str(self.prototypes.device),
+                                          **bb.get("embedder_kwargs", {}))
         return self._embedder
 
     def transform(self):
@@ -391,58 +393,29 @@ def combine_views(orig: np.ndarray, mirror: np.ndarray | None) -> np.ndarray:
 
 
 def embed_pil(embedder, images: Sequence[Any], mirror_tta: bool = True) -> np.ndarray:
-    """Test-time unit features (N, D) of PIL crops with a frozen embedder (NaN rows on failure)."""
-    from PIL import ImageOps
-
-    orig = embedder.embed_images(list(images))
+    """Test-time unit features (N, D) of PIL crops with a frozen embedder (NaN rows on failure):
+    the unit mean of the crop's and its mirror image's embeddings, both computed in one batch
+    (:meth:`facerec.embed.Embedder.embed_views`)."""
     if not mirror_tta:
-        return combine_views(orig, None)[:, -1]
-    mirror = embedder.embed_images([ImageOps.mirror(im) for im in images])
-    return combine_views(orig, mirror)[:, -1]
+        return combine_views(embedder.embed_images(list(images)), None)[:, -1]
+    views, _ = embedder.embed_views(list(images))
+    return combine_views(views[:, 0], views[:, 1])[:, -1]
 
 
 def embed_crop_files(paths: Sequence[str | os.PathLike], embedder, *, mirror: bool = True,
                      cache: Any = None, progress: bool = True) -> np.ndarray:
     """Raw embeddings of crop files and of their mirror images: (N, 2, D) (or (N, 1, D) without
-    ``mirror``), NaN where a crop could not be embedded. Both are cached by the crop's sha256
-    (the mirror under the embedder's cache id + ``-mirror``), so a rerun costs a cache lookup."""
-    import tempfile
-
-    from PIL import Image, ImageOps
-
+    ``mirror``), NaN where a crop could not be embedded. Both views are computed in one batch and
+    cached by the crop's sha256 (the mirror under the embedder's cache id + ``-mirror``), so a
+    rerun costs a cache lookup."""
     from facerec.embed import EmbeddingCache, embed_files
-    from facerec.manifest import sha256_file
 
     store = cache if isinstance(cache, EmbeddingCache) else (
         EmbeddingCache(cache) if cache not in (None, True, False) else EmbeddingCache())
     paths = [Path(p) for p in paths]
-    orig = embed_files(paths, embedder, cache=store, progress=progress, on_error="nan")
     if not mirror:
-        return orig[:, None, :]
-    mid = f"{embedder.cache_id}-mirror"
-    keys = [sha256_file(p) for p in paths]
-    found = store.get_many(mid, keys)
-    todo = [i for i, k in enumerate(keys) if k not in found and np.isfinite(orig[i]).all()]
-    todo = list({keys[i]: i for i in todo}.values())  # one per distinct content
-    if todo:
-        with tempfile.TemporaryDirectory(prefix="facerec-mirror-") as tmp:
-            tmp_paths = []
-            for j, i in enumerate(todo):
-                with Image.open(paths[i]) as im:
-                    flipped = ImageOps.mirror(ImageOps.exif_transpose(im).convert("RGB"))
-                tp = Path(tmp) / f"{j}.png"
-                flipped.save(tp)
-                tmp_paths.append(tp)
-            vecs = embed_files(tmp_paths, embedder, cache=False, progress=progress,
-                               on_error="nan")
-        items = [(keys[i], vecs[j], {}) for j, i in enumerate(todo) if np.isfinite(vecs[j]).all()]
-        store.put_many(mid, items)
-        found.update({k: (v, m) for k, v, m in items})
-    out = np.full((len(paths), 2, orig.shape[1]), np.nan, dtype=np.float32)
-    out[:, 0] = orig
-    for i, k in enumerate(keys):
-        if k in found:
-            out[i, 1] = found[k][0]
+        return embed_files(paths, embedder, cache=store, progress=progress, on_error="nan")[:, None]
+    out = embed_files(paths, embedder, cache=store, progress=progress, on_error="nan", mirror=True)
     # a crop whose mirror failed keeps its own embedding for both views
     bad = ~np.isfinite(out[:, 1]).all(axis=1)
     out[bad, 1] = out[bad, 0]

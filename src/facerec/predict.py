@@ -28,7 +28,7 @@ How an image is read (:meth:`Predictor.predict_paths`):
 
 Runtimes: ``"torch"`` (the checkpoint through :func:`facerec.model.load_checkpoint`) or ``"onnx"``
 (onnxruntime on a model written by ``facerec export``; a ``.ckpt`` is exported in memory first).
-With the ``dlib_face`` backbone the ONNX model is the head: dlib still computes the embedding.
+With the ``dlib_face`` backbone the ONNX model holds dlib's face ResNet too: dlib only cuts the chip.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class Predictor:
     """Detect, crop and classify faces with a facerec checkpoint (or an exported ONNX model).
 
     ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``... for the detector and the
-    classifier (dlib embeddings run on the CPU). ``runtime``: ``"torch"`` or ``"onnx"``; a ``.onnx``
+    classifier (and the dlib_face network). ``runtime``: ``"torch"`` or ``"onnx"``; a ``.onnx``
     file always runs on onnxruntime. ``threshold`` overrides the checkpoint's unknown threshold
     (-1 turns ``unknown`` off). ``mode``: ``"auto"`` (detect faces; small face-like images without a
     detected face are crops) or ``"crops"`` (every image is one face crop, no detection).
