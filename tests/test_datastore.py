@@ -73,7 +73,7 @@ def store(request, tmp_path) -> Datastore:
 def _isolated_env(tmp_path, monkeypatch):
     """Never touch ~/.facerec: default store and cache live in the test's folder."""
     monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "default-store"))
-    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -383,3 +383,20 @@ def test_cli_local_default_store(source, tmp_path, capsys):
     assert "source folder not found" in capsys.readouterr().err
     assert main(["datastore", "create", "--name", "faces", "--source", str(source), "--quiet"]) == 0
     assert (tmp_path / "default-store" / "datastores" / "faces" / "1" / "manifest.json").is_file()
+
+
+def test_one_cache_root_for_every_cache(monkeypatch, tmp_path):
+    from facerec import datastore, dlib_net, embed
+    from facerec.cache import cache_root
+
+    monkeypatch.delenv("FACEREC_CACHE", raising=False)
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "c"))
+    assert embed.default_cache_dir() == tmp_path / "c" / "embeddings"
+    assert dlib_net._conversion_cache_dir() == tmp_path / "c" / "models"
+    assert datastore.default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("FACEREC_CACHE_DIR")
+    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path / "old"))  # the old name, still read
+    assert cache_root() == tmp_path / "old"
+    monkeypatch.delenv("FACEREC_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "facerec"

@@ -282,7 +282,7 @@ def test_data_path_datastore_is_resolved_once_before_the_trials(tmp_path, monkey
     from facerec.datastore import Datastore
 
     monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("FACEREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "cache"))
     source = tmp_path / "dataset"
     (source / "train" / "p").mkdir(parents=True)
     (source / "train" / "p" / "x.jpg").write_bytes(b"not really a jpeg")

@@ -25,7 +25,7 @@ Guarantees:
   missing object is a :class:`~facerec.errors.FacerecError` naming the object.
 
 ``resolve_data_path("datastore://NAME/VERSION")`` pulls a version once into the local cache
-(``$FACEREC_CACHE`` or ``~/.facerec/cache``) and returns that folder; the train and sweep commands
+(``datastores/`` under :func:`facerec.cache.cache_root`) and returns that folder; the train and sweep commands
 call it on ``--data_path``.
 """
 
@@ -53,9 +53,7 @@ from facerec.safeio import (META_DIR, atomic_write, atomic_write_bytes, check_ou
                             display_path, folder_lock, oserror_message, remove_temporaries)
 
 STORE_ENV = "FACEREC_STORE"
-CACHE_ENV = "FACEREC_CACHE"
 DEFAULT_STORE = "~/.facerec/datastores"
-DEFAULT_CACHE = "~/.facerec/cache"
 SCHEME = "datastore://"
 MARKER = ".facerec-datastore.json"  # written in every folder that `pull` fills
 FORMAT = 1
@@ -212,7 +210,10 @@ def default_store_url() -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+    """facerec's cache root: pulls go to its ``datastores/<name>/<version>``."""
+    from facerec.cache import cache_root
+
+    return cache_root()
 
 
 def _scan_source(source: Path) -> list[Path]:

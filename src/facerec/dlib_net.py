@@ -422,9 +422,9 @@ def default_model_path() -> Path:
 
 
 def _conversion_cache_dir() -> Path:
-    from facerec.embed import default_cache_dir
+    from facerec.cache import cache_root
 
-    return default_cache_dir().parent / "models"
+    return cache_root() / "models"
 
 
 def _cache_name(path: Path) -> str:

@@ -508,12 +508,10 @@ class DlibFaceEmbedder(Embedder):
 
 # ------------------------------------------------------------------------------------------ cache
 def default_cache_dir() -> Path:
-    """``$FACEREC_CACHE_DIR/embeddings``, else ``$XDG_CACHE_HOME/facerec/embeddings``, else
-    ``~/.cache/facerec/embeddings``."""
-    if os.environ.get("FACEREC_CACHE_DIR"):
-        return Path(os.environ["FACEREC_CACHE_DIR"]) / "embeddings"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "facerec" / "embeddings"
+    """``embeddings/`` under facerec's cache root (:func:`facerec.cache.cache_root`)."""
+    from facerec.cache import cache_root
+
+    return cache_root() / "embeddings"
 
 
 class EmbeddingCache:
