@@ -20,18 +20,24 @@ class UnsafePath(Exception):
     """The path leaves its root, is hidden, or is not a servable file."""
 
 
+def _real_inside(root: Path, rel: str) -> str:
+    """The real path of ``rel`` (POSIX, relative, no hidden or ``..`` parts) if it stays inside
+    ``root`` once links are resolved; :class:`UnsafePath` otherwise."""
+    if not rel or "\\" in rel or "\0" in rel or rel.startswith("/"):
+        raise UnsafePath(rel)
+    if any(p in ("", ".", "..") or p.startswith(".") for p in rel.split("/")):
+        raise UnsafePath(rel)
+    base = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(base, *rel.split("/")))
+    if os.path.commonpath([base, real]) != base:
+        raise UnsafePath(rel)  # a symlink that points out of the root
+    return real
+
+
 def safe_file(root: Path, rel: str) -> Path:
     """The real path of image file ``rel`` (POSIX, relative) inside ``root``; :class:`UnsafePath`
     otherwise (same answer for "outside" and "missing", so nothing is learnt about other files)."""
-    if not rel or "\\" in rel or "\0" in rel or rel.startswith("/"):
-        raise UnsafePath(rel)
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise UnsafePath(rel)
-    base = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(base, *parts))
-    if os.path.commonpath([base, real]) != base:
-        raise UnsafePath(rel)  # a symlink that points out of the root
+    real = _real_inside(root, rel)
     if Path(real).suffix.lower() not in SERVED_EXTS or not os.path.isfile(real):
         raise UnsafePath(rel)
     return Path(real)
@@ -41,13 +47,7 @@ def safe_folder(root: Path, rel: str) -> Path:
     """Folder ``rel`` (``""``: the root itself) inside ``root``, by the same rules."""
     if rel in ("", "."):
         return root
-    if "\\" in rel or "\0" in rel or rel.startswith("/"):
+    real = _real_inside(root, rel)
+    if not os.path.isdir(real):
         raise UnsafePath(rel)
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise UnsafePath(rel)
-    base = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(base, *parts))
-    if os.path.commonpath([base, real]) != base or not os.path.isdir(real):
-        raise UnsafePath(rel)
-    return root.joinpath(*parts)
+    return root.joinpath(*rel.split("/"))
