@@ -51,6 +51,7 @@ import numpy as np
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
+from facerec.manifest import sha256_file
 from facerec.safeio import META_DIR, atomic_write, check_output_location, display_path, folder_lock
 
 __all__ = [
@@ -595,24 +596,29 @@ def annotated_paths(out_dir: Path, items: Sequence[tuple[Path, str, Path | None]
 class AnnotatedWriter:
     """Writes ``--save_annotated`` images into one folder, never replacing a file it did not write.
 
-    The folder must not overlap an input (checked by the caller). What it wrote is recorded in
-    ``<folder>/.facerec/annotated.json`` (name -> sha256), so a rerun refreshes its own images; a
-    file that was there before, or that someone changed since, is left alone with a warning."""
+    The folder must not overlap an input (checked by the caller). What it wrote is appended to
+    ``<folder>/.facerec/annotated.jsonl`` (``{"name", "sha256"}``, the last line for a name wins),
+    so a rerun refreshes its own images; a file that was there before, or that someone changed
+    since, is left alone with a warning."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self.record = out_dir / META_DIR / "annotated.json"
+        self.record = out_dir / META_DIR / "annotated.jsonl"
+        self.ours: dict[str, str] = {}
         try:
-            self.ours: dict[str, str] = json.loads(self.record.read_text("utf-8"))
+            lines = self.record.read_text("utf-8").splitlines()
         except FileNotFoundError:
-            self.ours = {}
-        except ValueError:  # a damaged record: trust nothing in it
-            self.ours = {}
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                self.ours[entry["name"]] = entry["sha256"]
+            except (ValueError, KeyError, TypeError):  # a line torn by a kill: not ours then
+                continue
 
     def _is_ours(self, target: Path, rel: str) -> bool:
-        from facerec.manifest import sha256_file
-
-        return target.is_file() and not target.is_symlink() and self.ours.get(rel) == sha256_file(target)
+        return (target.is_file() and not target.is_symlink()
+                and self.ours.get(rel) == sha256_file(target))
 
     def write(self, result: ImageResult, target: Path) -> None:
         if result.pil is None:
@@ -622,12 +628,11 @@ class AnnotatedWriter:
             print(f"facerec predict: not replacing {display_path(target)} (facerec did not write "
                   "it, or it changed since)", file=sys.stderr)
             return
-        from facerec.manifest import sha256_file
-
         save_annotated(result, target)
         self.ours[rel] = sha256_file(target)
         self.record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.record, lambda tmp: tmp.write_text(json.dumps(self.ours), "utf-8"))
+        with open(self.record, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"name": rel, "sha256": self.ours[rel]}) + "\n")
 
 
 def save_annotated(result: ImageResult, target: Path) -> None:
