@@ -133,3 +133,34 @@ def test_resume_with_another_finetune_is_refused(ft_ckpt: Path, celebrities: Pat
     with pytest.raises(FacerecError, match="--finetune 1"):
         train(data_path=str(_checkpoints.dataset(celebrities)), ckpt_path=str(ft_ckpt),
               runs_dir=str(tmp_path), progress=False, max_epochs=1)
+
+
+def test_finetune_0_is_the_frozen_path(frozen_ckpt: Path, celebrities: Path):
+    from facerec.model import load_checkpoint
+    from facerec.train import FaceDataModule
+
+    ckpt = torch.load(frozen_ckpt, map_location="cpu", weights_only=True)
+    assert ckpt["facerec"]["backbone"]["finetune"] == 0
+    assert ckpt["facerec"]["backbone"]["trainable"] is False
+    assert not any(".tail." in k for k in ckpt["state_dict"])
+    assert ckpt["facerec_gallery"]["source"] == "frozen"
+    clf = load_checkpoint(frozen_ckpt)
+    assert clf.tail is None and clf.finetune == 0
+    assert clf.embedder.cache_id == "dlib_face-v3"
+    dm = FaceDataModule(_checkpoints.dataset(celebrities), "dlib_face", progress=False)
+    dm.setup()
+    assert dm.activations is None and dm.features is not None  # cached descriptors, as before
+    x, _ = dm.datasets["train"][0]
+    assert x.shape == (128,)
+
+
+def test_cli_train_finetune_flags(celebrities: Path, tmp_path: Path, capsys):
+    from facerec.cli import main
+
+    data = str(_checkpoints.dataset(celebrities))
+    assert main(["train", "--data_path", data, "--backbone", "resnet18", "--finetune", "1",
+                 "--runs_dir", str(tmp_path), "--quiet"]) == 2
+    assert "only the dlib_face backbone" in capsys.readouterr().err
+    assert main(["train", "--data_path", data, "--finetune", "-1", "--runs_dir",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "--finetune must be 0" in capsys.readouterr().err

@@ -13,7 +13,9 @@ How a face is classified (:meth:`FaceClassifier.predict_features`):
 
 1. The backbone maps a face crop to a unit-length feature ``z``. ``dlib_face`` (and any embedder of
    :mod:`facerec.embed`) is frozen: its descriptor of the crop and of its mirror image, averaged
-   (test-time augmentation). A timm model (``resnet18``, ``efficientnet_b0``, ...) is fine-tuned.
+   (test-time augmentation). With ``finetune`` N > 0 (``dlib_face`` only), its last N levels are
+   the checkpoint's own (``FaceClassifier.tail``): the embedder runs dlib's first levels, then
+   them. A timm model (``resnet18``, ``efficientnet_b0``, ...) is fine-tuned.
 2. The head, a cosine classifier (logits = scale * cos(z, w_c)), picks the most likely person.
 3. The open-set ``score`` is the cosine similarity between ``z`` and that person's *prototype*: the
    mean feature of their training faces (frozen backbones) or the head's class weight (trained

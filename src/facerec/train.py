@@ -17,8 +17,9 @@ Pieces: :func:`scan_dataset` (checks ``dataset/{train,val,test}/<person>/`` agai
     runs/<run-name>/version_N/checkpoints/last.ckpt                 (resume with --ckpt_path)
 
 Backbones: ``dlib_face`` (default) is frozen: each crop (and its mirror image) is embedded once and
-cached, so an epoch only trains the head. Any timm model name is fine-tuned end to end on augmented
-crops. Distributed training is Lightning's (``--strategy ddp``; torchrun and SLURM are detected).
+cached, so an epoch only trains the head; with ``finetune=N`` its last N residual levels train too,
+on activations computed once per crop and mirror (:func:`compute_activations`), each epoch running
+only those levels. Any timm model name is fine-tuned end to end on augmented crops. Distributed training is Lightning's (``--strategy ddp``; torchrun and SLURM are detected).
 """
 
 from __future__ import annotations
