@@ -164,3 +164,28 @@ def test_cli_train_finetune_flags(celebrities: Path, tmp_path: Path, capsys):
     assert main(["train", "--data_path", data, "--finetune", "-1", "--runs_dir",
                  str(tmp_path), "--quiet"]) == 2
     assert "--finetune must be 0" in capsys.readouterr().err
+
+
+def test_predictor_and_enroll_use_the_tuned_network(ft_ckpt: Path, celebrities: Path,
+                                                    tmp_path: Path):
+    from PIL import Image
+
+    from facerec.enroll import enroll
+    from facerec.model import load_checkpoint
+    from facerec.predict import Predictor
+
+    clf = load_checkpoint(ft_ckpt)
+    crops = sorted((_checkpoints.dataset(celebrities) / "test").glob("*/*.jpg"))
+    pil = [Image.open(p).convert("RGB") for p in crops]
+    got = Predictor(ft_ckpt, device="cpu").classify_crops(pil)
+    want = clf.classify_crops(pil)
+    assert [g[2] for g in got] == [w.candidate for w in want]
+    np.testing.assert_allclose([g[1] for g in got], [w.score for w in want], atol=1e-5)
+
+    photos = sorted((celebrities / "train" / "madonna").glob("*.jpg"))[:4]
+    res = enroll(ft_ckpt, "madonna", photos, pick="largest", out=tmp_path / "enrolled.ckpt",
+                 device="cpu")
+    new = load_checkpoint(res.checkpoint)
+    assert new.finetune == 1 and "madonna" in new.labels
+    for (k, a), (_, b) in zip(clf.tail.state_dict().items(), new.tail.state_dict().items()):
+        assert torch.equal(a, b), k  # enrolling never changes the network
