@@ -380,7 +380,8 @@ class FaceDataModule(L.LightningDataModule):
 
     def load_activations(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``--finetune N``: per split, (activations (n, V, C, H, W) entering the first tuned
-        level, labels (n,)); crops without a landmark fit are dropped as in :meth:`load_features`."""
+        level, labels (n,)); crops without a landmark fit are dropped (as by
+        :meth:`load_features`)."""
         if self.activations is not None:
             return self.activations
         from facerec.dlib_net import LEVELS
@@ -419,8 +420,8 @@ class FaceDataModule(L.LightningDataModule):
             raw = [model.tail(torch.from_numpy(acts[i:i + batch_size]).to(device).flatten(0, 1))
                    .float().view(len(acts[i:i + batch_size]), acts.shape[1], -1).cpu().numpy()
                    for i in range(0, len(acts), batch_size)]
-            r = np.concatenate(raw) if raw else np.zeros((0, acts.shape[1], model.head.weight.shape[1]),
-                                                          np.float32)
+            dim = model.head.weight.shape[1]
+            r = np.concatenate(raw) if raw else np.zeros((0, acts.shape[1], dim), np.float32)
             out[s] = (combine_views(r[:, 0], r[:, 1] if r.shape[1] > 1 else None), y)
         model.train(was_training)
         return out
@@ -437,7 +438,8 @@ class FaceDataModule(L.LightningDataModule):
         if self.kind == "embedder" and self.finetune:
             acts = self.load_activations()
             for s in SPLITS:
-                self.datasets[s] = ActivationDataset(*acts[s], augment=(s == "train" and self.augment))
+                self.datasets[s] = ActivationDataset(*acts[s],
+                                                     augment=(s == "train" and self.augment))
         elif self.kind == "embedder":
             feats = self.load_features()
             for s in SPLITS:
@@ -616,7 +618,8 @@ class FaceModule(L.LightningModule):
         sums, counts, z, y = self.trainer.datamodule.prototype_sums(
             ("train", "val"), self.model if self.tuned else None)
         if self.tuned:
-            self.model.set_prototypes(torch.from_numpy(sums / np.maximum(counts, 1)[:, None]).float())
+            means = sums / np.maximum(counts, 1)[:, None]
+            self.model.set_prototypes(torch.from_numpy(means).float())
         with torch.no_grad():
             pred = self.model.head(torch.from_numpy(z).to(self.device)).argmax(1).cpu().numpy()
         cal = calibrate_threshold(z, y, self.model.prototypes.cpu().numpy(), proto_sums=sums,
