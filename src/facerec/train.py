@@ -1141,8 +1141,8 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     elif cfg.backbone_lr is not None:
         _warn("--backbone_lr ignored: it is the learning rate of --finetune's levels", warns)
     if module.model.tail is not None:
-        # measured (bench/recognition.py --only lfw --finetune 0,1): the FPIR of unseen people
-        # at the calibrated threshold was 7-12% against a 1% target
+        # measured (bench/recognition.py --only lfw --finetune 0,1,2): the FPIR of unseen people
+        # at the calibrated threshold was 7-47% against a 1% target (docs/training.md)
         pending.append(f"--finetune {cfg.finetune}: the unknown threshold is calibrated on the "
                        "people the network was fine-tuned on, so it accepts unseen people more "
                        "often than --target_fpir says; check it with facerec evaluate on photos of "
