@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/recognition.py                 # both parts, results in bench/results/
     .venv/bin/python bench/recognition.py --only lfw      # or: --only celebrities
+    .venv/bin/python bench/recognition.py --only lfw --finetune 0,1,2   # train --finetune N each
 
 **LFW-dev** (``../shared/data/lfw-dev``: 96 people, 10-19 unaligned 150x150 photos each). Every
 photo goes through the real pipeline: MTCNN (``facerec.detect``), the face nearest the photo's centre,
@@ -18,6 +19,10 @@ Reported: closed-set top-1 (enrolled test photos, best guess, no threshold); ope
 of impostor photos accepted as someone) and FNIR (share of enrolled test photos not accepted as the
 right person) at each method's own threshold; TPIR (= 1 - FNIR) at FPIR 1%, with the threshold set
 on the impostor photos themselves (an oracle, the same for both methods).
+
+``--finetune 0,1,2`` trains each layout once per N (``facerec train --finetune N``, default
+learning rates); for N > 0 the test features come from the checkpoint's fine-tuned network
+(``classify_crops``' path), results under ``ours["<layout>-ft<N>"]``.
 
 **celebrities** (``../shared/data/celebrities``): train photos -> detect -> the most prominent face
 -> album label -> split per person (70/15/15, sorted by file name); the 25 ``val`` photos are an
@@ -138,7 +143,8 @@ def open_set_metrics(true: np.ndarray, pred: np.ndarray, score: np.ndarray, acce
 
 
 # -------------------------------------------------------------------------------------------- LFW
-def bench_lfw(data: Path, work: Path, quick: bool = False) -> dict:
+def bench_lfw(data: Path, work: Path, quick: bool = False, finetunes: tuple[int, ...] = (0,)
+              ) -> dict:
     from facerec.embed import embed_files, get_embedder
     from facerec.model import load_checkpoint
 
@@ -183,7 +189,9 @@ def bench_lfw(data: Path, work: Path, quick: bool = False) -> dict:
     ours = {}
     # "enrol6": the 6 enrolled photos are the training set, no validation split (the anchor's
     # information exactly); "5+1": 5 train + 1 val per person (early stopping on val)
-    for proto_name, n_val in (("enrol6", 0), ("5+1", ENROLL_VAL)):
+    runs = [(layout, n_val, ft) for ft in finetunes
+            for layout, n_val in (("enrol6", 0), ("5+1", ENROLL_VAL))]
+    for proto_name, n_val, ft in runs:
         ds = work / f"lfw-dataset-{proto_name}"
         shutil.rmtree(ds, ignore_errors=True)
         for c, lab, e, r in zip(crops, labels, enrolled, rank):
@@ -192,12 +200,18 @@ def bench_lfw(data: Path, work: Path, quick: bool = False) -> dict:
                 (ds / split / lab).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(c, ds / split / lab / c.name)
         write_labels(ds, known)
-        run = train_in_subprocess({"data_path": str(ds), "name": f"lfw-{proto_name}",
+        tag = proto_name + (f"-ft{ft}" if ft else "")
+        run = train_in_subprocess({"data_path": str(ds), "name": f"lfw-{tag}",
                                    "runs_dir": str(work / "runs"), "progress": False,
-                                   "max_epochs": 100}, work, f"lfw-dlib-{proto_name}")
+                                   "max_epochs": 100, **({"finetune": ft} if ft else {})},
+                                  work, f"lfw-dlib-{tag}")
         clf = load_checkpoint(run["best_checkpoint"])
         assert clf.labels == known
-        idx, score, _, accepted = clf.predict_features(z)
+        t0 = time.perf_counter()
+        # fine-tuned: the test crops through the checkpoint's own network (no embedding cache)
+        zt = z if not ft else clf.embed_crops(test_crops)
+        embed_s = time.perf_counter() - t0
+        idx, score, _, accepted = clf.predict_features(zt)
         t0 = time.perf_counter()
         check = clf.classify_crops(test_crops[:10])
         predict_s = (time.perf_counter() - t0) / 10
@@ -208,10 +222,15 @@ def bench_lfw(data: Path, work: Path, quick: bool = False) -> dict:
         m["threshold"] = clf.threshold
         m["calibration"] = torch.load(run["best_checkpoint"], weights_only=True)["facerec"]["calibration"]
         m["predict_seconds_per_face"] = predict_s
+        m["finetune"] = ft
+        if ft:
+            m["test_embed_seconds"] = embed_s
         m["train"] = {k: run[k] for k in ("best_checkpoint", "epochs", "fit_seconds",
                                           "seconds_per_epoch", "wall_seconds", "peak_rss_mb",
                                           "metrics", "threshold", "train_samples", "val_samples")}
-        ours[proto_name] = m
+        ours[tag] = m
+        # a long --finetune run keeps what it has so far
+        (work / "lfw-partial.json").write_text(json.dumps(ours, indent=1, default=str))
 
     # anchor: face_recognition's approach (same crops, same dlib descriptors, no mirror)
     emb = get_embedder("dlib_face")
@@ -306,6 +325,8 @@ def main() -> int:
     ap.add_argument("--only", choices=("lfw", "celebrities"))
     ap.add_argument("--resnet_epochs", type=int, default=30)
     ap.add_argument("--skip_resnet", action="store_true")
+    ap.add_argument("--finetune", default="0", metavar="N[,N...]",
+                    help="LFW: train once per value of facerec train --finetune (default: 0)")
     args = ap.parse_args()
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -316,13 +337,15 @@ def main() -> int:
     out["machine"]["torch"] = torch.__version__
     out["machine"]["torch_threads"] = torch.get_num_threads()
     if args.only in (None, "lfw"):
-        out["lfw"] = bench_lfw(data, work)
+        finetunes = tuple(int(v) for v in args.finetune.split(","))
+        out["lfw"] = bench_lfw(data, work, finetunes=finetunes)
         print(json.dumps({"lfw": out["lfw"]}, indent=1), flush=True)
     if args.only in (None, "celebrities"):
         out["celebrities"] = bench_celebrities(data, work, args.resnet_epochs, args.skip_resnet)
         print(json.dumps({"celebrities": out["celebrities"]}, indent=1), flush=True)
     out["bench_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    name = f"recognition-{args.only or 'all'}.json"
+    ft = "" if args.finetune == "0" else "-finetune" + args.finetune.replace(",", "")
+    name = f"recognition-{args.only or 'all'}{ft}.json"
     (work / name).write_text(json.dumps(out, indent=1))
     print(f"wrote {work / name}")
     return 0

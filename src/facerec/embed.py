@@ -374,6 +374,8 @@ class DlibFaceEmbedder(Embedder):
     max_fit_error = 0.45
     #: torch parallelises one batch over the cores itself: no worker processes in embed_files
     uses_processes = False
+    #: "" for dlib's network; "-ft<N>-<digest of the weights>" for a fine-tuned copy (with_tail)
+    _tuned_id = ""
 
     def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0,
                  batch_size: int = 64, half: bool | None = None) -> None:
@@ -392,7 +394,52 @@ class DlibFaceEmbedder(Embedder):
     @property
     def cache_id(self) -> str:
         extra = "" if (self.margin, self.num_jitters) == (0.2, 0) else f"-m{self.margin:g}-j{self.num_jitters}"
-        return f"{self.name}-v{self.version}{extra}"
+        # a fine-tuned network's descriptors are keyed by its weights: never mixed with dlib's
+        return f"{self.name}-v{self.version}{extra}{self._tuned_id}"
+
+    def with_tail(self, tail: Any) -> DlibFaceEmbedder:
+        """This embedder (same landmarks, chips, batching, device) with the last levels of its
+        network replaced by a copy of ``tail`` (a :class:`facerec.dlib_net.DlibTail`, from
+        ``facerec train --finetune``). Its cache id names the weights' digest."""
+        import copy
+
+        import torch
+
+        from facerec.dlib_net import load_dlib_resnet
+
+        self.net  # noqa: B018 - loads the base network: sets the dtype used below
+        clone = copy.copy(self)  # shares the landmark model
+        clone._net_lock = threading.Lock()
+        net = load_dlib_resnet().with_tail(tail)
+        clone._net = net.to(self.torch_device, dtype=self.dtype,
+                            memory_format=torch.channels_last).eval()
+        digest = hashlib.sha256()
+        for key, value in sorted(tail.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().float().cpu().numpy().tobytes())
+        clone._tuned_id = f"-ft{len(tail.levels)}-{digest.hexdigest()[:16]}"
+        return clone
+
+    def trunk(self, chips: np.ndarray, upto: int, mirror: bool = True) -> np.ndarray:
+        """The activations entering level ``upto`` of dlib's network for 150x150 RGB uint8 chips:
+        (N, 2, C, H, W) with ``mirror`` (chip, mirror image), else (N, 1, C, H, W); float32 on
+        the CPU. What ``facerec train --finetune`` computes once per crop."""
+        import torch
+
+        net = self.net
+        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
+        step = max(1, self.batch_size // (2 if mirror else 1))
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(chips), step):
+                x = torch.from_numpy(chips[s:s + step]).to(self.torch_device).permute(0, 3, 1, 2)
+                n = len(x)
+                if mirror:
+                    x = torch.cat([x, x.flip(3)])
+                x = x.to(self.dtype, memory_format=torch.channels_last)
+                a = net.trunk(x, upto).float().contiguous().cpu()
+                out.append(torch.stack([a[:n], a[n:]], 1) if mirror else a[:, None])
+        return torch.cat(out).numpy()
 
     @property
     def net(self):

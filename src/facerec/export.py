@@ -95,9 +95,7 @@ def _graph(clf):
     class Chips(Head):
         def __init__(self) -> None:
             super().__init__()
-            from facerec.dlib_net import load_dlib_resnet
-
-            self.net = load_dlib_resnet()
+            self.net = clf.dlib_network()  # dlib's weights, or the --finetune ones
             self.mirror_tta = bool(clf.config["backbone"].get("mirror_tta", True))
 
         def forward(self, chips: torch.Tensor):

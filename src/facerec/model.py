@@ -13,7 +13,9 @@ How a face is classified (:meth:`FaceClassifier.predict_features`):
 
 1. The backbone maps a face crop to a unit-length feature ``z``. ``dlib_face`` (and any embedder of
    :mod:`facerec.embed`) is frozen: its descriptor of the crop and of its mirror image, averaged
-   (test-time augmentation). A timm model (``resnet18``, ``efficientnet_b0``, ...) is fine-tuned.
+   (test-time augmentation). With ``finetune`` N > 0 (``dlib_face`` only), its last N levels are
+   the checkpoint's own (``FaceClassifier.tail``): the embedder runs dlib's first levels, then
+   them. A timm model (``resnet18``, ``efficientnet_b0``, ...) is fine-tuned.
 2. The head, a cosine classifier (logits = scale * cos(z, w_c)), picks the most likely person.
 3. The open-set ``score`` is the cosine similarity between ``z`` and that person's *prototype*: the
    mean feature of their training faces (frozen backbones) or the head's class weight (trained
@@ -125,17 +127,30 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
                        pretrained: bool = False, image_size: int | None = None,
                        scale: float = 16.0, margin: float = 0.1, dropout: float = 0.0,
                        embedder_kwargs: dict | None = None, mirror_tta: bool = True,
-                       crop: CropSpec | None = None, timm_model: nn.Module | None = None) -> dict:
+                       crop: CropSpec | None = None, timm_model: nn.Module | None = None,
+                       finetune: int = 0) -> dict:
     """Everything needed to rebuild a :class:`FaceClassifier` (stored in every checkpoint).
 
     ``crop``: how the training crops were made (``preprocess.crop``, see :mod:`facerec.cropspec`);
-    predict crops new faces the same way. Plain JSON-able values only, so checkpoints load with
-    ``weights_only=True``.
+    predict crops new faces the same way. ``finetune``: how many of ``dlib_face``'s last residual
+    levels are trained (0: frozen); their weights are ``tail.*`` in the state dict. Plain JSON-able
+    values only, so checkpoints load with ``weights_only=True``.
     """
     from facerec import __version__
 
     labels = [str(x) for x in labels]
     kind = backbone_kind(backbone)
+    finetune = int(finetune or 0)
+    if finetune and backbone != "dlib_face":
+        raise FacerecError(f"--finetune {finetune}: only the dlib_face backbone has levels to "
+                           f"unfreeze ({backbone} is " + ("trained end to end already)"
+                                                          if kind == "timm" else "frozen)"))
+    if finetune:
+        from facerec.dlib_net import LEVELS
+
+        if not 0 < finetune <= len(LEVELS):
+            raise FacerecError(f"--finetune {finetune}: dlib_face has {len(LEVELS)} residual "
+                               f"levels (use 0 to {len(LEVELS)})")
     bb: dict[str, Any] = {"name": backbone, "kind": kind}
     crop = crop or CropSpec()
     # crop_margin: kept beside the spec for readers of checkpoints from before it existed
@@ -149,7 +164,7 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
             if hasattr(emb, attr):
                 kwargs.setdefault(attr, getattr(emb, attr))
         bb.update(embedder=backbone, embedder_kwargs=kwargs, dim=int(emb.dim),
-                  mirror_tta=bool(mirror_tta), trainable=False,
+                  mirror_tta=bool(mirror_tta), trainable=finetune > 0, finetune=finetune,
                   embedder_version=str(getattr(emb, "version", "")))
         pre.update(input="face crop (RGB)", mirror_tta=bool(mirror_tta))
     else:
@@ -234,6 +249,13 @@ class FaceClassifier(nn.Module):
             self.backbone = timm_model if timm_model is not None else create_timm_model(bb["name"])
         else:
             self.backbone = None
+        # --finetune N: dlib_face's last N levels (weights from the state dict, or from the
+        # training code at the start of a run); the frozen first levels come from the embedder
+        self.tail: nn.Module | None = None
+        if int(bb.get("finetune") or 0) > 0:
+            from facerec.dlib_net import DlibTail
+
+            self.tail = DlibTail(int(bb["finetune"]))
         hc = config["head"]
         self.dropout = nn.Dropout(float(hc.get("dropout", 0.0)))
         self.head = CosineHead(dim, k, scale=hc["scale"], margin=hc["margin"])
@@ -250,6 +272,17 @@ class FaceClassifier(nn.Module):
     @property
     def trainable_backbone(self) -> bool:
         return self.backbone is not None
+
+    @property
+    def finetune(self) -> int:
+        """How many of dlib_face's last levels were fine-tuned (0: the frozen network)."""
+        return 0 if self.tail is None else len(self.tail.levels)
+
+    def train(self, mode: bool = True) -> FaceClassifier:
+        # a fine-tuned embedder holds a copy of the tail: after more training it would be stale
+        if self.tail is not None:
+            self._embedder = None
+        return super().train(mode)
 
     @property
     def threshold(self) -> float:
@@ -269,8 +302,21 @@ class FaceClassifier(nn.Module):
     # ---- features
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-length features: backbone(images) for timm, the given embeddings otherwise."""
+        if self.tail is not None and x.ndim >= 4:
+            return self.tail_features(x)
         z = self.backbone(x) if self.backbone is not None else x
         return F.normalize(z.float(), dim=1)
+
+    def tail_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit features from the activations entering the fine-tuned levels: (N, C, H, W) (one
+        view: a training sample), or (N, V, C, H, W) with V = 2 (crop, mirror: the test-time
+        feature, the unit mean of both, as :func:`combine_views`) or 1."""
+        assert self.tail is not None
+        if x.ndim == 4:
+            return F.normalize(self.tail(x).float(), dim=1)
+        n, v = x.shape[:2]
+        z = F.normalize(self.tail(x.flatten(0, 1)).float(), dim=1).view(n, v, -1)
+        return F.normalize(z.sum(dim=1), dim=1)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)), target)
@@ -289,9 +335,19 @@ class FaceClassifier(nn.Module):
 
             bb = self.config["backbone"]
             # on the classifier's device (load_checkpoint's map_location)
-            self._embedder = get_embedder(bb["embedder"], device=str(self.prototypes.device),
-                                          **bb.get("embedder_kwargs", {}))
+            emb = get_embedder(bb["embedder"], device=str(self.prototypes.device),
+                               **bb.get("embedder_kwargs", {}))
+            # fine-tuned: the same chips through the network with this checkpoint's last levels
+            self._embedder = emb.with_tail(self.tail) if self.tail is not None else emb
         return self._embedder
+
+    def dlib_network(self) -> nn.Module:
+        """dlib_face's whole network (CPU, float32, eval) as this classifier uses it: dlib's
+        weights, with the fine-tuned last levels when there are (the ONNX export's network)."""
+        from facerec.dlib_net import load_dlib_resnet
+
+        net = load_dlib_resnet()
+        return (net.with_tail(self.tail) if self.tail is not None else net).float().eval()
 
     def transform(self):
         """Eval preprocessing of a crop for timm backbones (PIL -> normalised tensor)."""

@@ -17,8 +17,10 @@ Pieces: :func:`scan_dataset` (checks ``dataset/{train,val,test}/<person>/`` agai
     runs/<run-name>/version_N/checkpoints/last.ckpt                 (resume with --ckpt_path)
 
 Backbones: ``dlib_face`` (default) is frozen: each crop (and its mirror image) is embedded once and
-cached, so an epoch only trains the head. Any timm model name is fine-tuned end to end on augmented
-crops. Distributed training is Lightning's (``--strategy ddp``; torchrun and SLURM are detected).
+cached, so an epoch only trains the head; with ``finetune=N`` its last N residual levels train too,
+on activations computed once per crop and mirror (:func:`compute_activations`), each epoch running
+only those levels. Any timm model name is fine-tuned end to end on augmented crops. Distributed
+training is Lightning's (``--strategy ddp``; torchrun and SLURM are detected).
 """
 
 from __future__ import annotations
@@ -201,6 +203,75 @@ class FeatureDataset(Dataset):
         return self.views[i, v], self.labels[i]
 
 
+class ActivationDataset(Dataset):
+    """``--finetune``: cached activations entering the tuned levels, (N, V, C, H, W) with V views
+    (crop, mirror). Training draws one view (mirror augmentation); evaluation returns all V (the
+    model averages their descriptors, the test-time feature)."""
+
+    def __init__(self, acts: np.ndarray, labels: np.ndarray, augment: bool = False):
+        self.acts = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        if self.augment:
+            return self.acts[i, int(torch.randint(self.acts.shape[1], (1,)))], self.labels[i]
+        return self.acts[i], self.labels[i]
+
+
+#: ``--finetune`` activations of the last dataset, per process: a sweep's trials on the same
+#: crops reuse them (key: crop files' sizes and times, level, views)
+_ACTIVATIONS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _activations_key(paths: Sequence[Path], upto: int, mirror: bool) -> tuple:
+    stats = []
+    for p in paths:
+        st = p.stat()
+        stats.append((str(p), st.st_size, st.st_mtime_ns))
+    return (tuple(stats), int(upto), bool(mirror))
+
+
+def compute_activations(paths: Sequence[Path], embedder, upto: int, mirror: bool = True,
+                        progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(activations (N, V, C, H, W) entering dlib_face's level ``upto``, ok (N,) bool) of crop
+    files: the same chips as the embedding path (landmarks in the crop's default box), computed
+    once (and kept for this process's next run on the same files). Kept out of the embedding
+    cache on purpose: they are not descriptors."""
+    from facerec.embed import _open_image
+
+    key = _activations_key(paths, upto, mirror)
+    if key in _ACTIVATIONS:
+        return _ACTIVATIONS[key]
+    chips, rows = [], []
+    for i, p in enumerate(paths):
+        try:
+            img = _open_image(p.read_bytes())
+        except OSError as exc:
+            raise FacerecError(f"cannot read {p}: {first_line(exc)}") from None
+        except Exception:  # noqa: BLE001 - not an image: left out like an unembeddable crop
+            continue
+        got, ok_rows, _ = embedder.chipper.chips([img])
+        if ok_rows:
+            chips.append(got[0])
+            rows.append(i)
+    if progress:
+        _say(f"fine-tuning: activations of {len(rows)} crops (and mirrors) at level {upto}")
+    ok = np.zeros(len(paths), bool)
+    ok[rows] = True
+    some = embedder.trunk(np.stack(chips), upto, mirror=mirror) if chips else None
+    shape = some.shape[1:] if some is not None else (2 if mirror else 1, 1, 1, 1)
+    acts = np.zeros((len(paths), *shape), dtype=np.float32)
+    if some is not None:
+        acts[rows] = some
+    _ACTIVATIONS.clear()  # one dataset at a time: memory stays that of one run
+    _ACTIVATIONS[key] = (acts, ok)
+    return acts, ok
+
+
 class ImageDataset(Dataset):
     """Face crops from disk through a torchvision transform."""
 
@@ -251,7 +322,7 @@ class FaceDataModule(L.LightningDataModule):
                  batch_size: int = 32, num_workers: int | None = None, image_size: int = 160,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
                  augment: bool = True, mirror_tta: bool = True, embedder_kwargs: dict | None = None,
-                 progress: bool = True, info: DatasetInfo | None = None):
+                 progress: bool = True, info: DatasetInfo | None = None, finetune: int = 0):
         super().__init__()
         self.info = info or scan_dataset(data_path)
         self.labels = self.info.labels
@@ -268,6 +339,8 @@ class FaceDataModule(L.LightningDataModule):
         self.embedder_kwargs = dict(embedder_kwargs or {})
         self.progress = progress
         self.features: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.finetune = int(finetune or 0)
+        self.activations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.dropped: list[Path] = []
         self.datasets: dict[str, Dataset] = {}
 
@@ -305,14 +378,69 @@ class FaceDataModule(L.LightningDataModule):
         self.features = out
         return out
 
+    def load_activations(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``--finetune N``: per split, (activations (n, V, C, H, W) entering the first tuned
+        level, labels (n,)); crops without a landmark fit are dropped (as by
+        :meth:`load_features`)."""
+        if self.activations is not None:
+            return self.activations
+        from facerec.dlib_net import LEVELS
+        from facerec.embed import get_embedder
+
+        emb = get_embedder(self.backbone, **self.embedder_kwargs)
+        all_samples = [(s, p, y) for s in SPLITS for p, y in self.info.samples[s]]
+        acts, ok = compute_activations([p for _, p, _ in all_samples], emb,
+                                       len(LEVELS) - self.finetune, mirror=self.mirror_tta,
+                                       progress=self.progress and _is_rank_zero())
+        self.dropped = [p for (_, p, _), good in zip(all_samples, ok) if not good]
+        if self.dropped:
+            _warn(f"{len(self.dropped)} crop(s) could not be embedded and are left out "
+                  f"(first: {self.dropped[0]})", self.info.warnings)
+        split_of = np.array([s for s, _, _ in all_samples])
+        labels = np.array([y for _, _, y in all_samples], dtype=np.int64)
+        out = {s: (acts[(split_of == s) & ok], labels[(split_of == s) & ok]) for s in SPLITS}
+        missing = sorted(set(range(len(self.labels))) - set(out["train"][1].tolist()))
+        if missing:
+            raise FacerecError(f"no usable training crop for {self.labels[missing[0]]!r}: "
+                               f"none could be embedded with {self.backbone}")
+        self.activations = out
+        return out
+
+    @torch.no_grad()
+    def tuned_features(self, model: FaceClassifier, batch_size: int = 256
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``--finetune``: :meth:`load_features`' views (n, 3 or 1, D) from the network as it is
+        now (the tuned levels run on the cached activations)."""
+        assert model.tail is not None
+        was_training = model.training
+        model.eval()
+        device = model.prototypes.device
+        out = {}
+        for s, (acts, y) in self.load_activations().items():
+            raw = [model.tail(torch.from_numpy(acts[i:i + batch_size]).to(device).flatten(0, 1))
+                   .float().view(len(acts[i:i + batch_size]), acts.shape[1], -1).cpu().numpy()
+                   for i in range(0, len(acts), batch_size)]
+            dim = model.head.weight.shape[1]
+            r = np.concatenate(raw) if raw else np.zeros((0, acts.shape[1], dim), np.float32)
+            out[s] = (combine_views(r[:, 0], r[:, 1] if r.shape[1] > 1 else None), y)
+        model.train(was_training)
+        return out
+
     def prepare_data(self) -> None:
-        if self.kind == "embedder":
+        if self.kind == "embedder" and self.finetune:
+            self.load_activations()
+        elif self.kind == "embedder":
             self.load_features()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        if self.kind == "embedder":
+        if self.kind == "embedder" and self.finetune:
+            acts = self.load_activations()
+            for s in SPLITS:
+                self.datasets[s] = ActivationDataset(*acts[s],
+                                                     augment=(s == "train" and self.augment))
+        elif self.kind == "embedder":
             feats = self.load_features()
             for s in SPLITS:
                 self.datasets[s] = FeatureDataset(*feats[s], augment=(s == "train" and self.augment))
@@ -323,6 +451,8 @@ class FaceDataModule(L.LightningDataModule):
                 self.datasets[s] = ImageDataset(self.info.samples[s], tf)
 
     def count(self, split: str) -> int:
+        if self.kind == "embedder" and self.finetune and self.activations is not None:
+            return len(self.activations[split][1])
         if self.kind == "embedder" and self.features is not None:
             return len(self.features[split][1])
         return self.info.count(split)
@@ -350,9 +480,11 @@ class FaceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
-    def prototype_sums(self, splits: Sequence[str] = ("train", "val")):
-        """(sums (K, D), counts (K,), features (n, D), labels (n,)) of the test-time features."""
-        feats = self.load_features()
+    def prototype_sums(self, splits: Sequence[str] = ("train", "val"),
+                       model: FaceClassifier | None = None):
+        """(sums (K, D), counts (K,), features (n, D), labels (n,)) of the test-time features
+        (``--finetune``: of ``model``'s network as it is now)."""
+        feats = self.tuned_features(model) if self.finetune else self.load_features()
         z = np.concatenate([feats[s][0][:, -1] for s in splits])
         y = np.concatenate([feats[s][1] for s in splits])
         k = len(self.labels)
@@ -371,7 +503,8 @@ class FaceModule(L.LightningModule):
     def __init__(self, model_config: dict, learning_rate: float = 1e-3, weight_decay: float = 1e-4,
                  label_smoothing: float = 0.1, warmup_epochs: float = 1.0,
                  backbone_lr_mult: float = 1.0, target_fpir: float = 0.01,
-                 timm_model: torch.nn.Module | None = None, **extra_hparams: Any):
+                 timm_model: torch.nn.Module | None = None, backbone_lr: float | None = None,
+                 **extra_hparams: Any):
         super().__init__()
         self.save_hyperparameters(ignore=["timm_model"])
         self.model = FaceClassifier(model_config, timm_model=timm_model)
@@ -387,7 +520,13 @@ class FaceModule(L.LightningModule):
 
     @property
     def frozen(self) -> bool:
+        """A frozen embedder's features, or --finetune's (its calibration follows the frozen
+        path: prototypes are the means of the current features, each person held out in turn)."""
         return not self.model.trainable_backbone
+
+    @property
+    def tuned(self) -> bool:
+        return self.model.tail is not None
 
     # ---- optimisation
     def configure_optimizers(self):
@@ -402,6 +541,12 @@ class FaceModule(L.LightningModule):
             lr = hp.learning_rate * hp.backbone_lr_mult
             groups += [{"params": decay, "weight_decay": hp.weight_decay, "lr": lr},
                        {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+        if self.model.tail is not None:  # --finetune: dlib's last levels, at their own rate
+            lr = hp.backbone_lr if hp.backbone_lr is not None else hp.learning_rate * 0.01
+            tail = list(self.model.tail.parameters())
+            groups += [{"params": [p for p in tail if p.ndim > 1], "lr": lr,
+                        "weight_decay": hp.weight_decay},
+                       {"params": [p for p in tail if p.ndim <= 1], "lr": lr, "weight_decay": 0.0}]
         opt = torch.optim.AdamW(groups, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
@@ -467,15 +612,25 @@ class FaceModule(L.LightningModule):
         return PRIOR_THRESHOLDS.get(self.model.backbone_name)
 
     def _calibrate_frozen(self, log: bool = True) -> None:
-        """Exact hold-out calibration on the cached train+val features (prototypes are means)."""
-        sums, counts, z, y = self.trainer.datamodule.prototype_sums(("train", "val"))
+        """Exact hold-out calibration on the cached train+val features (prototypes are means).
+        ``--finetune``: the features of the network as it is now (recomputed from the cached
+        activations), and the prototypes follow them."""
+        sums, counts, z, y = self.trainer.datamodule.prototype_sums(
+            ("train", "val"), self.model if self.tuned else None)
+        if self.tuned:
+            means = sums / np.maximum(counts, 1)[:, None]
+            self.model.set_prototypes(torch.from_numpy(means).float())
         with torch.no_grad():
             pred = self.model.head(torch.from_numpy(z).to(self.device)).argmax(1).cpu().numpy()
         cal = calibrate_threshold(z, y, self.model.prototypes.cpu().numpy(), proto_sums=sums,
                                   proto_counts=counts, member=np.ones(len(y), bool), predicted=pred,
                                   target_fpir=self.hparams.target_fpir, prior=self._prior())
         cal["data"] = ("train+val" if self._has_val() else "train") + ", each person held out in turn"
-        self._gallery = (z, y, "frozen")  # kept in the checkpoint: enroll/forget recalibrate on it
+        if self.tuned:
+            cal["data"] += (" (features of the fine-tuned network, which was trained on these "
+                            "people: the FPIR estimate is optimistic)")
+        # kept in the checkpoint: enroll/forget recalibrate on it
+        self._gallery = (z, y, "finetuned" if self.tuned else "frozen")
         self._set_calibration(cal, log=log)
 
     def _gather(self, key: str):
@@ -521,7 +676,8 @@ class FaceModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.frozen:
-            sums, counts, _, _ = self.trainer.datamodule.prototype_sums(("train", "val"))
+            sums, counts, _, _ = self.trainer.datamodule.prototype_sums(
+                ("train", "val"), self.model if self.tuned else None)
             protos = torch.from_numpy(sums / np.maximum(counts, 1)[:, None]).float()
             self.model.set_prototypes(protos)
             if self.trainer.ckpt_path is None:  # fresh run: start from the prototypes
@@ -688,6 +844,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     target_fpir: float = 0.01
     monitor: str = "val_loss"
+    finetune: int = 0  # dlib_face: train its last N residual levels too (0: frozen)
+    backbone_lr: float | None = None  # their learning rate (default: learning_rate / 100)
     augment: bool = True
     mirror_tta: bool = True
     test: bool = True
@@ -760,7 +918,7 @@ def _resume_target(ckpt_path: str, runs_dir: str) -> tuple[str, str, int | None]
     return runs_dir, "", None
 
 
-def _check_resume(ckpt_path: str, labels: list[str], backbone: str) -> None:
+def _check_resume(ckpt_path: str, labels: list[str], backbone: str, finetune: int = 0) -> None:
     ckpt = read_checkpoint(ckpt_path)
     info = ckpt["facerec"]
     if info["backbone"]["name"] != backbone:
@@ -771,6 +929,10 @@ def _check_resume(ckpt_path: str, labels: list[str], backbone: str) -> None:
         raise FacerecError(f"--ckpt_path {ckpt_path} was trained on other people "
                            f"({len(info['labels'])} labels) than this dataset ({len(labels)}): "
                            "resume needs the same labels.json")
+    stored = int(info["backbone"].get("finetune") or 0)
+    if stored != int(finetune):
+        raise FacerecError(f"--ckpt_path {ckpt_path} was trained with --finetune {stored}, not "
+                           f"{finetune}: pass --finetune {stored}")
 
 
 def _is_url(path: str | os.PathLike) -> bool:
@@ -904,6 +1066,10 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         raise FacerecError("--batch_size must be at least 1")
     if not 0 < cfg.target_fpir < 1:
         raise FacerecError("--target_fpir must be between 0 and 1")
+    if cfg.finetune is None or int(cfg.finetune) < 0:
+        raise FacerecError("--finetune must be 0 (frozen) or more")
+    if cfg.backbone_lr is not None and not cfg.backbone_lr > 0:
+        raise FacerecError("--backbone_lr must be above 0")
     warns: list[str] = []
 
     # data
@@ -935,7 +1101,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     # same folder, else Lightning forgets which checkpoint was best
     runs_dir, ckpt_path = _absolute(cfg.runs_dir), _absolute(cfg.ckpt_path)
     if ckpt_path:
-        _check_resume(ckpt_path, info.labels, cfg.backbone)
+        _check_resume(ckpt_path, info.labels, cfg.backbone, int(cfg.finetune))
     if cfg.gpus and not torch.cuda.is_available():
         raise FacerecError(f"--gpus {cfg.gpus}: no GPU is available here (CUDA not found); "
                            "drop --gpus to train on the CPU")
@@ -952,7 +1118,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                                       image_size=cfg.image_size, scale=cfg.scale,
                                       margin=cfg.margin, dropout=cfg.dropout,
                                       mirror_tta=cfg.mirror_tta, crop=info.crop,
-                                      timm_model=timm_model)
+                                      timm_model=timm_model, finetune=int(cfg.finetune))
     pre = model_config["preprocess"]
     if cfg.monitor not in ("val_loss", "val_acc", "val_f1"):
         raise FacerecError(f"--monitor {cfg.monitor!r}: use val_loss, val_acc or val_f1")
@@ -966,7 +1132,21 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                         label_smoothing=cfg.label_smoothing, warmup_epochs=cfg.warmup_epochs,
                         backbone_lr_mult=0.1 if cfg.pretrained and kind == "timm" else 1.0,
                         target_fpir=cfg.target_fpir, timm_model=timm_model,
-                        train_config=cfg.hparams())
+                        backbone_lr=cfg.backbone_lr, train_config=cfg.hparams())
+    if module.model.tail is not None:  # --finetune starts from dlib's trained weights
+        from facerec.dlib_net import DlibTail, load_dlib_resnet
+
+        module.model.tail.load_state_dict(
+            DlibTail(int(cfg.finetune), load_dlib_resnet()).state_dict())
+    elif cfg.backbone_lr is not None:
+        _warn("--backbone_lr ignored: it is the learning rate of --finetune's levels", warns)
+    if module.model.tail is not None:
+        # measured (bench/recognition.py --only lfw --finetune 0,1,2): the FPIR of unseen people
+        # at the calibrated threshold was 7-47% against a 1% target (docs/training.md)
+        pending.append(f"--finetune {cfg.finetune}: the unknown threshold is calibrated on the "
+                       "people the network was fine-tuned on, so it accepts unseen people more "
+                       "often than --target_fpir says; check it with facerec evaluate on photos of "
+                       "people outside the dataset")
 
     # output layout
     save_dir, name, version = runs_dir, cfg.name, None
@@ -1036,7 +1216,7 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
                         num_workers=cfg.num_workers, image_size=cfg.image_size,
                         mean=pre.get("mean", (0.5,) * 3), std=pre.get("std", (0.5,) * 3),
                         augment=cfg.augment, mirror_tta=cfg.mirror_tta,
-                        progress=cfg.progress, info=info)
+                        progress=cfg.progress, info=info, finetune=int(cfg.finetune))
     dm.prepare_data()  # embeds here, before Lightning starts other processes (they hit the cache)
     n_train, n_val = dm.count("train"), dm.count("val")
     if has_val and not n_val:
@@ -1048,7 +1228,7 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
     # a frozen backbone trains a (K x D) head: one intra-op thread is faster than several (whose
     # fork/join costs more than these tiny matrix products, badly so on a busy machine)
     threads = torch.get_num_threads()
-    if kind == "embedder":
+    if kind == "embedder" and not cfg.finetune:  # --finetune runs convolutions: every core
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
