@@ -46,6 +46,11 @@ bench: venv
 	$(PY) bench/recognition.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/predict_lfw.py
+	$(PY) bench/embedding.py
+	$(PY) bench/enroll_lfw.py
+	$(PY) bench/verify_lfw.py
+	$(PY) bench/video_fps.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
