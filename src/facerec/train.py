@@ -186,40 +186,31 @@ def scan_dataset(data_path: str | os.PathLike) -> DatasetInfo:
     return DatasetInfo(root=root, labels=labels, samples=samples, warnings=warns, crop=crop)
 
 
-class FeatureDataset(Dataset):
-    """Cached frozen-backbone features: (views (N, V, D), labels). Training draws a random view
-    (crop, mirror, mean); evaluation uses the mean (the test-time feature)."""
+class ViewDataset(Dataset):
+    """Cached per-crop views (N, V, ...) and labels. Training draws a random view; evaluation
+    returns view ``eval_view``, or all V views when it is None.
 
-    def __init__(self, views: np.ndarray, labels: np.ndarray, augment: bool = False):
+    Frozen backbone: features (N, V, D) with views crop, mirror, mean; evaluation uses the mean
+    (``eval_view=-1``, the test-time feature). ``--finetune``: the activations entering the tuned
+    levels (N, V, C, H, W) with views crop, mirror; evaluation returns both (``eval_view=None``:
+    the model averages their descriptors)."""
+
+    def __init__(self, views: np.ndarray, labels: np.ndarray, augment: bool = False,
+                 eval_view: int | None = -1):
         self.views = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        v = int(torch.randint(self.views.shape[1], (1,))) if self.augment else -1
-        return self.views[i, v], self.labels[i]
-
-
-class ActivationDataset(Dataset):
-    """``--finetune``: cached activations entering the tuned levels, (N, V, C, H, W) with V views
-    (crop, mirror). Training draws one view (mirror augmentation); evaluation returns all V (the
-    model averages their descriptors, the test-time feature)."""
-
-    def __init__(self, acts: np.ndarray, labels: np.ndarray, augment: bool = False):
-        self.acts = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.augment = augment
+        self.eval_view = eval_view
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
         if self.augment:
-            return self.acts[i, int(torch.randint(self.acts.shape[1], (1,)))], self.labels[i]
-        return self.acts[i], self.labels[i]
+            return self.views[i, int(torch.randint(self.views.shape[1], (1,)))], self.labels[i]
+        if self.eval_view is None:
+            return self.views[i], self.labels[i]
+        return self.views[i, self.eval_view], self.labels[i]
 
 
 #: ``--finetune`` activations of the last dataset, per process: a sweep's trials on the same
@@ -438,12 +429,12 @@ class FaceDataModule(L.LightningDataModule):
         if self.kind == "embedder" and self.finetune:
             acts = self.load_activations()
             for s in SPLITS:
-                self.datasets[s] = ActivationDataset(*acts[s],
-                                                     augment=(s == "train" and self.augment))
+                self.datasets[s] = ViewDataset(*acts[s], augment=(s == "train" and self.augment),
+                                               eval_view=None)
         elif self.kind == "embedder":
             feats = self.load_features()
             for s in SPLITS:
-                self.datasets[s] = FeatureDataset(*feats[s], augment=(s == "train" and self.augment))
+                self.datasets[s] = ViewDataset(*feats[s], augment=(s == "train" and self.augment))
         else:
             for s in SPLITS:
                 tf = face_transforms(self.image_size, self.mean, self.std,
