@@ -22,13 +22,19 @@ from facerec.launch import STORE_MOUNT, build_task, parse_gpus, run_sky, sky_com
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _help(capsys, command: str) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out
+
+
 def _dryrun(capsys, *argv: str) -> dict:
-    assert main(["launch", "--dryrun", *argv]) == 0
+    assert main(["launch", "--dry_run", *argv]) == 0
     return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_single_gpu_spot_task_with_a_bucket_datastore(capsys):
-    task = _dryrun(capsys, "--gpus", "T4:1", "--use_spot", "--datastore", "face_detection:2",
+    task = _dryrun(capsys, "--accelerators", "T4:1", "--use_spot", "--datastore", "face_detection:2",
                    "--store", "s3://my-bucket/stores", "--cloud", "AWS",
                    "--", "train", "--max_epochs", "5", "--run_name", "first run")
     assert task["name"] == "facerec-train"
@@ -45,20 +51,20 @@ def test_single_gpu_spot_task_with_a_bucket_datastore(capsys):
 
 
 def test_issue_syntax_with_launch_flags_after_the_command(capsys):
-    """`facerec launch -- train ... --gpus T4:1 --use_spot --num_nodes 2 --datastore NAME:V`."""
+    """`facerec launch -- train ... --accelerators T4:1 --use_spot --num_nodes 2 --datastore NAME:V`."""
     task = _dryrun(capsys, "--store", "gs://bkt", "--", "facerec", "train", "--max_epochs", "3",
-                   "--gpus", "T4:1", "--use_spot", "--num_nodes", "2", "--datastore", "faces:1")
+                   "--accelerators", "T4:1", "--use_spot", "--num_nodes", "2", "--datastore", "faces:1")
     assert task["resources"] == {"accelerators": "T4:1", "use_spot": True}
     assert task["num_nodes"] == 2
     last = task["run"].strip().splitlines()[-1]
-    assert "--gpus" not in last and "--use_spot" not in last and "--datastore" not in last
+    assert "--accelerators" not in last and "--use_spot" not in last and "--datastore" not in last
     assert last.startswith("facerec train --max_epochs 3 --num_nodes 2 --data_path datastore://faces/1")
     assert task["file_mounts"][STORE_MOUNT]["source"] == "gs://bkt"
 
 
 def test_multi_node_run_script_sets_lightning_environment(tmp_path):
     """Run the generated `run` script with SkyPilot's variables and a stand-in `facerec`."""
-    plan = build_task(["train", "--max_epochs", "2"], gpus="A100:2", num_nodes=2,
+    plan = build_task(["train", "--max_epochs", "2"], accelerators="A100:2", num_nodes=2,
                       datastore="faces:3", store="s3://b/s")
     assert plan.task["num_nodes"] == 2
     bin_dir = tmp_path / "bin"
@@ -78,12 +84,36 @@ def test_multi_node_run_script_sets_lightning_environment(tmp_path):
                       "--devices 2 --num_nodes 2")
 
 
+def test_old_flag_names_still_work_hidden(capsys):
+    """--gpus TYPE:COUNT and --dryrun were launch's names before --accelerators and --dry_run (one
+    meaning per flag: train's --gpus is a count, which passes through untouched)."""
+    task = _dryrun(capsys, "--", "train", "--gpus", "2", "--gpus", "A100:2")  # train's, then launch's
+    assert task["resources"] == {"accelerators": "A100:2"}
+    assert "facerec train --gpus 2" in task["run"]
+    assert main(["launch", "--dryrun", "--gpus", "T4:1", "--", "train"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["resources"] == {"accelerators": "T4:1"}
+    launch_help = _help(capsys, "launch")
+    assert "--accelerators" in launch_help and "--dry_run" in launch_help
+    assert "--gpus" not in launch_help and "--dryrun" not in launch_help
+
+
+def test_the_launched_command_is_read_by_its_own_flag_schema(capsys):
+    """--num_nodes=3, --data_path=... (the = form) and flags of the sweep are read as the
+    command itself would read them."""
+    with pytest.raises(FacerecError, match="disagrees"):
+        build_task(["train", "--num_nodes=3"], accelerators="T4:1", num_nodes=2)
+    plan = build_task(["train", "--data_path=datastore://faces/2"])
+    assert plan.command[-2:] != ["--data_path", "datastore://faces/2"]  # not added twice
+    with pytest.raises(FacerecError, match="shared study"):
+        build_task(["sweep", "--storage=sqlite:///x.db"], accelerators="T4:1", num_nodes=2)
+
+
 def test_distributed_sweep_needs_a_shared_study(capsys):
     with pytest.raises(FacerecError, match="--storage postgresql://"):
-        build_task(["sweep", "--n_trials", "40"], gpus="T4:1", num_nodes=4)
+        build_task(["sweep", "--n_trials", "40"], accelerators="T4:1", num_nodes=4)
     with pytest.raises(FacerecError, match="shared study"):
         build_task(["sweep", "--storage", "sqlite:///study.db"], num_nodes=2)
-    task = _dryrun(capsys, "--gpus", "T4:1", "--num_nodes", "4", "--datastore", "faces:1",
+    task = _dryrun(capsys, "--accelerators", "T4:1", "--num_nodes", "4", "--datastore", "faces:1",
                    "--store", "s3://b", "--", "sweep", "--n_trials", "40",
                    "--storage", "postgresql://u:p@db.example.com/optuna")
     assert task["name"] == "facerec-sweep" and task["num_nodes"] == 4
@@ -95,28 +125,28 @@ def test_distributed_sweep_needs_a_shared_study(capsys):
 
 def test_local_store_is_copied_and_unpinned_version_noted(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FACEREC_STORE", str(tmp_path / "store"))
-    assert main(["launch", "--dryrun", "--", "train", "--data_path", "datastore://faces"]) == 0
+    assert main(["launch", "--dry_run", "--", "train", "--data_path", "datastore://faces"]) == 0
     captured = capsys.readouterr()
     task = yaml.safe_load(captured.out)
     assert task["file_mounts"] == {STORE_MOUNT: str(tmp_path / "store")}
     assert "copies all of it" in captured.err and "has no version" in captured.err
-    assert "resources" not in task  # no --gpus: SkyPilot's default CPU machine
+    assert "resources" not in task  # no --accelerators: SkyPilot's default CPU machine
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--", "detect", "raw"], "runs train or sweep"),
     ([], "no facerec command"),
-    (["--num_nodes", "2", "--gpus", "T4:1", "--", "train", "--num_nodes", "3"], "disagrees"),
+    (["--num_nodes", "2", "--accelerators", "T4:1", "--", "train", "--num_nodes", "3"], "disagrees"),
     (["--num_nodes", "2", "--", "train"], "needs GPUs"),
-    (["--gpus", "T4:2", "--", "train", "--devices", "4"], "disagrees with --gpus"),
+    (["--accelerators", "T4:2", "--", "train", "--devices", "4"], "disagrees with --accelerators"),
     (["--datastore", "a:1", "--", "train", "--data_path", "datastore://b/1"], "disagrees"),
     (["--datastore", "a:1", "--", "train", "--data_path", "dataset"], "keep one"),
-    (["--gpus", "T4:x", "--", "train"], "invalid --gpus"),
+    (["--accelerators", "T4:x", "--", "train"], "invalid --accelerators"),
     (["--name", "Bad_Name", "--", "train"], "invalid --name"),
     (["--datastore", "a:1", "--store", "ftp://host/x", "--", "train"], "cannot mount"),
 ])
 def test_bad_launches_are_clear_errors(argv, message, capsys):
-    assert main(["launch", "--dryrun", *argv]) == 2
+    assert main(["launch", "--dry_run", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -132,7 +162,7 @@ def test_without_skypilot_the_yaml_is_written_and_the_error_says_how(tmp_path, c
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "nobin" / "python"))
-    assert main(["launch", "--gpus", "T4:1", "--", "train"]) == 2
+    assert main(["launch", "--accelerators", "T4:1", "--", "train"]) == 2
     err = capsys.readouterr().err
     written = tmp_path / "runs" / "launch" / "facerec-train.yaml"
     assert written.is_file() and yaml.safe_load(written.read_text())["resources"]["accelerators"] == "T4:1"
@@ -148,7 +178,7 @@ def test_sky_is_called_with_the_task(tmp_path, monkeypatch):
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\nexit 3\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    plan = build_task(["train"], gpus="T4:1", use_spot=True, name="faces-run")
+    plan = build_task(["train"], accelerators="T4:1", use_spot=True, name="faces-run")
     path = write_yaml(plan, tmp_path / "task.yaml")
     assert run_sky(path, plan.name, down=True, yes=True) == 3  # sky's exit status comes back
     assert run_sky(path, plan.name, managed=True) == 3
@@ -165,7 +195,7 @@ def test_skypilot_parses_the_task(tmp_path):
     # a local store: SkyPilot checks that it exists, and parsing stays offline (a bucket source
     # may be looked up in the cloud by some SkyPilot versions)
     (tmp_path / "store").mkdir()
-    plan = build_task(["train", "--max_epochs", "1"], gpus="T4:2", use_spot=True, num_nodes=2,
+    plan = build_task(["train", "--max_epochs", "1"], accelerators="T4:2", use_spot=True, num_nodes=2,
                       datastore="faces:1", store=str(tmp_path / "store"), cloud="aws")
     path = write_yaml(plan, tmp_path / "task.yaml")
     task = sky.Task.from_yaml(str(path))
@@ -178,12 +208,12 @@ def test_skypilot_parses_the_task(tmp_path):
 
 
 def test_setup_installs_what_pip_names_or_refuses_without_a_checkout(capsys, monkeypatch):
-    task = _dryrun(capsys, "--gpus", "T4:1", "--pip", "facerec @ git+https://example.org/f.git",
+    task = _dryrun(capsys, "--accelerators", "T4:1", "--pip", "facerec @ git+https://example.org/f.git",
                    "--", "train")
     assert "workdir" not in task
     assert task["setup"] == "set -e\npip install 'facerec @ git+https://example.org/f.git'\n"
     import facerec.launch
 
     monkeypatch.setattr(facerec.launch, "source_checkout", lambda: None)
-    assert main(["launch", "--gpus", "T4:1", "--dryrun", "--", "train"]) == 2
+    assert main(["launch", "--accelerators", "T4:1", "--dry_run", "--", "train"]) == 2
     assert "pass --pip SPEC" in capsys.readouterr().err

@@ -21,7 +21,6 @@ from facerec.sweep import (
     print_sweep_table,
     run_sweep,
     spec_from_args,
-    train_kwargs,
 )
 
 TUTORIAL = ["--learning_rate", "uniform(0,0.0001,2)", "--backbone", "['resnet18','resnet200d']"]
@@ -109,7 +108,7 @@ def test_tutorial_example_is_four_experiments():
     assert spec.index_of({"learning_rate": lrs[1], "backbone": "resnet18"}) == 2
     # flags that are not swept keep train's types and defaults
     assert spec.fixed["max_epochs"] == 3 and spec.fixed["batch_size"] == 32
-    assert spec.fixed["seed"] == 42 and spec.fixed["no_augment"] is False
+    assert spec.fixed["seed"] == 42 and spec.fixed["augment"] is True
     assert spec.environment["devices"] == "auto" and "devices" not in spec.fixed
     # the generated name is the same for the same sweep (resume, other machines), not for another
     assert _spec("--max_epochs", "3", *TUTORIAL).default_name() == spec.default_name()
@@ -138,15 +137,18 @@ def test_values_are_converted_and_checked_like_train():
 
 
 def test_every_train_flag_reaches_train():
-    from dataclasses import fields
-
-    from facerec.train import TrainConfig
+    from facerec.training.config import TrainConfig
 
     spec = _spec(*TUTORIAL)
-    kwargs = train_kwargs({**spec.fixed, **spec.environment, **spec.combos()[0]})
-    assert set(kwargs) <= {f.name for f in fields(TrainConfig)}
-    assert kwargs["augment"] is True and kwargs["progress"] is True and kwargs["test"] is True
-    assert train_kwargs({"no_augment": True, "quiet": True})  == {"augment": False, "progress": False}
+    kwargs = {**spec.fixed, **spec.environment, **spec.combos()[0]}
+    config = TrainConfig().replace(**kwargs)  # raises on a name that is not a train option
+    assert config.augment is True and config.progress is True and config.test is True
+    # every train flag but the run folder's is a sweep flag, switches included
+    assert {"dropout", "warmup_epochs", "log_every_n_steps", "augment", "progress"} <= set(kwargs)
+    assert not {"name", "runs_dir", "ckpt_path"} & set(kwargs)
+    off = _spec("--no_augment", "--quiet", "--dropout", "[0.1, 0.2]")
+    assert off.fixed["augment"] is False and off.environment["progress"] is False
+    assert off.grid["dropout"] == [0.1, 0.2]
 
 
 def test_bad_syntax_fails_before_anything_runs(tmp_path, capsys):
@@ -404,7 +406,7 @@ def test_finetune_can_be_swept():
                  "[0.0001, 0.001]")
     assert spec.grid["finetune"] == [0, 1, 2]
     assert spec.grid["backbone_lr"] == [0.0001, 0.001]
-    kwargs = train_kwargs({**spec.fixed, **spec.environment, **spec.combos()[5]})
+    kwargs = {**spec.fixed, **spec.environment, **spec.combos()[5]}
     assert kwargs["finetune"] == 2 and kwargs["backbone_lr"] == 0.001
     with pytest.raises(FacerecError, match="--finetune: invalid value 1.5"):
         _spec("--finetune", "[1.5, 2]")

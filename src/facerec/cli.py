@@ -11,10 +11,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from facerec import __version__
+from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
 from facerec.errors import FacerecError
 from facerec.safeio import oserror_message
+from facerec.training.config import add_train_arguments, config_from_args
+
+
+def _hidden_alias(p: argparse.ArgumentParser, old: str, dest: str, **kw) -> None:
+    """OLD, a flag's previous name, still works for one release but is not shown in --help."""
+    p.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
 
 
 # ----------------------------------------------------------------------------------------- detect
@@ -232,9 +238,11 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
         usage="facerec launch [flags] -- train|sweep [their flags]",
         description="Write a SkyPilot task running a facerec train or sweep command (everything "
         "after --) and launch it with `sky launch` (or `sky jobs launch` with --managed). Needs "
-        'pip install "facerec[cloud]"; --dryrun only prints the task.',
+        'pip install "facerec[cloud]"; --dry_run only prints the task.',
     )
-    p.add_argument("--gpus", metavar="TYPE[:COUNT]", help="GPUs per node, e.g. T4:1, A100:8")
+    p.add_argument("--accelerators", metavar="TYPE[:COUNT]",
+                   help="GPUs per node, e.g. T4:1, A100:8 (default: none, a CPU machine)")
+    _hidden_alias(p, "--gpus", "accelerators")
     p.add_argument("--use_spot", action="store_true", help="spot/preemptible machines")
     p.add_argument("--num_nodes", type=int, help="number of machines (default: 1)")
     p.add_argument("--datastore", metavar="NAME[:VERSION]",
@@ -249,7 +257,8 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--managed", action="store_true",
                    help="a managed job (sky jobs launch): spot recovery, machines torn down after")
     p.add_argument("--yaml", metavar="PATH", help="task file (default: runs/launch/NAME.yaml)")
-    p.add_argument("--dryrun", action="store_true", help="print the task YAML and stop")
+    p.add_argument("--dry_run", action="store_true", help="print the task YAML and stop")
+    _hidden_alias(p, "--dryrun", "dry_run", action="store_true")
     p.add_argument("--yes", "-y", action="store_true", help="no confirmation prompt from sky")
     p.add_argument("--down", action="store_true", help="tear the cluster down when the job ends")
     p.add_argument("facerec_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
@@ -260,12 +269,12 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 def _run_launch(args: argparse.Namespace) -> int:
     from facerec.launch import build_task, run_sky, write_yaml
 
-    plan = build_task(args.facerec_command, gpus=args.gpus, use_spot=args.use_spot,
+    plan = build_task(args.facerec_command, accelerators=args.accelerators, use_spot=args.use_spot,
                       num_nodes=args.num_nodes, datastore=args.datastore, store=args.store,
                       cloud=args.cloud, name=args.name, pip=args.pip, managed=args.managed)
     for note in plan.notes:
         print(f"facerec launch: note: {note}", file=sys.stderr)
-    if args.dryrun:
+    if args.dry_run:
         print(plan.yaml, end="")
         return 0
     path = write_yaml(plan, args.yaml)
@@ -285,80 +294,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(resnet18, resnet200d, efficientnet_b0, ...) is fine-tuned end to end. The checkpoint "
         "holds a threshold calibrated on the data, below which a face is 'unknown'.",
     )
-    # the original tutorial's flags
-    p.add_argument("--data_path", default="dataset",
-                   help="dataset folder or datastore://NAME[/VERSION] (default: dataset)")
-    p.add_argument("--max_epochs", type=int, default=100, help="most epochs (default: 100)")
-    p.add_argument("--learning_rate", type=float, default=None,
-                   help="AdamW learning rate (default: 0.01 for dlib_face, 0.001 for timm models)")
-    p.add_argument("--backbone", default="dlib_face",
-                   help="dlib_face (default, frozen) or a timm model name, e.g. resnet18")
-    p.add_argument("--finetune", type=int, default=0, metavar="N",
-                   help="dlib_face: also train its last N residual levels (1 to 5; default: 0, "
-                   "frozen); their weights go into the checkpoint")
-    p.add_argument("--backbone_lr", type=float, default=None,
-                   help="learning rate of the --finetune levels (default: learning_rate / 100)")
-    p.add_argument("--batch_size", type=int, default=32, help="per device (default: 32)")
-    p.add_argument("--num_workers", type=int, default=None,
-                   help="data loading processes (default: 0 for dlib_face, else up to 4)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    p.add_argument("--gpus", type=int, default=None,
-                   help="number of GPUs (shorthand for --accelerator gpu --devices N)")
-    # Lightning
-    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps, ... (default: auto)")
-    p.add_argument("--devices", default="auto", help="how many, or which (0,1); default: auto")
-    p.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ...")
-    p.add_argument("--num_nodes", type=int, default=1, help="machines (default: 1)")
-    p.add_argument("--precision", default=None, help="32-true, 16-mixed, bf16-mixed, ...")
-    p.add_argument("--ckpt_path", default=None,
-                   help="resume from this checkpoint (e.g. runs/NAME/version_0/checkpoints/last.ckpt)")
-    p.add_argument("--patience", type=int, default=20,
-                   help="stop after this many epochs without improvement (0: never; default: 20)")
-    p.add_argument("--monitor", default="val_loss", choices=("val_loss", "val_acc", "val_f1"),
-                   help="metric for early stopping and the best checkpoint (default: val_loss)")
-    p.add_argument("--name", default=None, help="run name (default: generated, e.g. swift-otter-042)")
-    p.add_argument("--runs_dir", default="runs", help="where runs go (default: runs)")
-    # model
-    p.add_argument("--pretrained", action="store_true",
-                   help="start a timm backbone from its ImageNet weights (needs them downloaded)")
-    p.add_argument("--image_size", type=int, default=160,
-                   help="input side for timm backbones (default: 160, the crop size)")
-    p.add_argument("--weight_decay", type=float, default=1e-4, help="(default: 1e-4)")
-    p.add_argument("--label_smoothing", type=float, default=0.1, help="(default: 0.1)")
-    p.add_argument("--margin", type=float, default=0.1,
-                   help="cosine margin on the true class while training (default: 0.1)")
-    p.add_argument("--scale", type=float, default=16.0, help="cosine logit scale (default: 16)")
-    p.add_argument("--target_fpir", type=float, default=0.01,
-                   help="calibrate the unknown threshold for this false-positive identification "
-                   "rate (default: 0.01)")
-    p.add_argument("--no_augment", action="store_true", help="no training augmentation")
-    p.add_argument("--no_mirror", action="store_true",
-                   help="dlib_face: do not average each crop's embedding with its mirror image's")
-    p.add_argument("--no_test", action="store_true", help="do not evaluate the test split at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML of train options (field names, e.g. 'max_epochs: 10'), or a run's "
+                   "hparams.yaml; flags given on the command line win")
+    add_train_arguments(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from facerec.train import TrainConfig, train
+    from facerec.train import train
+    from facerec.training.config import read_config_file
 
-    train(TrainConfig(
-        data_path=args.data_path, backbone=args.backbone, max_epochs=args.max_epochs,
-        learning_rate=args.learning_rate, batch_size=args.batch_size, num_workers=args.num_workers,
-        seed=args.seed, gpus=args.gpus, accelerator=args.accelerator, devices=args.devices,
-        strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-        ckpt_path=args.ckpt_path, patience=args.patience, monitor=args.monitor, name=args.name,
-        finetune=args.finetune, backbone_lr=args.backbone_lr,
-        runs_dir=args.runs_dir, pretrained=args.pretrained, image_size=args.image_size,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, margin=args.margin,
-        scale=args.scale, target_fpir=args.target_fpir, augment=not args.no_augment,
-        mirror_tta=not args.no_mirror, test=not args.no_test, progress=not args.quiet))
+    base = read_config_file(args.config) if args.config else None
+    train(config_from_args(args, base))
     return 0
 
 
 # ------------------------------------------------------------------------------------------ sweep
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    from facerec.sweep import add_train_flags
+    from facerec.sweep import add_sweep_arguments
 
     p = sub.add_parser(
         "sweep",
@@ -372,22 +326,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         epilog="example (4 experiments): facerec sweep --max_epochs 10 --learning_rate "
         "\"uniform(0,0.0001,2)\" --backbone \"['resnet18','resnet200d']\"",
     )
-    p.add_argument("--name", "--study", dest="name", default=None,
-                   help="sweep (and study) name (default: sweep-<hash of its flags>: the same "
-                   "command resumes the same sweep)")
-    p.add_argument("--runs_dir", default="runs", help="where sweeps go (default: runs)")
-    p.add_argument("--storage", metavar="URL", default=None,
-                   help="Optuna storage shared by workers, e.g. postgresql://USER:PASS@HOST/DB "
-                   "(default: sqlite:///RUNS_DIR/NAME/optuna.db)")
-    p.add_argument("--parallel", type=int, default=1, metavar="K",
-                   help="train K experiments at once in K processes (one GPU each if several)")
-    p.add_argument("--max_trials", type=int, default=None, metavar="N",
-                   help="start at most N trials in this run (default: the whole grid)")
-    p.add_argument("--no_prune", action="store_true",
-                   help="never stop hopeless trials early (default: median pruning per epoch)")
-    tmp = argparse.ArgumentParser(add_help=False).add_subparsers()
-    _add_train(tmp)
-    p.set_defaults(func=_run_sweep, sweep_flags=add_train_flags(p, tmp.choices["train"]))
+    p.set_defaults(func=_run_sweep, sweep_flags=add_sweep_arguments(p))
 
 
 def _run_sweep(args: argparse.Namespace) -> int:

@@ -126,7 +126,7 @@ def _clean(obj: Any) -> Any:
 
 
 def _export_info(clf, opset: int) -> dict:
-    from facerec import __version__
+    from facerec._version import __version__
 
     info = _clean(dict(clf.info))
     kind = _export_kind(clf)

@@ -1,6 +1,6 @@
 """Run ``facerec train`` / ``facerec sweep`` on cloud GPUs through SkyPilot (the Grid AI run, open).
 
-:func:`build_task` turns a facerec command plus resources (``--gpus T4:1``, ``--use_spot``,
+:func:`build_task` turns a facerec command plus resources (``--accelerators T4:1``, ``--use_spot``,
 ``--num_nodes N``, ``--datastore NAME:VERSION``) into a SkyPilot task (a dict); :func:`task_yaml`
 writes it as YAML; :func:`run_sky` hands it to ``sky launch`` (a cluster you keep, ``sky down``
 it) or ``sky jobs launch`` (a managed job: the controller recovers spot preemptions and tears the
@@ -25,6 +25,7 @@ The task:
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerec import __version__
+from facerec._version import __version__
 from facerec.errors import FacerecError
 
 COMMANDS = ("train", "sweep")
@@ -62,15 +63,23 @@ class LaunchPlan:
 
 
 # ---------------------------------------------------------------------------------- flag helpers
-def _find_flag(args: Sequence[str], flag: str) -> tuple[int, str | None] | None:
-    """Index and value of ``--flag VALUE`` / ``--flag=VALUE`` in ARGS (last one wins)."""
-    hit = None
-    for i, a in enumerate(args):
-        if a == flag:
-            hit = (i, args[i + 1] if i + 1 < len(args) else None)
-        elif a.startswith(flag + "="):
-            hit = (i, a.split("=", 1)[1])
-    return hit
+def _command_flags(cmd: Sequence[str]) -> dict[str, Any]:
+    """The flags given in CMD (``train ...`` or ``sweep ...``), read by that command's own flag
+    schema, as text, by name; flags that are not its own are ignored."""
+    from facerec.training.config import add_train_arguments
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    if cmd[0] == "sweep":
+        from facerec.sweep import add_sweep_arguments
+
+        add_sweep_arguments(parser)
+    else:
+        add_train_arguments(parser, as_text=True)
+    try:
+        args, _ = parser.parse_known_args(list(cmd[1:]))
+    except argparse.ArgumentError as exc:
+        raise FacerecError(f"in the facerec command: {exc}") from None
+    return {k: v for k, v in vars(args).items() if v is not None}
 
 
 def _pop_flag(args: list[str], flag: str, takes_value: bool) -> str | bool | None:
@@ -97,14 +106,22 @@ def _pop_flag(args: list[str], flag: str, takes_value: bool) -> str | bool | Non
     return found
 
 
+def _rename_legacy_gpus(cmd: list[str]) -> None:
+    """``--gpus TYPE:COUNT`` in CMD, launch's old name, becomes --accelerators (``--gpus N``,
+    train's GPU count, stays)."""
+    for i, a in enumerate(cmd[:-1]):
+        if a == "--gpus" and not cmd[i + 1].isdigit():
+            cmd[i] = "--accelerators"
+
+
 def parse_gpus(spec: str) -> tuple[str, float]:
     """``T4:1`` -> ("T4", 1); ``A100`` -> ("A100", 1)."""
     m = _GPU_RE.fullmatch(str(spec).strip())
     if not m:
-        raise FacerecError(f"invalid --gpus {spec!r}: expected TYPE[:COUNT], e.g. T4:1 or A100:8")
+        raise FacerecError(f"invalid --accelerators {spec!r}: expected TYPE[:COUNT], e.g. T4:1 or A100:8")
     count = float(m.group(2)) if m.group(2) else 1.0
     if count <= 0:
-        raise FacerecError(f"invalid --gpus {spec!r}: the count must be positive")
+        raise FacerecError(f"invalid --accelerators {spec!r}: the count must be positive")
     return m.group(1), count
 
 
@@ -136,30 +153,33 @@ def _store_mount(store: str) -> tuple[Any, str | None]:
 
 
 # ------------------------------------------------------------------------------------------ task
-def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: bool = False,
+def build_task(command: Sequence[str], *, accelerators: str | None = None, use_spot: bool = False,
                num_nodes: int | None = None, datastore: str | None = None, store: str | None = None,
                cloud: str | None = None, name: str | None = None, pip: str | None = None,
                managed: bool = False) -> LaunchPlan:
     """The SkyPilot task that runs COMMAND (``train ...`` or ``sweep ...``, ``facerec`` optional).
 
-    ``--gpus``, ``--use_spot`` and ``--datastore`` may also be written inside COMMAND (they are not
+    ``--accelerators``, ``--use_spot`` and ``--datastore`` may also be written inside COMMAND (they are not
     train or sweep flags) and are taken out of it. ``--num_nodes`` in COMMAND and ``num_nodes`` must
     agree. ``store`` defaults to ``$FACEREC_STORE`` (then ``~/.facerec/datastores``).
     """
     from facerec.datastore import SCHEME, default_store_url, parse_data_url, parse_ref
 
     cmd = _normalize_command(command)
-    sub, notes = cmd[0], []
+    sub, notes, gpus = cmd[0], [], accelerators
 
-    # launch flags written after the command, as in `facerec launch -- train ... --gpus T4:1`
-    for flag, takes_value, current in (("--gpus", True, gpus), ("--datastore", True, datastore),
+    # launch flags written after the command, as in `facerec launch -- train ... --accelerators
+    # T4:1` (--gpus TYPE:COUNT: the old name; `--gpus N` is train's own flag and stays)
+    _rename_legacy_gpus(cmd)
+    for flag, takes_value, current in (("--accelerators", True, gpus),
+                                       ("--datastore", True, datastore),
                                        ("--use_spot", False, use_spot)):
         value = _pop_flag(cmd, flag, takes_value)
         if value is None:
             continue
         if current and current != value:
             raise FacerecError(f"{flag} given twice with different values ({current} and {value})")
-        if flag == "--gpus":
+        if flag == "--accelerators":
             gpus = value
         elif flag == "--datastore":
             datastore = value
@@ -168,13 +188,14 @@ def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: boo
 
     # nodes: `--num_nodes` of launch and of the train command are the same thing (for a sweep,
     # launch's --num_nodes is the number of machines running workers)
-    in_cmd = _find_flag(cmd, "--num_nodes") if sub == "train" else None
+    given = _command_flags(cmd)
+    in_cmd = given.get("num_nodes") if sub == "train" else None
     cmd_nodes = None
     if in_cmd is not None:
         try:
-            cmd_nodes = int(in_cmd[1] or "")
+            cmd_nodes = int(in_cmd)
         except ValueError:
-            raise FacerecError(f"invalid --num_nodes {in_cmd[1]!r} in the facerec command") from None
+            raise FacerecError(f"invalid --num_nodes {in_cmd!r} in the facerec command") from None
     if num_nodes is not None and cmd_nodes is not None and num_nodes != cmd_nodes:
         raise FacerecError(f"--num_nodes {num_nodes} disagrees with --num_nodes {cmd_nodes} "
                            "in the facerec command")
@@ -193,30 +214,30 @@ def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: boo
         resources["accelerators"] = f"{gpu_type}:{count}"
     if use_spot:
         resources["use_spot"] = True
-    devices = _find_flag(cmd, "--devices")
-    if devices is not None and gpus and devices[1] not in (None, "auto", "-1"):
+    devices = given.get("devices")
+    if devices is not None and gpus and devices not in ("auto", "-1"):
         try:
-            if int(devices[1]) != int(per_node):
-                raise FacerecError(f"--devices {devices[1]} in the facerec command disagrees with "
-                                   f"--gpus {gpus} ({int(per_node)} per node)")
+            if int(devices) != int(per_node):
+                raise FacerecError(f"--devices {devices} in the facerec command disagrees with "
+                                   f"--accelerators {gpus} ({int(per_node)} per node)")
         except ValueError:
             pass  # a device list such as 0,1: leave it to Lightning
 
     # data: --datastore NAME[:VERSION] <-> --data_path datastore://NAME/VERSION
-    data_path = _find_flag(cmd, "--data_path")
-    if data_path is not None and data_path[1] and data_path[1].startswith(SCHEME):
-        ds_name, ds_version = parse_data_url(data_path[1])
+    data_path = given.get("data_path")
+    if data_path is not None and data_path.startswith(SCHEME):
+        ds_name, ds_version = parse_data_url(data_path)
         if datastore is not None and parse_ref(datastore) != (ds_name, ds_version):
-            raise FacerecError(f"--datastore {datastore} disagrees with --data_path {data_path[1]}")
+            raise FacerecError(f"--datastore {datastore} disagrees with --data_path {data_path}")
         datastore = f"{ds_name}:{ds_version}" if ds_version else ds_name
     elif datastore is not None:
         if data_path is not None:
-            raise FacerecError(f"--datastore {datastore} and --data_path {data_path[1]} both name the "
+            raise FacerecError(f"--datastore {datastore} and --data_path {data_path} both name the "
                                "data: keep one")
         ds_name, ds_version = parse_ref(datastore)
         cmd += ["--data_path", f"{SCHEME}{ds_name}" + (f"/{ds_version}" if ds_version else "")]
     elif data_path is not None:
-        notes.append(f"--data_path {data_path[1]} must exist on the cloud machine; upload local data "
+        notes.append(f"--data_path {data_path} must exist on the cloud machine; upload local data "
                      "with `facerec datastore create` and pass --datastore NAME:VERSION")
     else:
         notes.append("no --datastore or --data_path: the command will look for its default data "
@@ -230,7 +251,7 @@ def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: boo
     lines = ["set -e"]
     if sub == "train":
         if nodes > 1 and not gpus:
-            raise FacerecError("multi-node training needs GPUs: add --gpus TYPE:COUNT")
+            raise FacerecError("multi-node training needs GPUs: add --accelerators TYPE:COUNT")
         extra = []
         if gpus and devices is None:
             extra.append('--devices "$SKYPILOT_NUM_GPUS_PER_NODE"')
@@ -246,8 +267,8 @@ def build_task(command: Sequence[str], *, gpus: str | None = None, use_spot: boo
                 extra.append('--num_nodes "$SKYPILOT_NUM_NODES"')
         run_cmd = " ".join([run_cmd, *extra])
     elif nodes > 1:
-        storage = _find_flag(cmd, "--storage")
-        if storage is None or not storage[1] or storage[1].startswith("sqlite"):
+        storage = given.get("storage")
+        if not storage or storage.startswith("sqlite"):
             raise FacerecError("a sweep on several nodes needs a shared study database that every "
                                "node reaches: add --storage postgresql://USER:PASS@HOST/DB (or "
                                "mysql://...) to the sweep command")

@@ -136,7 +136,7 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
     levels are trained (0: frozen); their weights are ``tail.*`` in the state dict. Plain JSON-able
     values only, so checkpoints load with ``weights_only=True``.
     """
-    from facerec import __version__
+    from facerec._version import __version__
 
     labels = [str(x) for x in labels]
     kind = backbone_kind(backbone)
@@ -618,7 +618,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                            "elsewhere?); train one with `facerec train`")
     fmt = info.get(FORMAT_KEY)
     if not isinstance(fmt, int) or fmt > FORMAT:
-        from facerec import __version__
+        from facerec._version import __version__
 
         raise FacerecError(f"{p} has checkpoint format {fmt!r}, newer than this facerec "
                            f"{__version__} reads ({FORMAT}): upgrade facerec")

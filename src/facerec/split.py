@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from facerec import __version__
+from facerec._version import __version__
 from facerec.cropspec import read_processed_spec
 from facerec.crops import Manifest, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file

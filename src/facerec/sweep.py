@@ -82,6 +82,7 @@ __all__ = [
     "SweepSpec",
     "SweepResult",
     "TrialRow",
+    "add_sweep_arguments",
     "add_train_flags",
     "parse_sweep_value",
     "expand_flag",
@@ -99,18 +100,6 @@ HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a RUNNING trial without a heartbeat for this long is marked FAIL
 MAX_GRID = 100_000
 MAX_VALUES = 10_000  # per flag
-
-#: train flags that describe the machine, not the experiment: per worker, never swept, not part of
-#: the sweep's identity (two machines with different GPUs join the same sweep)
-ENVIRONMENT_FLAGS = frozenset({
-    "num_workers", "gpus", "accelerator", "devices", "strategy", "num_nodes", "quiet",
-    "progress", "no_progress", "log_every_n_steps", "device",
-})
-#: train flags that the sweep sets for each trial (its folder): `facerec sweep` has its own
-#: --name and --runs_dir, and no --ckpt_path (a trial starts from scratch)
-SWEEP_OWNED_FLAGS = frozenset({"name", "runs_dir", "ckpt_path", "callbacks"})
-#: train flags that take one value in a sweep, and why
-UNSWEPT_FLAGS = {"monitor": "the metric that the sweep compares the experiments on"}
 
 _CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)", re.S)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -256,7 +245,7 @@ class FlagSpec:
     type: Callable[[str], Any] | None = None
     choices: tuple | None = None
     default: Any = None
-    required: bool = False
+    unswept: str | None = None  # why a value flag takes one value in a sweep (--monitor)
     environment: bool = False  # describes the machine: per worker, never swept
     sweepable: bool = True  # False: a switch (--no_augment...) or --monitor: one value
 
@@ -307,8 +296,8 @@ def expand_flag(spec: FlagSpec, text: Any, *, seed: int = 0) -> tuple[list, bool
         return [spec.stored(text)], False
     if spec.environment:
         raise FacerecError(f"{spec.option} describes the machine and cannot be swept: give one value")
-    if spec.dest in UNSWEPT_FLAGS:
-        raise FacerecError(f"{spec.option} cannot be swept: it is {UNSWEPT_FLAGS[spec.dest]}")
+    if spec.unswept:
+        raise FacerecError(f"{spec.option} cannot be swept: it is {spec.unswept}")
     sampled = text.strip().split("(")[0].strip() in ("uniform", "loguniform")
     out: list = []
     for v in values:
@@ -321,38 +310,47 @@ def expand_flag(spec: FlagSpec, text: Any, *, seed: int = 0) -> tuple[list, bool
     return out, True
 
 
-def add_train_flags(parser: argparse.ArgumentParser,
-                    train_parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
-    """Give PARSER every flag of TRAIN_PARSER (the ``facerec train`` parser), with its help and
-    default, except that a flag taking one value takes it as text: a distribution or a plain
-    value, converted and checked later by :func:`spec_from_args` with the train flag's own type
-    and choices. Flags that PARSER already has (``--name``, ``--runs_dir``) and
-    :data:`SWEEP_OWNED_FLAGS` are left out. Returns every flag taken, by dest, in train's
-    order."""
-    own = {opt for a in parser._actions for opt in a.option_strings}
-    specs: dict[str, FlagSpec] = {}
-    for action in train_parser._actions:
-        if isinstance(action, argparse._HelpAction) or not action.option_strings:
-            continue
-        if action.dest in SWEEP_OWNED_FLAGS or any(o in own for o in action.option_strings):
-            continue
-        option = max(action.option_strings, key=len)
-        if type(action) is argparse._StoreAction and action.nargs is None:
-            metavar = action.metavar or (action.dest.upper() if action.choices is None
-                                         else "{" + ",".join(map(str, action.choices)) + "}")
-            parser.add_argument(*action.option_strings, dest=action.dest, default=action.default,
-                                metavar=metavar, help=action.help)
-            specs[action.dest] = FlagSpec(
-                dest=action.dest, option=option, type=action.type,
-                choices=tuple(action.choices) if action.choices is not None else None,
-                default=action.default, required=action.required,
-                environment=action.dest in ENVIRONMENT_FLAGS)
-        else:  # switches, flags with nargs: as in train, one value
-            parser._add_action(action)
-            specs[action.dest] = FlagSpec(dest=action.dest, option=option, default=action.default,
-                                          environment=action.dest in ENVIRONMENT_FLAGS,
-                                          sweepable=False)
-    return specs
+def train_flag_specs() -> dict[str, FlagSpec]:
+    """Every ``facerec train`` flag as the sweep takes it, by TrainConfig field, in train's order
+    (from the one schema, :mod:`facerec.training.config`); the run folder's flags (``--name``,
+    ``--runs_dir``, ``--ckpt_path``) are the sweep's own: a trial starts from scratch in its
+    folder."""
+    from facerec.training import config
+
+    return {f.name: FlagSpec(dest=f.name, option=config.option(f), type=config.value_type(f),
+                             choices=f.metadata.get("choices"), default=config.default_of(f),
+                             environment=bool(f.metadata.get("environment")),
+                             sweepable=not config.is_switch(f),
+                             unswept=f.metadata.get("unswept"))
+            for f in config.cli_fields() if not f.metadata.get("run")}
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
+    """Give PARSER every flag of :func:`train_flag_specs`; a flag taking a value takes it as text
+    (a distribution or a plain value, converted and checked by :func:`spec_from_args`)."""
+    from facerec.training.config import add_train_arguments
+
+    add_train_arguments(parser, as_text=True, skip=("name", "runs_dir", "ckpt_path"))
+    return train_flag_specs()
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
+    """``facerec sweep``'s own flags, then every train flag (:func:`add_train_flags`)."""
+    p = parser
+    p.add_argument("--name", "--study", dest="name", default=None,
+                   help="sweep (and study) name (default: sweep-<hash of its flags>: the same "
+                   "command resumes the same sweep)")
+    p.add_argument("--runs_dir", default="runs", help="where sweeps go (default: runs)")
+    p.add_argument("--storage", metavar="URL", default=None,
+                   help="Optuna storage shared by workers, e.g. postgresql://USER:PASS@HOST/DB "
+                   "(default: sqlite:///RUNS_DIR/NAME/optuna.db)")
+    p.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="train K experiments at once in K processes (one GPU each if several)")
+    p.add_argument("--max_trials", type=int, default=None, metavar="N",
+                   help="start at most N trials in this run (default: the whole grid)")
+    p.add_argument("--no_prune", action="store_true",
+                   help="never stop hopeless trials early (default: median pruning per epoch)")
+    return add_train_flags(parser)
 
 
 # ------------------------------------------------------------------------------------ the spec
@@ -413,7 +411,8 @@ class SweepSpec:
 
 
 def _sampling_seed(values: Mapping[str, Any], flags: Mapping[str, FlagSpec]) -> int:
-    spec, raw = flags.get("seed"), values.get("seed")
+    spec = flags.get("seed")
+    raw = values.get("seed", spec.default if spec else None)
     if spec is None or raw is None:
         return 0
     if isinstance(raw, str) and parse_sweep_value(raw, spec.option) is not None:
@@ -453,23 +452,6 @@ def spec_from_args(args: argparse.Namespace | Mapping[str, Any],
         raise FacerecError(f"the sweep has {size} experiments (at most {MAX_GRID}): sweep fewer values")
     return SweepSpec(grid=grid, fixed=fixed, environment=env,
                      options={d: s.option for d, s in flags.items()}, customized=customized)
-
-
-#: dests of ``facerec train`` switches that are the negation of a TrainConfig field
-_NEGATED = {"quiet": "progress", "no_mirror": "mirror_tta"}
-
-
-def train_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``facerec train`` flags (dests) -> keyword arguments of ``facerec.train.train``
-    (``--no_augment`` -> ``augment=False``, ``--quiet`` -> ``progress=False``...)."""
-    out: dict[str, Any] = {}
-    for dest, value in values.items():
-        target = _NEGATED.get(dest) or (dest[3:] if dest.startswith("no_") else None)
-        if target is not None and isinstance(value, bool):
-            out[target] = not value
-        else:
-            out[dest] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------- training
@@ -666,7 +648,7 @@ class _Objective:
         run_dir = sweep_dir / exp / f"version_{version}"
         for key, value in (("exp", exp), ("run_dir", str(run_dir))):
             trial.set_user_attr(key, value)
-        kwargs = train_kwargs({**spec.fixed, **params, **spec.environment})
+        kwargs = {**spec.fixed, **params, **spec.environment}
         if kwargs.get("data_path") is not None:
             kwargs["data_path"] = job.data_paths.get(str(kwargs["data_path"]), kwargs["data_path"])
         callback = make_pruning_callback(trial, job.metric) if job.prune else None
@@ -950,7 +932,7 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
     SQLAlchemy URL shared by workers (default ``sqlite:///ROOT/NAME/optuna.db``). PARALLEL: worker
     processes on this machine. MAX_TRIALS: at most this many trials started by this call.
     TRAIN_FN: the training function (default ``facerec.train.train``), called with keyword
-    arguments (:func:`train_kwargs` of the train flags, plus ``name``, ``runs_dir`` and
+    arguments (TrainConfig fields: the train flags, plus ``name``, ``runs_dir`` and
     ``callbacks``) and returning an object with ``best_checkpoint`` and ``metrics``. METRIC: what
     the trials are compared on (default: the ``monitor`` train flag, else ``val_loss``).
     """
@@ -1097,21 +1079,17 @@ def _one_device(env: Mapping[str, Any], parallel: int) -> dict[str, Any]:
             raise FacerecError(f"--devices {devices}: a sweep trains each experiment on one device; "
                                "use --parallel K to train K experiments at once, one GPU each")
     if parallel > 1:
-        env["quiet"] = True  # K progress bars on one terminal are unreadable
+        env["progress"] = False  # K progress bars on one terminal are unreadable
     return env
 
 
 def _check_train_options(spec: SweepSpec) -> None:
-    """Before anything runs: every flag reaches ``facerec.train.train`` (a mismatch is a bug), and
+    """Before anything runs: every flag is a train option (a stored sweep may predate one), and
     every backbone exists."""
-    from dataclasses import fields
+    from facerec.training.config import cli_fields
 
-    from facerec.train import TrainConfig
-
-    known = {f.name for f in fields(TrainConfig)}
-    names = set(train_kwargs({**spec.fixed, **{k: v[0] for k, v in spec.grid.items()},
-                              **spec.environment}))
-    unknown = sorted(names - known)
+    known = {f.name for f in cli_fields()}
+    unknown = sorted({*spec.fixed, *spec.grid, *spec.environment} - known)
     if unknown:
         raise FacerecError("facerec sweep cannot pass these flags to training: "
                            + ", ".join(spec.options.get(n, n) for n in unknown))

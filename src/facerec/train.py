@@ -37,7 +37,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
 from facerec.safeio import atomic_write, first_line, folder_lock
+from facerec.training.config import TrainConfig
 from facerec.model import (
     DEFAULT_BACKBONE,
     FALLBACK_PRIOR_THRESHOLD,
@@ -805,56 +806,6 @@ def resolve_run_name(name: str | None) -> str:
 
 # ----------------------------------------------------------------------------------------- training
 @dataclass
-class TrainConfig:
-    """Every ``facerec train`` option (see ``facerec train --help``)."""
-
-    data_path: str = "dataset"
-    backbone: str = DEFAULT_BACKBONE
-    max_epochs: int = 100
-    learning_rate: float | None = None  # 1e-2 (frozen backbone: head only) / 1e-3 (timm)
-    batch_size: int = 32
-    num_workers: int | None = None
-    seed: int = 42
-    gpus: int | None = None
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str | None = None
-    ckpt_path: str | None = None
-    patience: int = 20
-    name: str | None = None
-    runs_dir: str = "runs"
-    pretrained: bool = False
-    image_size: int = 160
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    scale: float = 16.0
-    margin: float = 0.1
-    dropout: float = 0.0
-    warmup_epochs: float = 1.0
-    target_fpir: float = 0.01
-    monitor: str = "val_loss"
-    finetune: int = 0  # dlib_face: train its last N residual levels too (0: frozen)
-    backbone_lr: float | None = None  # their learning rate (default: learning_rate / 100)
-    augment: bool = True
-    mirror_tta: bool = True
-    test: bool = True
-    progress: bool = True
-    log_every_n_steps: int = 10
-    callbacks: list = field(default_factory=list)  # extra Lightning callbacks (sweep pruning...)
-
-    def hparams(self) -> dict:
-        out = {}
-        for f in fields(self):
-            if f.name == "callbacks":
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-        return out
-
-
-@dataclass
 class TrainResult:
     """What :func:`train` produced (paths are strings)."""
 
@@ -1044,13 +995,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
 
 def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
-    cfg = config or TrainConfig()
-    if overrides:
-        unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
-        if unknown:
-            raise TypeError(f"unknown train option(s): {', '.join(sorted(unknown))}")
-        cfg = TrainConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)},
-                             **overrides})
+    cfg = (config or TrainConfig()).replace(**overrides)
     if cfg.max_epochs is None or int(cfg.max_epochs) < 1:
         raise FacerecError("--max_epochs must be at least 1")
     if cfg.batch_size < 1:

@@ -92,7 +92,7 @@ def create_app(config: ServeConfig):
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
 
-    from facerec import annotate as ann
+    import facerec.annotate as ann
     from facerec.serve.files import UnsafePath, safe_file, safe_folder
     from facerec.serve.people import ManifestCache, crop_info, list_crops, list_groups
     from facerec.serve.recognise import Recogniser, find_checkpoint
@@ -301,7 +301,7 @@ def create_app(config: ServeConfig):
 
 # ------------------------------------------------------------------------------------- helpers
 def _version() -> str:
-    from facerec import __version__
+    from facerec._version import __version__
 
     return __version__
 
