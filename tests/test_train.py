@@ -487,3 +487,55 @@ def test_in_process_calls_get_their_own_run_names(tmp_path):
     b = _train(tmp_path, data, max_epochs=1)
     assert a.run_name != b.run_name and "FACEREC_RUN_NAME" not in os.environ
     assert Path(a.run_dir).name == Path(b.run_dir).name == "version_0"
+
+
+def test_config_file_flags_win_and_hparams_yaml_reads_back(tmp_path, capsys):
+    """--config FILE (YAML of TrainConfig fields) under the command-line flags; the run's
+    hparams.yaml records every option and reruns the same experiment through --config."""
+    import yaml
+
+    from facerec.training.config import TrainConfig, read_config_file
+
+    data = make_dataset(tmp_path / "ds", counts=(4, 2, 1))
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_path": str(data), "backbone": "fake_face", "max_epochs": 9, "dropout": 0.2,
+        "warmup_epochs": 0.5, "log_every_n_steps": 1, "accelerator": "cpu", "batch_size": 8,
+        "runs_dir": str(tmp_path / "runs"), "progress": False, "augment": False}))
+    rc, out, err = _cli(["train", "--config", str(config), "--max_epochs", "2", "--name", "cfg"],
+                        capsys)
+    assert rc == 0, err
+    hparams = tmp_path / "runs" / "cfg" / "version_0" / "hparams.yaml"
+    recorded = yaml.safe_load(hparams.read_text())["train_config"]
+    assert recorded["max_epochs"] == 2 and recorded["dropout"] == 0.2  # flag wins, file fills in
+    assert recorded["warmup_epochs"] == 0.5 and recorded["augment"] is False
+    again = read_config_file(hparams)
+    assert again == TrainConfig(**{**recorded, "name": None, "ckpt_path": None})
+
+    config.write_text("max_epochs: 2\nlearning_rat: 0.1\n")
+    rc, _, err = _cli(["train", "--config", str(config)], capsys)
+    assert rc == 2 and "unknown train option(s): learning_rat" in err and len(err.splitlines()) == 1
+    config.write_text("max_epochs: ten\n")
+    rc, _, err = _cli(["train", "--config", str(config)], capsys)
+    assert rc == 2 and "max_epochs: expected int, not 'ten'" in err
+
+
+def test_every_option_is_a_train_flag_and_a_sweep_flag(capsys):
+    from facerec.training.config import cli_fields, option
+
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    train_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["sweep", "--help"])
+    sweep_help = capsys.readouterr().out
+    for f in cli_fields():
+        assert option(f) in train_help, option(f)
+        if f.name not in ("name", "runs_dir", "ckpt_path"):
+            assert option(f) in sweep_help, option(f)
+    for flag in ("--dropout", "--warmup_epochs", "--log_every_n_steps"):
+        assert flag in train_help
+    # the sweep's own run folder: a resume checkpoint is refused, not dropped
+    with pytest.raises(SystemExit):
+        cli_main(["sweep", "--ckpt_path", "x.ckpt"])
+    assert "unrecognized arguments: --ckpt_path" in capsys.readouterr().err
