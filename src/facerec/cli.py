@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
-from facerec.errors import FacerecError
+from facerec.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
+                            EXIT_USAGE, FacerecError)
 from facerec.safeio import oserror_message
 from facerec.training.config import add_train_arguments, config_from_args
 
@@ -21,6 +22,41 @@ from facerec.training.config import add_train_arguments, config_from_args
 def _hidden_alias(p: argparse.ArgumentParser, old: str, dest: str, **kw) -> None:
     """OLD, a flag's previous name, still works for one release but is not shown in --help."""
     p.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+
+def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
+    p.add_argument("--json", action="store_true",
+                   help=f"print {what} as JSON on stdout (other messages go to stderr)")
+
+
+def _stdout_for(args: argparse.Namespace):
+    """With --json, whatever the command prints while it runs goes to stderr: stdout is the JSON."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+
+
+def _plain(obj):
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (list, tuple)):
+        return [_plain(o) for o in obj]
+    return obj
+
+
+def _report(args: argparse.Namespace, result, print_text, **extra) -> None:
+    """RESULT as JSON (with --json; EXTRA added) or as the command's text."""
+    if getattr(args, "json", False):
+        import json
+
+        data = _plain(result)
+        if extra:
+            data = {**data, **{k: _plain(v) for k, v in extra.items()}}
+        print(json.dumps(data, indent=1, default=str))
+    else:
+        print_text(result)
 
 
 # ----------------------------------------------------------------------------------------- detect
@@ -33,11 +69,11 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("raw_dir", nargs="?", default="raw", help="folder of photos (default: raw)")
     p.add_argument("--out", default="processed", help="output folder (default: processed)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"crop side in pixels (default: {DEFAULT_SIZE})")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                   help="context added around the face box, as a fraction of its size "
-                   f"(default: {DEFAULT_MARGIN})")
+    p.add_argument("--crop_size", type=int, default=DEFAULT_SIZE, help="crop side in pixels")
+    _hidden_alias(p, "--size", "crop_size", type=int)
+    p.add_argument("--crop_margin", type=float, default=DEFAULT_MARGIN,
+                   help="context added around the face box, as a fraction of its size")
+    _hidden_alias(p, "--margin", "crop_margin", type=float)
     p.add_argument("--align", action="store_true",
                    help="5-point similarity-aligned crops instead of box crops")
     p.add_argument("--min_face_size", type=int, default=20, help="smallest face to find, in pixels")
@@ -50,6 +86,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch_size", type=int, default=8, help="photos per detector batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json(p)
     p.set_defaults(func=_run_detect)
 
 
@@ -58,11 +95,11 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     detector = FaceDetector(device=args.device, min_face_size=args.min_face_size,
                             thresholds=tuple(args.thresholds), max_side=args.max_side or None)
-    summary = detect_folder(args.raw_dir, args.out, detector=detector, size=args.size,
-                            margin=args.margin, align=args.align, min_score=args.min_score,
+    summary = detect_folder(args.raw_dir, args.out, detector=detector, size=args.crop_size,
+                            margin=args.crop_margin, align=args.align, min_score=args.min_score,
                             batch_size=args.batch_size, progress=not args.quiet)
-    print_detect_summary(summary)
-    return 0
+    _report(args, summary, print_detect_summary)
+    return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
 # --------------------------------------------------------------------------------------- annotate
@@ -84,25 +121,28 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
                    "`facerec detect` filled from per-person albums)")
     p.add_argument("--no_albums", dest="albums", action="store_const", const=False,
                    help="never move crops out of person folders as other people")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="Ward-linkage merge distance for clustering (default 1.0; lower: more, "
+    p.add_argument("--cluster_distance", type=float, default=None,
+                   help="Ward-linkage merge distance for clustering (default: 1.0; lower: more, "
                    "smaller clusters)")
+    _hidden_alias(p, "--threshold", "cluster_distance", type=float)
     p.add_argument("--suggest_distance", type=float, default=None,
-                   help="max distance to a known person to suggest a crop for them (default 0.55)")
+                   help="max distance to a known person to suggest a crop for them (default: 0.55)")
     p.add_argument("--min_score", type=float, default=0.9,
-                   help="reject crops whose detector score is below this (default 0.9)")
-    p.add_argument("--min_face", type=float, default=24,
-                   help="reject faces smaller than this many pixels in the photo (default 24)")
+                   help="reject crops whose detector score is below this (default: 0.9)")
+    p.add_argument("--min_face_size", type=float, default=24,
+                   help="reject faces smaller than this many pixels in the photo")
+    _hidden_alias(p, "--min_face", "min_face_size", type=float)
     p.add_argument("--keep_poor", action="store_true",
                    help="do not reject low-score, tiny or badly fitted crops")
-    p.add_argument("--embedder", default="dlib_face", help="face embedding model (default dlib_face)")
+    p.add_argument("--embedder", default="dlib_face", help="face embedding model (default: dlib_face)")
     p.add_argument("--device", default="auto",
                    help="where the embedding network runs: auto (CUDA if available), cpu, cuda")
     p.add_argument("--batch_size", type=int, default=64,
-                   help="face chips per embedding-network batch (default 64)")
+                   help="face chips per embedding-network batch (default: 64)")
     p.add_argument("--cache_dir", default=None,
-                   help="embedding cache folder (default ~/.cache/facerec/embeddings)")
+                   help="embedding cache folder (default: ~/.cache/facerec/embeddings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json(p)
     p.set_defaults(func=_run_annotate)
 
 
@@ -111,17 +151,17 @@ def _run_annotate(args: argparse.Namespace) -> int:
     from facerec.embed import get_embedder
 
     if args.undo:
-        print_undo_summary(undo(args.processed_dir))
-        return 0
+        _report(args, undo(args.processed_dir), print_undo_summary)
+        return EXIT_OK
     embedder = get_embedder(args.embedder, device=args.device, **(
         {"batch_size": args.batch_size} if args.embedder == "dlib_face" else {}))
-    result = annotate(args.processed_dir, threshold=args.threshold,
+    result = annotate(args.processed_dir, threshold=args.cluster_distance,
                       suggest_distance=args.suggest_distance, albums=args.albums,
-                      reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face,
+                      reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face_size,
                       dry_run=args.dry_run, embedder=embedder, cache=args.cache_dir,
                       progress=not args.quiet)
-    print_annotate_summary(result)
-    return 0
+    _report(args, result, print_annotate_summary)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -137,9 +177,9 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("processed_dir", nargs="?", default="processed",
                    help="folder with one subfolder of crops per person (default: processed)")
     p.add_argument("--out", default="dataset", help="output folder (default: dataset)")
-    p.add_argument("--val", type=float, default=0.1, help="fraction for validation (default 0.1)")
-    p.add_argument("--test", type=float, default=0.1, help="fraction for test (default 0.1)")
-    p.add_argument("--seed", type=int, default=42, help="hash seed of the assignment (default 42)")
+    p.add_argument("--val", type=float, default=0.1, help="fraction for validation (default: 0.1)")
+    p.add_argument("--test", type=float, default=0.1, help="fraction for test (default: 0.1)")
+    p.add_argument("--seed", type=int, default=42, help="hash seed of the assignment (default: 42)")
     p.add_argument("--force", action="store_true",
                    help="rebuild OUT even if it was made from other input")
     p.add_argument("--dedup", choices=("embedding", "none"), default="embedding",
@@ -147,8 +187,9 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                    "or only crops of the very same photo (none)")
     p.add_argument("--copy", action="store_true", help="always copy (no hard links)")
     p.add_argument("--cache_dir", default=None,
-                   help="embedding cache folder (default ~/.cache/facerec/embeddings)")
+                   help="embedding cache folder (default: ~/.cache/facerec/embeddings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json(p)
     p.set_defaults(func=_run_split)
 
 
@@ -158,8 +199,8 @@ def _run_split(args: argparse.Namespace) -> int:
     result = split_dataset(args.processed_dir, args.out, val=args.val, test=args.test,
                            seed=args.seed, force=args.force, dedup=args.dedup,
                            link=not args.copy, cache=args.cache_dir, progress=not args.quiet)
-    print_split_summary(result)
-    return 0
+    _report(args, result, print_split_summary)
+    return EXIT_OK
 
 
 # -------------------------------------------------------------------------------------- datastore
@@ -186,13 +227,19 @@ def _add_datastore(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_run_datastore_create)
     ls = actions.add_parser("list", parents=[store], help="table of datastores and versions")
     ls.add_argument("name", nargs="?", help="only this datastore")
+    _add_json(ls)
     ls.set_defaults(func=_run_datastore_list)
     s = actions.add_parser("show", parents=[store], help="one version and its files")
-    s.add_argument("ref", metavar="NAME[:VERSION]", help="default version: the latest succeeded")
+    s.add_argument("ref", metavar="NAME[:VERSION]",
+                   help="NAME:VERSION or datastore://NAME/VERSION (default version: the latest "
+                   "succeeded)")
     s.add_argument("--files", action="store_true", help="list every file")
+    _add_json(s)
     s.set_defaults(func=_run_datastore_show)
     pl = actions.add_parser("pull", parents=[store], help="download a version, verifying every hash")
-    pl.add_argument("ref", metavar="NAME[:VERSION]", help="default version: the latest succeeded")
+    pl.add_argument("ref", metavar="NAME[:VERSION]",
+                    help="NAME:VERSION or datastore://NAME/VERSION (default version: the latest "
+                    "succeeded)")
     pl.add_argument("--to", required=True, metavar="DIR", help="destination folder")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
     pl.set_defaults(func=_run_datastore_pull)
@@ -202,22 +249,23 @@ def _run_datastore_create(args: argparse.Namespace) -> int:
     from facerec.datastore import Datastore, print_created
 
     print_created(Datastore(args.store).create(args.name, args.source, progress=not args.quiet))
-    return 0
+    return EXIT_OK
 
 
 def _run_datastore_list(args: argparse.Namespace) -> int:
     from facerec.datastore import Datastore, print_versions
 
     ds = Datastore(args.store)
-    print_versions(ds.list(args.name), ds.url)
-    return 0
+    _report(args, ds.list(args.name), lambda versions: print_versions(versions, ds.url))
+    return EXIT_OK
 
 
 def _run_datastore_show(args: argparse.Namespace) -> int:
     from facerec.datastore import Datastore, parse_ref, print_version
 
-    print_version(Datastore(args.store).show(*parse_ref(args.ref)), all_files=args.files)
-    return 0
+    _report(args, Datastore(args.store).show(*parse_ref(args.ref)),
+            lambda info: print_version(info, all_files=args.files))
+    return EXIT_OK
 
 
 def _run_datastore_pull(args: argparse.Namespace) -> int:
@@ -227,7 +275,7 @@ def _run_datastore_pull(args: argparse.Namespace) -> int:
     info = ds.show(*parse_ref(args.ref))
     path = ds.pull(info.name, info.version, to=args.to, progress=not args.quiet)
     print(f"Pulled {info.ref} into {path} ({info.num_files} files, every sha256 verified)")
-    return 0
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- launch
@@ -276,7 +324,7 @@ def _run_launch(args: argparse.Namespace) -> int:
         print(f"facerec launch: note: {note}", file=sys.stderr)
     if args.dry_run:
         print(plan.yaml, end="")
-        return 0
+        return EXIT_OK
     path = write_yaml(plan, args.yaml)
     print(f"facerec launch: wrote {path}", file=sys.stderr)
     return run_sky(path, plan.name, managed=args.managed, yes=args.yes, down=args.down)
@@ -298,6 +346,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="YAML of train options (field names, e.g. 'max_epochs: 10'), or a run's "
                    "hparams.yaml; flags given on the command line win")
     add_train_arguments(p)
+    _add_json(p, "the result (best checkpoint, metrics, threshold...)")
     p.set_defaults(func=_run_train)
 
 
@@ -306,8 +355,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from facerec.training.config import read_config_file
 
     base = read_config_file(args.config) if args.config else None
-    train(config_from_args(args, base))
-    return 0
+    with _stdout_for(args):
+        result = train(config_from_args(args, base))
+    _report(args, result, lambda r: None)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -327,16 +378,18 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "\"uniform(0,0.0001,2)\" --backbone \"['resnet18','resnet200d']\"",
     )
     p.set_defaults(func=_run_sweep, sweep_flags=add_sweep_arguments(p))
+    _add_json(p, "every trial and the best")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from facerec.sweep import print_sweep_table, run_sweep, spec_from_args
 
-    result = run_sweep(spec_from_args(args, args.sweep_flags), name=args.name, root=args.runs_dir,
-                       storage=args.storage, parallel=args.parallel, max_trials=args.max_trials,
-                       prune=not args.no_prune)
-    print_sweep_table(result)
-    return 0 if result.best is not None else 1
+    with _stdout_for(args):
+        result = run_sweep(spec_from_args(args, args.sweep_flags), name=args.name,
+                           root=args.runs_dir, storage=args.storage, parallel=args.parallel,
+                           max_trials=args.max_trials, prune=not args.no_prune)
+    _report(args, result, print_sweep_table, best=result.best)
+    return EXIT_OK if result.best is not None else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------- predict
@@ -403,12 +456,13 @@ def _run_predict(args: argparse.Namespace) -> int:
                       device=args.device, runtime=args.runtime, as_json=args.json,
                       annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
                       max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
-        return 0
-    run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
-                device=args.device, runtime=args.runtime, as_json=args.json, csv_path=args.csv,
-                annotate_dir=args.save_annotated, mode="crops" if args.crops else "auto",
-                batch_size=args.batch_size, progress=not args.quiet, timing=args.timing)
-    return 0
+        return EXIT_OK
+    results = run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
+                          device=args.device, runtime=args.runtime, as_json=args.json,
+                          csv_path=args.csv, annotate_dir=args.save_annotated,
+                          mode="crops" if args.crops else "auto", batch_size=args.batch_size,
+                          progress=not args.quiet, timing=args.timing)
+    return EXIT_PARTIAL if any(r.error for r in results) else EXIT_OK
 
 
 # ------------------------------------------------------------------------- enroll, forget, verify
@@ -443,7 +497,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
         r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
                    device=args.device)
     _print_membership(r, args.json)
-    return 0
+    return EXIT_OK
 
 
 class _oserror_as_facerec:
@@ -492,7 +546,7 @@ def _run_forget(args: argparse.Namespace) -> int:
     with _oserror_as_facerec():
         r = forget(args.checkpoint_path, args.name, out=args.out)
     _print_membership(r, args.json)
-    return 0
+    return EXIT_OK
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -508,8 +562,10 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="two photos (1:1) or one (1:N)")
     p.add_argument("--checkpoint_path", help="use this checkpoint's backbone and calibration")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="cosine-distance threshold (default: calibrated, see above)")
+    p.add_argument("--max_distance", type=float, default=None,
+                   help="same person at or below this cosine distance (default: calibrated, see "
+                   "above)")
+    _hidden_alias(p, "--threshold", "max_distance", type=float)
     p.add_argument("--backbone", default="dlib_face",
                    help="embedder without a checkpoint (default: dlib_face)")
     p.add_argument("--pick", choices=("largest", "center"),
@@ -524,10 +580,10 @@ def _run_verify(args: argparse.Namespace) -> int:
     from facerec.verify import run_verify
 
     with _oserror_as_facerec():
-        run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.threshold,
+        run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
                    backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
                    device=args.device)
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------- evaluate
@@ -549,8 +605,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="unknown threshold (default: the checkpoint's)")
     p.add_argument("--input", choices=("auto", "crops", "photos"), default="auto",
-                   help="crops: every image is a face crop (default for a `facerec split` dataset); "
-                   "photos: detect faces first (default otherwise)")
+                   help="crops: every image is a face crop (default: for a `facerec split` dataset); "
+                   "photos: detect faces first (default: otherwise)")
     p.add_argument("--pick", choices=("largest", "center"), default="largest",
                    help="the face a photo with several faces is labelled by (default: largest)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -580,7 +636,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print_report(report)
         if args.report:
             print(f"Report written to {args.report}/")
-    return 0
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- export
@@ -609,7 +665,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
     print_export_summary(export_onnx(args.checkpoint_path, args.out, opset=args.opset,
                                      verify=not args.no_verify))
-    return 0
+    return EXIT_OK
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -629,16 +685,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_json(p)
     p.set_defaults(func=_run_run)
 
 
 def _run_run(args: argparse.Namespace) -> int:
     from facerec.pipeline import run_pipeline
 
-    run_pipeline(args.photos, args.work, backbone=args.backbone, max_epochs=args.max_epochs,
-                 val=args.val, test=args.test, seed=args.seed, device=args.device,
-                 progress=not args.quiet)
-    return 0
+    with _stdout_for(args):
+        result = run_pipeline(args.photos, args.work, backbone=args.backbone,
+                              max_epochs=args.max_epochs, val=args.val, test=args.test,
+                              seed=args.seed, device=args.device, progress=not args.quiet)
+    _report(args, result, lambda r: None)
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------ serve
@@ -687,12 +746,36 @@ def _run_serve(args: argparse.Namespace) -> int:
         run_server(config, port=args.port)
     except OSError as exc:  # e.g. an unreadable work folder while starting: one line, exit 2
         raise FacerecError(f"{exc.strerror or exc}: {exc.filename or args.work_dir}") from None
-    return 0
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with EXIT_USAGE (argparse's own 2 is facerec's bad-input status); every
+    default is shown in --help as "(default: X)"."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("(default" in text or default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings and action.nargs in ("+", "*")):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="facerec",
         description="Build your own face-recognition model from your own photos.",
     )
@@ -718,15 +801,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except OSError as exc:  # read-only or full disk, permissions, too many open files...
         if debug:
             raise
         print(f"facerec {args.command}: error: {oserror_message(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print(f"facerec {args.command}: interrupted (rerun to resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -187,7 +187,10 @@ def _parse_version(version: int | str | None) -> int | None:
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``NAME``, ``NAME:3`` or ``NAME:latest`` -> (NAME, 3 or None)."""
+    """``NAME``, ``NAME:3``, ``NAME:latest`` or the URL form ``datastore://NAME/3`` -> (NAME, 3
+    or None): every command takes either spelling."""
+    if str(ref).startswith(SCHEME):
+        return parse_data_url(ref)
     name, _, version = str(ref).partition(":")
     return validate_name(name), _parse_version(version)
 
