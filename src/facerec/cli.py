@@ -37,11 +37,16 @@ def _stdout_for(args: argparse.Namespace):
 
 
 def _plain(obj):
+    """OBJ (dataclasses, mappings, sequences) as JSON-able values; anything else as it is
+    (``json.dumps(default=str)`` writes paths as text). Not ``dataclasses.asdict``: it rebuilds a
+    Counter from (key, value) pairs, counting the pairs."""
     import dataclasses
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, (list, tuple)):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return [_plain(o) for o in obj]
     return obj
 
@@ -451,11 +456,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         if args.csv or args.crops:
             raise FacerecError(f"{'--csv' if args.csv else '--crops'} is for photos; videos "
                                "report tracks (text or --json)")
-        with _oserror_as_facerec():
-            run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
-                      device=args.device, runtime=args.runtime, as_json=args.json,
-                      annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
-                      max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
+        run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
+                  device=args.device, runtime=args.runtime, as_json=args.json,
+                  annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
+                  max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
         return EXIT_OK
     results = run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
                           device=args.device, runtime=args.runtime, as_json=args.json,
@@ -493,24 +497,10 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
 def _run_enroll(args: argparse.Namespace) -> int:
     from facerec.enroll import enroll
 
-    with _oserror_as_facerec():
-        r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
-                   device=args.device)
+    r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
+               device=args.device)
     _print_membership(r, args.json)
     return EXIT_OK
-
-
-class _oserror_as_facerec:
-    """An OSError (disk full, permission denied...) becomes a one-line FacerecError (exit 2)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is not None and isinstance(exc, OSError):
-            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            raise FacerecError(f"{where}{exc.strerror or exc}") from None
-        return False
 
 
 def _print_membership(r, as_json: bool) -> None:
@@ -543,8 +533,7 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
 def _run_forget(args: argparse.Namespace) -> int:
     from facerec.enroll import forget
 
-    with _oserror_as_facerec():
-        r = forget(args.checkpoint_path, args.name, out=args.out)
+    r = forget(args.checkpoint_path, args.name, out=args.out)
     _print_membership(r, args.json)
     return EXIT_OK
 
@@ -579,10 +568,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from facerec.verify import run_verify
 
-    with _oserror_as_facerec():
-        run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
-                   backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
-                   device=args.device)
+    run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
+               backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
+               device=args.device)
     return EXIT_OK
 
 

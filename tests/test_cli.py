@@ -1,0 +1,110 @@
+"""The command line's contract: exit statuses, one meaning per flag (old names as hidden aliases),
+defaults in --help, and --json on the reporting commands (real crops from the celebrities set)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import _facecrops
+from facerec.cli import build_parser, main
+from facerec.errors import EXIT_USAGE
+
+
+def _help(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["detect", "--no_such_flag"], ["train", "--max_epochs", "ten"], ["sweep", "--ckpt_path", "x"],
+    ["predict"], ["annotate", "--albums", "--bogus"], ["datastore", "show"], ["nope"],
+])
+def test_usage_errors_exit_64_not_2(argv, capsys):
+    """2 is facerec's bad-input status, so a bad command line gets its own (EX_USAGE)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE == 64
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, old, new, value, dest, expected", [
+    ("detect", "--size", "--crop_size", "112", "crop_size", 112),
+    ("detect", "--margin", "--crop_margin", "0.3", "crop_margin", 0.3),
+    ("annotate", "--threshold", "--cluster_distance", "0.8", "cluster_distance", 0.8),
+    ("annotate", "--min_face", "--min_face_size", "30", "min_face_size", 30.0),
+    ("verify", "--threshold", "--max_distance", "0.1", "max_distance", 0.1),
+    ("launch", "--gpus", "--accelerators", "T4:1", "accelerators", "T4:1"),
+])
+def test_renamed_flags_keep_their_old_name_hidden(command, old, new, value, dest, expected, capsys):
+    extra = {"verify": ["a.jpg", "b.jpg"], "launch": ["--", "train"]}.get(command, [])
+    for flag in (old, new):
+        args = build_parser().parse_args([command, flag, value, *extra])
+        assert getattr(args, dest) == expected
+    text = _help(capsys, command)
+    assert new in text and f"{old} " not in text.replace(f"{new} ", "")
+
+
+def test_one_meaning_per_flag_name_across_commands(capsys):
+    """A flag name shown in two commands' --help means the same there (the known shared ones)."""
+    assert "cosine margin" in _help(capsys, "train")
+    assert "--margin" not in _help(capsys, "detect")
+    for command in ("predict", "evaluate"):
+        assert "--threshold" in _help(capsys, command)
+    for command in ("annotate", "verify"):
+        assert "--threshold" not in _help(capsys, command)
+    assert "--gpus" not in _help(capsys, "launch")
+
+
+def test_every_default_is_shown_the_same_way(capsys):
+    text = _help(capsys, "detect")
+    assert "(default: 160)" in text and "(default: 0.2)" in text and "(default: 1600)" in text
+    assert "(default: processed)" in text and "default " not in text.replace("(default: ", "")
+
+
+def test_json_from_detect_split_annotate_datastore(celebrities, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for person, photo in _facecrops.chosen_photos(celebrities)[:4]:
+        (photos / person).mkdir(parents=True, exist_ok=True)
+        (photos / person / photo.name).write_bytes(photo.read_bytes())
+    processed = tmp_path / "processed"
+    assert main(["detect", str(photos), "--out", str(processed), "--quiet", "--json"]) == 0
+    out = capsys.readouterr().out
+    detect = json.loads(out)
+    assert detect["photos_read"] == 4 and detect["faces"] >= 4 and detect["skipped"] == {}
+
+    assert main(["annotate", str(processed), "--dry_run", "--quiet", "--json",
+                 "--cache_dir", str(_facecrops.cache_dir())]) == 0
+    annotate = json.loads(capsys.readouterr().out)
+    assert annotate["dry_run"] is True and annotate["processed_dir"]
+
+    dataset = tmp_path / "dataset"
+    assert main(["split", str(processed), "--out", str(dataset), "--quiet", "--json",
+                 "--dedup", "none"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split["labels"] and set(split["counts"]) == set(split["labels"])
+
+    store = tmp_path / "store"
+    assert main(["datastore", "create", "--store", str(store), "--name", "faces", "--source",
+                 str(dataset), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["datastore", "list", "--store", str(store), "--json"]) == 0
+    (version,) = json.loads(capsys.readouterr().out)
+    assert version["name"] == "faces" and version["version"] == 1
+    # either spelling of a version
+    for ref in ("faces:1", "datastore://faces/1"):
+        assert main(["datastore", "show", ref, "--store", str(store), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["digest"] == version["digest"]
+
+
+def test_detect_with_an_unreadable_photo_is_partial_success(celebrities, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (_, photo), = _facecrops.chosen_photos(celebrities)[:1]
+    (photos / "good.jpg").write_bytes(photo.read_bytes())
+    (photos / "torn.jpg").write_bytes(photo.read_bytes()[:200])
+    assert main(["detect", str(photos), "--out", str(tmp_path / "out"), "--quiet", "--json"]) == 3
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["photos_read"] == 1 and sum(summary["skipped"].values()) == 1
