@@ -102,7 +102,7 @@ def write_labels(root: Path, labels: list[str]) -> None:
 RUNNER = r"""
 import json, resource, sys, time
 sys.path.insert(0, {src!r})
-from facerec.train import train
+from facerec.training import train
 t0 = time.perf_counter()
 r = train(**json.loads(sys.argv[1]))
 wall = time.perf_counter() - t0
@@ -114,7 +114,7 @@ open(sys.argv[2], "w").write(json.dumps(out))
 
 
 def train_in_subprocess(kwargs: dict, work: Path, tag: str) -> dict:
-    """``facerec.train.train(**kwargs)`` in a fresh Python (so peak RSS is this run's)."""
+    """``facerec.training.train(**kwargs)`` in a fresh Python (so peak RSS is this run's)."""
     out = work / f"train-{tag}.json"
     env = dict(os.environ)
     cmd = [sys.executable, "-c", RUNNER.format(src=str(REPO / "src")), json.dumps(kwargs), str(out)]

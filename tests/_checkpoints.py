@@ -2,7 +2,7 @@
 
 The dataset is made from real crops of ``celebrities`` (the detected crops of
 :mod:`_facecrops`, the largest face of each photo): 3 people, per person 1 test crop, 1 val crop and
-the rest (3-4) train. Two checkpoints are trained with the real :func:`facerec.train.train`: the
+the rest (3-4) train. Two checkpoints are trained with the real :func:`facerec.training.train`: the
 default frozen ``dlib_face`` backbone (a few epochs, seconds) and a tiny ``resnet18`` (48 px input,
 1 epoch) for the timm code paths and the whole-model ONNX export.
 """
@@ -45,7 +45,7 @@ def checkpoint(kind: str, celebrities: Path) -> Path:
     or "timm"."""
     if kind in _BUILT:
         return _BUILT[kind]
-    from facerec.train import train
+    from facerec.training import train
 
     data = dataset(celebrities)
     runs = _facecrops._root() / "predict-runs"

@@ -1,9 +1,9 @@
-"""Cheap stand-ins for ``facerec.train.train`` in the sweep tests.
+"""Cheap stand-ins for ``facerec.training.train`` in the sweep tests.
 
 They live in a module of their own so that the spawned processes of ``--parallel`` can import
 them by name. Each writes what the real one writes where the sweep expects it
 (``<runs_dir>/<name>/version_N/checkpoints/*.ckpt``) and returns a result shaped like
-:class:`facerec.train.TrainResult` (``best_checkpoint``, ``metrics``).
+:class:`facerec.training.TrainResult` (``best_checkpoint``, ``metrics``).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
     from facerec.detect import detect_folder
     from facerec.predict import Predictor
     from facerec.split import split_dataset
-    from facerec.train import train
+    from facerec.training import train
 
     monkeypatch.setenv("FACEREC_CACHE_DIR", str(_facecrops.cache_dir()))
     raw = _raw(tmp_path, celebrities, 4)

@@ -65,7 +65,7 @@ def test_predict_uses_the_tuned_network_like_training(ft_ckpt: Path, frozen_ckpt
                                                      celebrities: Path):
     from facerec.embed import get_embedder
     from facerec.model import load_checkpoint
-    from facerec.train import FaceDataModule
+    from facerec.training import FaceDataModule
 
     clf = load_checkpoint(ft_ckpt)
     assert clf.finetune == 1
@@ -128,7 +128,7 @@ def test_onnx_export_matches_the_tuned_model(ft_ckpt: Path, tmp_path: Path, cele
 
 def test_resume_with_another_finetune_is_refused(ft_ckpt: Path, celebrities: Path,
                                                  tmp_path: Path):
-    from facerec.train import train
+    from facerec.training import train
 
     with pytest.raises(FacerecError, match="--finetune 1"):
         train(data_path=str(_checkpoints.dataset(celebrities)), ckpt_path=str(ft_ckpt),
@@ -137,7 +137,7 @@ def test_resume_with_another_finetune_is_refused(ft_ckpt: Path, celebrities: Pat
 
 def test_finetune_0_is_the_frozen_path(frozen_ckpt: Path, celebrities: Path):
     from facerec.model import load_checkpoint
-    from facerec.train import FaceDataModule
+    from facerec.training import FaceDataModule
 
     ckpt = torch.load(frozen_ckpt, map_location="cpu", weights_only=True)
     assert ckpt["facerec"]["backbone"]["finetune"] == 0

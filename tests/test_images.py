@@ -134,7 +134,7 @@ def test_every_stage_takes_the_same_image_types(tmp_path):
     import json
 
     from facerec.crops import list_images
-    from facerec.train import scan_dataset
+    from facerec.training import scan_dataset
 
     for split, person, name in (("train", "a", "x.tif"), ("train", "a", "y.webp"),
                                 ("train", "b", "z.jpg")):

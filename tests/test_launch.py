@@ -16,7 +16,7 @@ import yaml
 
 from facerec.cli import main
 from facerec.errors import FacerecError
-from facerec.launch import STORE_MOUNT, build_task, parse_gpus, run_sky, sky_command, write_yaml
+from facerec.training.launch import STORE_MOUNT, build_task, parse_gpus, run_sky, sky_command, write_yaml
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,8 +212,8 @@ def test_setup_installs_what_pip_names_or_refuses_without_a_checkout(capsys, mon
                    "--", "train")
     assert "workdir" not in task
     assert task["setup"] == "set -e\npip install 'facerec @ git+https://example.org/f.git'\n"
-    import facerec.launch
+    import facerec.training.launch
 
-    monkeypatch.setattr(facerec.launch, "source_checkout", lambda: None)
+    monkeypatch.setattr(facerec.training.launch, "source_checkout", lambda: None)
     assert main(["launch", "--accelerators", "T4:1", "--dry_run", "--", "train"]) == 2
     assert "pass --pip SPEC" in capsys.readouterr().err

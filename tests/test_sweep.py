@@ -1,6 +1,6 @@
 """`facerec sweep`: the distribution syntax, the grid, and Optuna studies run with stand-in train
 functions (failures, --max_trials, resume, joining, --parallel, pruning, artifacts), then one
-real sweep of the tutorial's shape through facerec.train on a tiny synthetic dataset."""
+real sweep of the tutorial's shape through facerec.training.train on a tiny synthetic dataset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import _sweep_fakes as fakes
 from facerec.cli import build_parser, main
 from facerec.errors import FacerecError
-from facerec.sweep import (
+from facerec.training.sweep import (
     SweepSpec,
     parse_sweep_value,
     print_sweep_table,
@@ -212,8 +212,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
 
 
 def test_no_completed_trial_exits_non_zero(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("facerec.sweep.default_train_fn", lambda: fakes.fake_train)
-    monkeypatch.setattr("facerec.sweep._check_train_options", lambda spec: None)
+    monkeypatch.setattr("facerec.training.sweep.study.default_train_fn", lambda: fakes.fake_train)
+    monkeypatch.setattr("facerec.training.sweep.study._check_train_options", lambda spec: None)
     argv = ["sweep", "--runs_dir", str(tmp_path), "--name", "x", "--no_prune", "--data_path", str(tmp_path),
             "--backbone", "['bad']", "--learning_rate", "[0.1, 0.2]"]
     assert main(argv) == 1
@@ -261,7 +261,7 @@ def test_a_rerun_resumes_after_a_worker_is_killed(tmp_path, monkeypatch):
     crash_once_train); the heartbeat's grace period is far longer than the test, so nothing
     depends on timing: the rerun knows the trial is lost because its process on this host is
     gone."""
-    monkeypatch.setattr("facerec.sweep.GRACE_PERIOD", 24 * 3600)
+    monkeypatch.setattr("facerec.training.sweep.study.GRACE_PERIOD", 24 * 3600)
     first = _sweep(tmp_path, _fake_spec(), parallel=2, train_fn=fakes.crash_once_train)
     assert _states(first) == ["COMPLETE", "COMPLETE", "COMPLETE", "RUNNING"]  # the others went on
     (lost,) = [t for t in first.trials if t.state == "RUNNING"]
@@ -339,8 +339,8 @@ def test_unknown_backbone_or_dataset_fails_before_anything_runs(tmp_path, capsys
 
 
 def test_cli_sweep_end_to_end_with_a_stand_in_train(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("facerec.sweep.default_train_fn", lambda: fakes.fake_train)
-    monkeypatch.setattr("facerec.sweep._check_train_options", lambda spec: None)  # fake backbones
+    monkeypatch.setattr("facerec.training.sweep.study.default_train_fn", lambda: fakes.fake_train)
+    monkeypatch.setattr("facerec.training.sweep.study._check_train_options", lambda spec: None)  # fake backbones
     argv = ["sweep", "--runs_dir", str(tmp_path), "--name", "cli", "--no_prune", "--data_path", str(tmp_path),
             "--learning_rate", "[0.002, 0.001]", "--backbone", "[a, b]", "--max_epochs", "1"]
     assert main(argv) == 0
@@ -372,7 +372,7 @@ def _synthetic_dataset(root: Path, people: int = 3, train: int = 6, val: int = 2
 
 @pytest.mark.slow
 def test_real_sweep_of_the_tutorials_shape(tmp_path, capsys):
-    """2 learning rates x 2 backbones (resnet18 and a tiny timm model), 1 epoch, real facerec.train."""
+    """2 learning rates x 2 backbones (resnet18 and a tiny timm model), 1 epoch, real facerec.training.train."""
     data = _synthetic_dataset(tmp_path / "dataset")
     argv = ["sweep", "--runs_dir", str(tmp_path / "runs"), "--data_path", str(data),
             "--max_epochs", "1", "--learning_rate", "uniform(0,0.0001,2)",

@@ -106,7 +106,7 @@ FAST = dict(progress=False, max_epochs=3, accelerator="cpu", batch_size=8)
 
 
 def _train(tmp_path: Path, data: Path, **kw):
-    from facerec.train import train
+    from facerec.training import train
 
     opts = {**FAST, "backbone": "fake_face", "runs_dir": str(tmp_path / "runs"), **kw}
     return train(data_path=str(data), **opts)
@@ -127,7 +127,7 @@ def _sub_env() -> dict:
 
 # ------------------------------------------------------------------------------------ dataset checks
 def test_scan_dataset_reads_splits_and_warns_on_missing_val(tmp_path):
-    from facerec.train import scan_dataset
+    from facerec.training import scan_dataset
 
     data = make_dataset(tmp_path / "ds", counts=(3, 0, 0))
     info = scan_dataset(data)
@@ -290,7 +290,7 @@ def test_single_person_trains_person_vs_unknown(tmp_path, capsys):
 
 
 def test_generated_run_names_and_torchrun_without_name(monkeypatch):
-    from facerec.train import generate_run_name, resolve_run_name
+    from facerec.training import generate_run_name, resolve_run_name
 
     names = {generate_run_name() for _ in range(20)}
     assert all(re.fullmatch(r"[a-z]+-[a-z]+-\d{3}", n) for n in names) and len(names) > 1

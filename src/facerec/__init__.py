@@ -3,7 +3,7 @@
 Pipeline stages, one module each: ``detect`` -> ``annotate`` -> ``split`` -> ``datastore`` ->
 ``train`` -> ``sweep`` -> ``predict``. The main classes and functions are re-exported here
 (``from facerec import FaceDetector``); stage functions that share their module's name
-(``facerec.train.train``, ``facerec.annotate.annotate``...) are imported from their module.
+(``facerec.training.train``, ``facerec.annotate.annotate``...) are imported from their module.
 Heavy modules are imported lazily so that ``import facerec`` and ``facerec --help`` stay fast.
 """
 
@@ -26,7 +26,7 @@ _LAZY = {
     "split_dataset": "facerec.split",
     "Datastore": "facerec.datastore",
     "resolve_data_path": "facerec.datastore",
-    "TrainConfig": "facerec.train",
+    "TrainConfig": "facerec.training",
     "load_checkpoint": "facerec.model",
     "Predictor": "facerec.predict",
     "run_pipeline": "facerec.pipeline",
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from facerec.pipeline import run_pipeline
     from facerec.predict import Predictor
     from facerec.split import split_dataset
-    from facerec.train import TrainConfig
+    from facerec.training import TrainConfig
 
 
 def __getattr__(name: str):

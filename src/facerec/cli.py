@@ -320,7 +320,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_launch(args: argparse.Namespace) -> int:
-    from facerec.launch import build_task, run_sky, write_yaml
+    from facerec.training.launch import build_task, run_sky, write_yaml
 
     plan = build_task(args.facerec_command, accelerators=args.accelerators, use_spot=args.use_spot,
                       num_nodes=args.num_nodes, datastore=args.datastore, store=args.store,
@@ -356,7 +356,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from facerec.train import train
+    from facerec.training import train
     from facerec.training.config import read_config_file
 
     base = read_config_file(args.config) if args.config else None
@@ -368,7 +368,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ sweep
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    from facerec.sweep import add_sweep_arguments
+    from facerec.training.sweep import add_sweep_arguments
 
     p = sub.add_parser(
         "sweep",
@@ -387,7 +387,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from facerec.sweep import print_sweep_table, run_sweep, spec_from_args
+    from facerec.training.sweep import print_sweep_table, run_sweep, spec_from_args
 
     with _stdout_for(args):
         result = run_sweep(spec_from_args(args, args.sweep_flags), name=args.name,

@@ -55,7 +55,7 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     from facerec.detect import FaceDetector, detect_folder, print_detect_summary
     from facerec.evaluate import evaluate, print_report, write_report
     from facerec.split import print_split_summary, split_dataset
-    from facerec.train import TrainConfig, train
+    from facerec.training import TrainConfig, train
 
     out = out or sys.stdout
     work = Path(work_dir)

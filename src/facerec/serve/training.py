@@ -112,7 +112,7 @@ class TrainManager:
     def _stages(self, job: TrainJob) -> dict[str, Any]:
         from facerec.evaluate import evaluate, write_report
         from facerec.split import split_dataset
-        from facerec.train import TrainConfig, train
+        from facerec.training import TrainConfig, train
 
         opt = job.options
         dataset = self.work / "dataset"

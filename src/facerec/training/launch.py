@@ -70,7 +70,7 @@ def _command_flags(cmd: Sequence[str]) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     if cmd[0] == "sweep":
-        from facerec.sweep import add_sweep_arguments
+        from facerec.training.sweep import add_sweep_arguments
 
         add_sweep_arguments(parser)
     else:
@@ -318,7 +318,7 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
 def source_checkout() -> Path | None:
     """The source checkout this facerec runs from (the folder holding its pyproject.toml), or
     None when it was installed from a wheel."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # <root>/src/facerec/training/launch.py
     try:
         text = (root / "pyproject.toml").read_text(encoding="utf-8")
     except OSError:

@@ -1,0 +1,207 @@
+"""A run's folder: its name (generated, or from the launcher), the resume target, atomic
+checkpoint writes, the truly best checkpoint, Lightning's console output."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import random
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+
+from facerec.errors import FacerecError
+from facerec.safeio import atomic_write
+from facerec.model import (
+    read_checkpoint,
+)
+
+
+
+# ------------------------------------------------------------------------------------------ run names
+_ADJECTIVES = (
+    "agile", "amber", "bold", "brave", "bright", "calm", "clever", "cosmic", "crisp", "daring",
+    "eager", "fancy", "fearless", "gentle", "golden", "happy", "humble", "jolly", "keen", "lively",
+    "lucky", "mellow", "misty", "nimble", "noble", "patient", "proud", "quick", "quiet", "rapid",
+    "serene", "sharp", "shiny", "silent", "smooth", "snowy", "steady", "sunny", "swift", "vivid",
+    "wise", "witty", "zesty",
+)
+_ANIMALS = (
+    "albatross", "alpaca", "badger", "beaver", "bison", "cheetah", "condor", "coyote", "crane",
+    "dolphin", "eagle", "falcon", "ferret", "gazelle", "gecko", "heron", "ibex", "jackal", "jaguar",
+    "koala", "lemur", "leopard", "lynx", "marmot", "meerkat", "narwhal", "ocelot", "otter", "panda",
+    "pelican", "puffin", "quokka", "raven", "salmon", "seal", "sparrow", "tapir", "tiger", "toucan",
+    "walrus", "wombat", "yak", "zebra",
+)
+
+
+def generate_run_name(rng: random.Random | None = None) -> str:
+    """``adjective-animal-NNN`` (e.g. ``swift-otter-042``)."""
+    rng = rng or random.Random()
+    return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_ANIMALS)}-{rng.randrange(1000):03d}"
+
+
+def _launched_externally() -> bool:
+    """Several processes started by torchrun / SLURM (not by Lightning from this one)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    ntasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+    return world > 1 or ntasks > 1
+
+
+def resolve_run_name(name: str | None) -> str:
+    """``name``, else ``$FACEREC_RUN_NAME`` (so that every DDP process agrees), else a new name;
+    under torchrun/SLURM one derived from the job (SLURM job id, torchrun's rendezvous id or
+    master address and port), since every process must pick the same."""
+    if name:
+        return name
+    env = os.environ.get("FACEREC_RUN_NAME")
+    if env:
+        return env
+    if _launched_externally():
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        if not job or job == "none":
+            addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+            job = f"{addr}:{port}" if addr and port else None
+        if not job:
+            raise FacerecError("give --name when starting several processes yourself: each "
+                               "process would otherwise pick a different run name")
+        name = generate_run_name(random.Random(f"facerec-{job}"))
+    else:
+        name = generate_run_name(random.Random(os.urandom(16)))
+    os.environ["FACEREC_RUN_NAME"] = name  # inherited by the processes Lightning starts
+    return name
+
+
+def _resume_target(ckpt_path: str, runs_dir: str) -> tuple[str, str, int | None]:
+    """(save_dir, name, version) of ``<save_dir>/<name>/version_N/checkpoints/x.ckpt``."""
+    p = Path(ckpt_path).resolve()
+    parts = p.parts
+    if len(parts) >= 4 and p.parent.name == "checkpoints" and p.parents[1].name.startswith("version_"):
+        try:
+            version = int(p.parents[1].name[len("version_"):])
+        except ValueError:
+            version = None
+        return str(p.parents[3]), p.parents[2].name, version
+    return runs_dir, "", None
+
+
+def _check_resume(ckpt_path: str, labels: list[str], backbone: str, finetune: int = 0) -> None:
+    ckpt = read_checkpoint(ckpt_path)
+    info = ckpt["facerec"]
+    if info["backbone"]["name"] != backbone:
+        raise FacerecError(f"--ckpt_path {ckpt_path} was trained with backbone "
+                           f"{info['backbone']['name']}, not {backbone}: pass --backbone "
+                           f"{info['backbone']['name']}")
+    if list(info["labels"]) != list(labels):
+        raise FacerecError(f"--ckpt_path {ckpt_path} was trained on other people "
+                           f"({len(info['labels'])} labels) than this dataset ({len(labels)}): "
+                           "resume needs the same labels.json")
+    stored = int(info["backbone"].get("finetune") or 0)
+    if stored != int(finetune):
+        raise FacerecError(f"--ckpt_path {ckpt_path} was trained with --finetune {stored}, not "
+                           f"{finetune}: pass --finetune {stored}")
+
+
+def _is_url(path: str | os.PathLike) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)) is not None
+
+
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    """A local path made absolute (symlinks resolved); a URL (s3://...) as it is."""
+    if path is None or _is_url(path):
+        return None if path is None else str(path)
+    return str(Path(path).expanduser().resolve())
+
+
+def _checkpoint_io():
+    """Lightning's checkpoint writer, made atomic for local files: a checkpoint is written beside
+    its final name and renamed, so a full or read-only disk never leaves a torn ``.ckpt`` (Lightning
+    writes a temporary file in /tmp and copies it over, which fails halfway on a full disk), and
+    the error names the checkpoint, not a temporary file."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if _is_url(path):
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            target = Path(path)
+            buffer = io.BytesIO()  # torch.save straight to a file fails with a C++ error, no errno
+            torch.save(checkpoint, buffer)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot save checkpoint ({exc.strerror or exc})",
+                              str(target)) from None
+
+    return AtomicCheckpointIO()
+
+
+def _launcher_rank_zero() -> bool:
+    """This process is the one that owns the run folder: not a worker started by Lightning's DDP
+    launcher, torchrun or SLURM (they share the folder the first process locked)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _lightning_output(quiet: bool) -> Iterator[None]:
+    """Lightning's own chatter: its tips and start-up notes (INFO log records) are dropped when
+    ``quiet``; a deprecation warning that Lightning raises about its own code (nothing the user
+    can act on) always."""
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = {n: logging.getLogger(n).level for n in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        if quiet:
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is "
+                                    "not empty")
+            for n in names:
+                logging.getLogger(n).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for n, level in levels.items():
+                logging.getLogger(n).setLevel(level)
+
+
+def _checkpoint_score(path: Path, monitor: str) -> float | None:
+    """The monitored value ``path`` was saved with (ModelCheckpoint's record in the file)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a torn or foreign file is simply not a candidate
+        return None
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if ("ModelCheckpoint" in str(key) and isinstance(state, dict)
+                and state.get("monitor") == monitor and state.get("current_score") is not None):
+            score = float(state["current_score"])
+            return score if math.isfinite(score) else None
+    return None
+
+
+def _truly_best(best: str, monitor: str, mode: str) -> str:
+    """The best checkpoint among the ``epoch=*`` files beside ``best``.
+
+    Lightning keeps one best file per run, but a run resumed from a checkpoint written under
+    another path (e.g. made before run folders were absolute) forgets the earlier best and leaves
+    it beside the new one: compare them all by the score each was saved with."""
+    if not best:
+        return best
+    folder = Path(best).parent
+    candidates = sorted(folder.glob("epoch=*.ckpt"))
+    if len(candidates) < 2:
+        return best
+    scored = [(s, p) for p in candidates if (s := _checkpoint_score(p, monitor)) is not None]
+    if not scored:
+        return best
+    pick = min(scored, key=lambda sp: sp[0]) if mode == "min" else max(scored, key=lambda sp: sp[0])
+    return str(pick[1])
