@@ -159,36 +159,80 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
                managed: bool = False) -> LaunchPlan:
     """The SkyPilot task that runs COMMAND (``train ...`` or ``sweep ...``, ``facerec`` optional).
 
-    ``--accelerators``, ``--use_spot`` and ``--datastore`` may also be written inside COMMAND (they are not
-    train or sweep flags) and are taken out of it. ``--num_nodes`` in COMMAND and ``num_nodes`` must
-    agree. ``store`` defaults to ``$FACEREC_STORE`` (then ``~/.facerec/datastores``).
+    ``--accelerators``, ``--use_spot`` and ``--datastore`` may also be written inside COMMAND
+    (they are not train or sweep flags) and are taken out of it. ``--num_nodes`` in COMMAND and
+    ``num_nodes`` must agree. ``store`` defaults to ``$FACEREC_STORE`` (then
+    ``~/.facerec/datastores``).
     """
-    from facerec.datastore import SCHEME, default_store_url, parse_data_url, parse_ref
-
     cmd = _normalize_command(command)
-    sub, notes, gpus = cmd[0], [], accelerators
+    sub, notes = cmd[0], []
+    accelerators, datastore, use_spot = _take_launch_flags(cmd, accelerators, datastore, use_spot)
+    given = _command_flags(cmd)
+    nodes, cmd_nodes = _nodes(sub, given, num_nodes)
+    resources, per_node = _resources(cloud, accelerators, use_spot)
+    devices = given.get("devices")
+    if devices is not None and accelerators and devices not in ("auto", "-1"):
+        try:
+            if int(devices) != int(per_node):
+                raise FacerecError(f"--devices {devices} in the facerec command disagrees with "
+                                   f"--accelerators {accelerators} ({int(per_node)} per node)")
+        except ValueError:
+            pass  # a device list such as 0,1: leave it to Lightning
+    datastore = _data(cmd, given.get("data_path"), datastore, notes)
+    run = _run_script(cmd, given, nodes, cmd_nodes, bool(accelerators), devices is None)
 
-    # launch flags written after the command, as in `facerec launch -- train ... --accelerators
-    # T4:1` (--gpus TYPE:COUNT: the old name; `--gpus N` is train's own flag and stays)
+    name = name or f"facerec-{sub}"
+    if not _CLUSTER_RE.fullmatch(name):
+        raise FacerecError(f"invalid --name {name!r}: lowercase letters, digits and '-', "
+                           "starting with a letter")
+    task: dict[str, Any] = {"name": name}
+    if nodes > 1:
+        task["num_nodes"] = nodes
+    if resources:
+        task["resources"] = resources
+    if datastore is not None:
+        mount, note = _store_mount(store or _default_store_url())
+        if note:
+            notes.append(note)
+        task["file_mounts"] = {STORE_MOUNT: mount}
+        task["envs"] = {"FACEREC_STORE": STORE_MOUNT}
+    elif store:
+        notes.append("--store is only used with a datastore (--datastore or --data_path datastore://)")
+    task.update(_setup(pip, notes))
+    task["run"] = run
+    if managed and use_spot and sub == "train":
+        notes.append("a managed spot job restarts the command after a preemption: make training "
+                     "resume from its last checkpoint, or the run starts over")
+    return LaunchPlan(name=name, task=task, command=cmd, notes=notes)
+
+
+def _default_store_url() -> str:
+    from facerec.datastore import default_store_url
+
+    return default_store_url()
+
+
+def _take_launch_flags(cmd: list[str], accelerators: str | None, datastore: str | None,
+                       use_spot: bool) -> tuple[str | None, str | None, bool]:
+    """Launch's own flags written after the command (``facerec launch -- train ...
+    --accelerators T4:1``), taken out of CMD and merged with the ones given before it."""
     _rename_legacy_gpus(cmd)
-    for flag, takes_value, current in (("--accelerators", True, gpus),
-                                       ("--datastore", True, datastore),
-                                       ("--use_spot", False, use_spot)):
-        value = _pop_flag(cmd, flag, takes_value)
+    current = {"--accelerators": accelerators, "--datastore": datastore, "--use_spot": use_spot}
+    for flag in current:
+        value = _pop_flag(cmd, flag, takes_value=flag != "--use_spot")
         if value is None:
             continue
-        if current and current != value:
-            raise FacerecError(f"{flag} given twice with different values ({current} and {value})")
-        if flag == "--accelerators":
-            gpus = value
-        elif flag == "--datastore":
-            datastore = value
-        else:
-            use_spot = True
+        if current[flag] and current[flag] != value:
+            raise FacerecError(f"{flag} given twice with different values ({current[flag]} and "
+                               f"{value})")
+        current[flag] = value
+    return current["--accelerators"], current["--datastore"], bool(current["--use_spot"])
 
-    # nodes: `--num_nodes` of launch and of the train command are the same thing (for a sweep,
-    # launch's --num_nodes is the number of machines running workers)
-    given = _command_flags(cmd)
+
+def _nodes(sub: str, given: dict[str, Any], num_nodes: int | None) -> tuple[int, int | None]:
+    """(machines, the train command's own --num_nodes): launch's --num_nodes and the train
+    command's are the same thing (for a sweep, launch's is the number of machines running
+    workers)."""
     in_cmd = given.get("num_nodes") if sub == "train" else None
     cmd_nodes = None
     if in_cmd is not None:
@@ -202,29 +246,31 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
     nodes = num_nodes or cmd_nodes or 1
     if nodes < 1:
         raise FacerecError(f"--num_nodes must be at least 1, not {nodes}")
+    return nodes, cmd_nodes
 
-    # resources
+
+def _resources(cloud: str | None, accelerators: str | None,
+               use_spot: bool) -> tuple[dict[str, Any], float]:
+    """SkyPilot's ``resources`` and the GPUs per node."""
     resources: dict[str, Any] = {}
     per_node = 0.0
     if cloud:
         resources["cloud"] = cloud.lower()
-    if gpus:
-        gpu_type, per_node = parse_gpus(gpus)
+    if accelerators:
+        gpu_type, per_node = parse_gpus(accelerators)
         count = int(per_node) if float(per_node).is_integer() else per_node
         resources["accelerators"] = f"{gpu_type}:{count}"
     if use_spot:
         resources["use_spot"] = True
-    devices = given.get("devices")
-    if devices is not None and gpus and devices not in ("auto", "-1"):
-        try:
-            if int(devices) != int(per_node):
-                raise FacerecError(f"--devices {devices} in the facerec command disagrees with "
-                                   f"--accelerators {gpus} ({int(per_node)} per node)")
-        except ValueError:
-            pass  # a device list such as 0,1: leave it to Lightning
+    return resources, per_node
 
-    # data: --datastore NAME[:VERSION] <-> --data_path datastore://NAME/VERSION
-    data_path = given.get("data_path")
+
+def _data(cmd: list[str], data_path: str | None, datastore: str | None,
+          notes: list[str]) -> str | None:
+    """The datastore the command trains on (``--datastore NAME[:VERSION]`` <->
+    ``--data_path datastore://NAME/VERSION``; the flag is added to CMD), or None."""
+    from facerec.datastore import SCHEME, parse_data_url, parse_ref
+
     if data_path is not None and data_path.startswith(SCHEME):
         ds_name, ds_version = parse_data_url(data_path)
         if datastore is not None and parse_ref(datastore) != (ds_name, ds_version):
@@ -245,15 +291,19 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
     if datastore is not None and parse_ref(datastore)[1] is None:
         notes.append(f"--datastore {datastore} has no version: the machine will use the latest "
                      "succeeded version when it starts; pin one (NAME:VERSION) for reproducible runs")
+    return datastore
 
-    # distributed run
+
+def _run_script(cmd: list[str], given: dict[str, Any], nodes: int, cmd_nodes: int | None,
+                gpus: bool, devices_unset: bool) -> str:
+    """The task's ``run``: the command, with Lightning's multi-node environment from SkyPilot's."""
     run_cmd = shlex.join(["facerec", *cmd])
     lines = ["set -e"]
-    if sub == "train":
+    if cmd[0] == "train":
         if nodes > 1 and not gpus:
             raise FacerecError("multi-node training needs GPUs: add --accelerators TYPE:COUNT")
         extra = []
-        if gpus and devices is None:
+        if gpus and devices_unset:
             extra.append('--devices "$SKYPILOT_NUM_GPUS_PER_NODE"')
         if nodes > 1:
             lines += [
@@ -272,47 +322,21 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
             raise FacerecError("a sweep on several nodes needs a shared study database that every "
                                "node reaches: add --storage postgresql://USER:PASS@HOST/DB (or "
                                "mysql://...) to the sweep command")
-    lines.append(run_cmd)
+    return "\n".join([*lines, run_cmd]) + "\n"
 
-    name = name or f"facerec-{sub}"
-    if not _CLUSTER_RE.fullmatch(name):
-        raise FacerecError(f"invalid --name {name!r}: lowercase letters, digits and '-', "
-                           "starting with a letter")
 
-    task: dict[str, Any] = {"name": name}
-    if nodes > 1:
-        task["num_nodes"] = nodes
-    if resources:
-        task["resources"] = resources
-    envs: dict[str, str] = {}
-    if datastore is not None:
-        store_url = store or default_store_url()
-        mount, note = _store_mount(store_url)
-        if note:
-            notes.append(note)
-        task["file_mounts"] = {STORE_MOUNT: mount}
-        envs["FACEREC_STORE"] = STORE_MOUNT
-    elif store:
-        notes.append("--store is only used with a datastore (--datastore or --data_path datastore://)")
-    if envs:
-        task["envs"] = envs
+def _setup(pip: str | None, notes: list[str]) -> dict[str, str]:
+    """What the machines install: PIP, else this source checkout synced as the workdir."""
     if pip:
-        task["setup"] = "set -e\n" + f"pip install {shlex.quote(pip)}\n"
-    else:
-        source = source_checkout()
-        if source is None:
-            raise FacerecError("facerec is not installed from a source checkout and is not on "
-                               "PyPI: pass --pip SPEC (e.g. a wheel or git URL the cloud machine "
-                               "can install)")
-        task["workdir"] = str(source)
-        task["setup"] = "set -e\npip install .\n"
-        notes.append(f"the facerec source at {source} is synced to the machines as the workdir "
-                     "and installed there (pip install .)")
-    task["run"] = "\n".join(lines) + "\n"
-    if managed and use_spot and sub == "train":
-        notes.append("a managed spot job restarts the command after a preemption: make training "
-                     "resume from its last checkpoint, or the run starts over")
-    return LaunchPlan(name=name, task=task, command=cmd, notes=notes)
+        return {"setup": "set -e\n" + f"pip install {shlex.quote(pip)}\n"}
+    source = source_checkout()
+    if source is None:
+        raise FacerecError("facerec is not installed from a source checkout and is not on "
+                           "PyPI: pass --pip SPEC (e.g. a wheel or git URL the cloud machine "
+                           "can install)")
+    notes.append(f"the facerec source at {source} is synced to the machines as the workdir "
+                 "and installed there (pip install .)")
+    return {"workdir": str(source), "setup": "set -e\npip install .\n"}
 
 
 def source_checkout() -> Path | None:
