@@ -512,7 +512,6 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
     ``callbacks``) and returning an object with ``best_checkpoint`` and ``metrics``. METRIC: what
     the trials are compared on (default: the ``monitor`` train flag, else ``val_loss``).
     """
-    import multiprocessing as mp
     import warnings
 
     import optuna
@@ -543,40 +542,9 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
     heartbeat = (HEARTBEAT_INTERVAL, GRACE_PERIOD)
     rdb = make_storage(url, heartbeat=heartbeat)
 
-    # the study, and the sweep it holds
-    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, load_if_exists=True)
-    stored = study.user_attrs.get(STUDY_ATTR)
-    if stored is None:
-        study.set_user_attr(STUDY_ATTR, {**spec.identity(), "metric": metric, "direction": direction,
-                                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(
-                                             timespec="seconds")})
-    else:
-        stored_spec = SweepSpec.from_identity(stored, environment=spec.environment, options=spec.options)
-        if stored_spec.identity() != spec.identity():
-            if spec.customized:
-                raise FacerecError(_mismatch(name, stored_spec, spec))
-            log(f"facerec sweep: joining sweep {name} as stored in the study")
-            spec = stored_spec
-            if train_fn is None:
-                _check_train_options(spec)
-        metric = stored.get("metric", metric)
-        direction = stored.get("direction", direction)
-    if study.direction.name.lower() != direction:
-        raise FacerecError(f"study {name} optimizes in the direction {study.direction.name.lower()}, "
-                           f"not {direction}")
-
-    # data: datastore://NAME/VERSION pulled and verified once, before any trial
-    data_paths: dict[str, str] = {}
-    raw_paths = spec.grid.get("data_path") or [spec.fixed.get("data_path")]
-    for raw in raw_paths:
-        if raw is None:
-            continue
-        from facerec.datastore import resolve_data_path
-
-        data_paths[str(raw)] = str(resolve_data_path(str(raw)))
-        if train_fn is None and not Path(data_paths[str(raw)]).is_dir():
-            raise FacerecError(f"dataset folder not found: {data_paths[str(raw)]} (make one with "
-                               "`facerec split`, or pass --data_path)")
+    study, spec, metric, direction = _open_study(name, rdb, spec, metric, direction, log,
+                                                 check=train_fn is None)
+    data_paths = _resolve_data(spec, check=train_fn is None)
 
     # resume: stale RUNNING trials (dead workers) -> FAIL; failed grid points queued again
     _fail_dead_local_trials(study)
@@ -598,31 +566,7 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
     if parallel == 1:
         _worker(job, _Shared(max_trials))
     else:
-        ctx = mp.get_context("spawn")
-        accelerator = str(spec.environment.get("accelerator") or "auto")
-        if accelerator != "cpu" and str(spec.environment.get("devices") or "auto") in ("auto", "1"):
-            job.gpus = _visible_gpus()
-        if not job.gpus:
-            job.threads = max(1, (os.cpu_count() or 1) // parallel)
-        shared = _Shared(max_trials, ctx)
-        procs = [ctx.Process(target=_worker_main, args=(job, shared, i), name=f"facerec-sweep-{i}")
-                 for i in range(parallel)]
-        try:
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            for p in procs:
-                p.join(timeout=30)
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-            raise
-        bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-        if bad:
-            log(f"facerec sweep: {len(bad)} worker{'s' * (len(bad) != 1)} exited with status "
-                f"{', '.join(map(str, bad))}")
+        _run_workers(job, parallel, max_trials, log)
     seconds = time.monotonic() - start
 
     study = optuna.load_study(study_name=name, storage=rdb)
@@ -630,6 +574,84 @@ def run_sweep(spec: SweepSpec, *, name: str | None = None, root: str | os.PathLi
     ran = len(study.get_trials(deepcopy=False)) - before
     return SweepResult(name=name, root=root_path, storage=_redact(url), spec=spec, metric=metric,
                        direction=direction, trials=rows, seconds=seconds, retried=retried, ran=ran)
+
+
+def _open_study(name: str, rdb, spec: SweepSpec, metric: str, direction: str,
+                log: Callable[[str], None], check: bool):
+    """The study NAME, created with SPEC, or SPEC checked against the one it holds (a worker
+    without sweep flags adopts it): (study, spec, metric, direction)."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=rdb, direction=direction, load_if_exists=True)
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if stored is None:
+        study.set_user_attr(STUDY_ATTR, {**spec.identity(), "metric": metric, "direction": direction,
+                                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                                             timespec="seconds")})
+    else:
+        stored_spec = SweepSpec.from_identity(stored, environment=spec.environment, options=spec.options)
+        if stored_spec.identity() != spec.identity():
+            if spec.customized:
+                raise FacerecError(_mismatch(name, stored_spec, spec))
+            log(f"facerec sweep: joining sweep {name} as stored in the study")
+            spec = stored_spec
+            if check:
+                _check_train_options(spec)
+        metric = stored.get("metric", metric)
+        direction = stored.get("direction", direction)
+    if study.direction.name.lower() != direction:
+        raise FacerecError(f"study {name} optimizes in the direction {study.direction.name.lower()}, "
+                           f"not {direction}")
+    return study, spec, metric, direction
+
+
+def _resolve_data(spec: SweepSpec, check: bool) -> dict[str, str]:
+    """--data_path value -> local folder: a datastore://NAME/VERSION is pulled and verified once,
+    before any trial."""
+    from facerec.datastore import resolve_data_path
+
+    data_paths: dict[str, str] = {}
+    for raw in spec.grid.get("data_path") or [spec.fixed.get("data_path")]:
+        if raw is None:
+            continue
+        data_paths[str(raw)] = str(resolve_data_path(str(raw)))
+        if check and not Path(data_paths[str(raw)]).is_dir():
+            raise FacerecError(f"dataset folder not found: {data_paths[str(raw)]} (make one with "
+                               "`facerec split`, or pass --data_path)")
+    return data_paths
+
+
+def _run_workers(job: _Job, parallel: int, max_trials: int | None,
+                 log: Callable[[str], None]) -> None:
+    """PARALLEL spawned worker processes on this machine (one GPU each when there are GPUs)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    env = job.spec.environment
+    if (str(env.get("accelerator") or "auto") != "cpu"
+            and str(env.get("devices") or "auto") in ("auto", "1")):
+        job.gpus = _visible_gpus()
+    if not job.gpus:
+        job.threads = max(1, (os.cpu_count() or 1) // parallel)
+    shared = _Shared(max_trials, ctx)
+    procs = [ctx.Process(target=_worker_main, args=(job, shared, i), name=f"facerec-sweep-{i}")
+             for i in range(parallel)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        log(f"facerec sweep: {len(bad)} worker{'s' * (len(bad) != 1)} exited with status "
+            f"{', '.join(map(str, bad))}")
 
 
 def _one_device(env: Mapping[str, Any], parallel: int) -> dict[str, Any]:
