@@ -148,24 +148,8 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
         for tmp in out.glob(f".{name}.tmp-*"):
             tmp.unlink()
 
-    # ---- the labelled crops
-    manifest = Manifest(processed)
-    people = {name: files for name, files in person_folders(processed).items()}
     result = SplitResult(processed_dir=str(processed), out_dir=str(out))
-    crops: list[_Crop] = []
-    for name, files in people.items():
-        if not files:
-            result.warnings.append(f"{name}: empty folder, skipped")
-            continue
-        for path in files:
-            info = manifest.info(path, size=(0, 0))
-            digest = info.source[7:] if info.source.startswith("sha256:") else sha256_file(path)
-            crops.append(_Crop(name, path, info.rel, info.source, digest))
-    if not crops:
-        loose = len(list_images(processed))
-        hint = (f" ({loose} loose crops: run `facerec annotate {processed}` and give the person "
-                "folders names)" if loose else " (one folder of face crops per person expected)")
-        raise FacerecError(f"no labelled crops in {processed}{hint}")
+    crops = _labelled_crops(processed, result)
     names = sorted({c.person for c in crops})
     result.labels = names
 
@@ -212,7 +196,61 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
     for source in sorted({c.source for c in crops}):
         groups[uf.find(source)].append(source)
 
-    # ---- assignment: hash thresholds, the most held-out split of a group, sticky earlier splits
+    split_of = _assign(crops, uf, groups, previous, seed, val, test, names, result)
+
+    # ---- write (the journal first: a kill from here on is recognised by the next run)
+    atomic_write(journal, lambda tmp: tmp.write_text(json.dumps({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
+        "fingerprint": fingerprint}), encoding="utf-8"))
+    if out.exists() and (force or previous is not None):
+        for split in SPLITS:
+            if (out / split).exists():
+                shutil.rmtree(out / split)
+    out.mkdir(parents=True, exist_ok=True)
+    files = _write_splits(crops, uf, split_of, out, link, val, test, names, result)
+    sources = {s: {"split": split_of[gid], "group": gid}
+               for gid, members in groups.items() for s in members}
+    result.sources = {s: v["split"] for s, v in sources.items()}
+    # the crop recipe travels with the dataset (through datastores too) to train and predict
+    spec = read_processed_spec(processed)
+    _write_json(out / LABELS_JSON, {"labels": names, **({"crop": spec.to_dict()} if spec else {})})
+    _write_json(out / SPLIT_JSON, {
+        "version": 1, "tool": f"facerec {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "params": params,
+        "input": {"processed_dir": str(processed.resolve()), "fingerprint": fingerprint,
+                  "crops": len(crops)},
+        "labels": names, "counts": result.counts, "warnings": result.warnings,
+        "sources": dict(sorted(sources.items())), "files": files,
+    })
+    journal.unlink(missing_ok=True)
+    return result
+
+
+def _labelled_crops(processed: Path, result: SplitResult) -> list[_Crop]:
+    """Every crop in a person folder, with its source photo's identity (from the manifest)."""
+    manifest = Manifest(processed)
+    crops: list[_Crop] = []
+    for name, files in person_folders(processed).items():
+        if not files:
+            result.warnings.append(f"{name}: empty folder, skipped")
+            continue
+        for path in files:
+            info = manifest.info(path, size=(0, 0))
+            digest = info.source[7:] if info.source.startswith("sha256:") else sha256_file(path)
+            crops.append(_Crop(name, path, info.rel, info.source, digest))
+    if not crops:
+        loose = len(list_images(processed))
+        hint = (f" ({loose} loose crops: run `facerec annotate {processed}` and give the person "
+                "folders names)" if loose else " (one folder of face crops per person expected)")
+        raise FacerecError(f"no labelled crops in {processed}{hint}")
+    return crops
+
+
+def _assign(crops: list[_Crop], uf: _UnionFind, groups: dict[str, list[str]],
+            previous: dict | None, seed: int, val: float, test: float, names: list[str],
+            result: SplitResult) -> dict[str, str]:
+    """Group id -> split: hash thresholds, the most held-out split of a group, earlier splits
+    kept (sticky), then the per-person minimums (promotions by hash order)."""
     prev_sources = {}
     if previous is not None and previous.get("params", {}).get("seed") == seed:
         prev_sources = {k: v.get("split") for k, v in previous.get("sources", {}).items()}
@@ -231,7 +269,6 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
         split_of[gid] = max(cands + held, key=_RANK.__getitem__)
     group_u = {gid: min(u[s] for s in members) for gid, members in groups.items()}
 
-    # ---- per person minimums (promotions by hash order; see the module docstring)
     person_groups: dict[str, list[str]] = defaultdict(list)
     for c in crops:
         gid = uf.find(c.source)
@@ -240,16 +277,13 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
     for name in names:
         gids = sorted(person_groups[name], key=lambda g: (group_u[g], g))
         _balance(name, gids, split_of, locked, group_u, val, test, result)
+    return split_of
 
-    # ---- write (the journal first: a kill from here on is recognised by the next run)
-    atomic_write(journal, lambda tmp: tmp.write_text(json.dumps({
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
-        "fingerprint": fingerprint}), encoding="utf-8"))
-    if out.exists() and (force or previous is not None):
-        for split in SPLITS:
-            if (out / split).exists():
-                shutil.rmtree(out / split)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_splits(crops: list[_Crop], uf: _UnionFind, split_of: dict[str, str], out: Path,
+                  link: bool, val: float, test: float, names: list[str],
+                  result: SplitResult) -> dict[str, dict]:
+    """Each crop linked or copied to OUT/<split>/<person>/; returns split.json's ``files``."""
     counts = {name: {s: 0 for s in SPLITS} for name in names}
     files: dict[str, dict] = {}
     for c in sorted(crops, key=lambda c: c.rel):
@@ -268,24 +302,7 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
         if missing and not any(w.startswith(f"{name}:") for w in result.warnings):
             result.warnings.append(f"{name}: no crops in {', '.join(missing)}")
     result.counts = counts
-    sources = {}
-    for gid, members in groups.items():
-        for s in members:
-            sources[s] = {"split": split_of[gid], "group": gid}
-    result.sources = {s: v["split"] for s, v in sources.items()}
-    # the crop recipe travels with the dataset (through datastores too) to train and predict
-    spec = read_processed_spec(processed)
-    _write_json(out / LABELS_JSON, {"labels": names, **({"crop": spec.to_dict()} if spec else {})})
-    _write_json(out / SPLIT_JSON, {
-        "version": 1, "tool": f"facerec {__version__}", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "params": params,
-        "input": {"processed_dir": str(processed.resolve()), "fingerprint": fingerprint,
-                  "crops": len(crops)},
-        "labels": names, "counts": counts, "warnings": result.warnings,
-        "sources": dict(sorted(sources.items())), "files": files,
-    })
-    journal.unlink(missing_ok=True)
-    return result
+    return files
 
 
 def _balance(name: str, gids: list[str], split_of: dict[str, str], locked: set[str],
