@@ -109,6 +109,21 @@ class TrainConfig:
             out[f.name] = v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
         return out
 
+    def check(self) -> None:
+        """Values that no run could use: a one-line FacerecError naming the flag."""
+        if self.max_epochs is None or int(self.max_epochs) < 1:
+            raise FacerecError("--max_epochs must be at least 1")
+        if self.batch_size < 1:
+            raise FacerecError("--batch_size must be at least 1")
+        if not 0 < self.target_fpir < 1:
+            raise FacerecError("--target_fpir must be between 0 and 1")
+        if self.finetune is None or int(self.finetune) < 0:
+            raise FacerecError("--finetune must be 0 (frozen) or more")
+        if self.backbone_lr is not None and not self.backbone_lr > 0:
+            raise FacerecError("--backbone_lr must be above 0")
+        if self.monitor not in ("val_loss", "val_acc", "val_f1"):
+            raise FacerecError(f"--monitor {self.monitor!r}: use val_loss, val_acc or val_f1")
+
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:

@@ -299,21 +299,28 @@ class FaceDataModule(L.LightningDataModule):
         from facerec.embed import get_embedder
 
         emb = get_embedder(self.backbone, **self.embedder_kwargs)
-        all_samples = [(s, p, y) for s in SPLITS for p, y in self.info.samples[s]]
-        raw = embed_crop_files([p for _, p, _ in all_samples], emb, mirror=self.mirror_tta,
+        paths = self._all_paths()
+        raw = embed_crop_files(paths, emb, mirror=self.mirror_tta,
                                progress=self.progress and is_rank_zero())
         views = combine_views(raw[:, 0], raw[:, 1] if self.mirror_tta else None)
-        ok = np.isfinite(views).all(axis=(1, 2))
-        self.dropped = [p for (_, p, _), good in zip(all_samples, ok) if not good]
+        self.features = self._per_split(views, np.isfinite(views).all(axis=(1, 2)))
+        return self.features
+
+    def _all_paths(self) -> list[Path]:
+        return [p for s in SPLITS for p, _ in self.info.samples[s]]
+
+    def _per_split(self, rows: np.ndarray, ok: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """ROWS (one per sample of :meth:`_all_paths`, in split order) -> per split (rows,
+        labels), without the samples that are not OK (dropped with a warning); every person
+        must keep a training crop."""
+        samples = [(s, p, y) for s in SPLITS for p, y in self.info.samples[s]]
+        self.dropped = [p for (_, p, _), good in zip(samples, ok) if not good]
         if self.dropped:
             warn_user(f"{len(self.dropped)} crop(s) could not be embedded and are left out "
-                  f"(first: {self.dropped[0]})", self.info.warnings)
-        out = {}
-        split_of = np.array([s for s, _, _ in all_samples])
-        labels = np.array([y for _, _, y in all_samples], dtype=np.int64)
-        for s in SPLITS:
-            m = (split_of == s) & ok
-            out[s] = (views[m], labels[m])
+                      f"(first: {self.dropped[0]})", self.info.warnings)
+        split_of = np.array([s for s, _, _ in samples])
+        labels = np.array([y for _, _, y in samples], dtype=np.int64)
+        out = {s: (rows[(split_of == s) & ok], labels[(split_of == s) & ok]) for s in SPLITS}
         if not len(out["train"][1]):
             raise FacerecError(f"no training crop of {self.info.root} could be embedded "
                                f"with {self.backbone}: are they face crops?")
@@ -321,7 +328,6 @@ class FaceDataModule(L.LightningDataModule):
         if missing:
             raise FacerecError(f"no usable training crop for {self.labels[missing[0]]!r}: "
                                f"none could be embedded with {self.backbone}")
-        self.features = out
         return out
 
     def load_activations(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -334,23 +340,11 @@ class FaceDataModule(L.LightningDataModule):
         from facerec.embed import get_embedder
 
         emb = get_embedder(self.backbone, **self.embedder_kwargs)
-        all_samples = [(s, p, y) for s in SPLITS for p, y in self.info.samples[s]]
-        acts, ok = compute_activations([p for _, p, _ in all_samples], emb,
-                                       len(LEVELS) - self.finetune, mirror=self.mirror_tta,
+        acts, ok = compute_activations(self._all_paths(), emb, len(LEVELS) - self.finetune,
+                                       mirror=self.mirror_tta,
                                        progress=self.progress and is_rank_zero())
-        self.dropped = [p for (_, p, _), good in zip(all_samples, ok) if not good]
-        if self.dropped:
-            warn_user(f"{len(self.dropped)} crop(s) could not be embedded and are left out "
-                  f"(first: {self.dropped[0]})", self.info.warnings)
-        split_of = np.array([s for s, _, _ in all_samples])
-        labels = np.array([y for _, _, y in all_samples], dtype=np.int64)
-        out = {s: (acts[(split_of == s) & ok], labels[(split_of == s) & ok]) for s in SPLITS}
-        missing = sorted(set(range(len(self.labels))) - set(out["train"][1].tolist()))
-        if missing:
-            raise FacerecError(f"no usable training crop for {self.labels[missing[0]]!r}: "
-                               f"none could be embedded with {self.backbone}")
-        self.activations = out
-        return out
+        self.activations = self._per_split(acts, np.asarray(ok, bool))
+        return self.activations
 
     @torch.no_grad()
     def tuned_features(self, model: FaceClassifier, batch_size: int = 256

@@ -121,16 +121,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
 def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     cfg = (config or TrainConfig()).replace(**overrides)
-    if cfg.max_epochs is None or int(cfg.max_epochs) < 1:
-        raise FacerecError("--max_epochs must be at least 1")
-    if cfg.batch_size < 1:
-        raise FacerecError("--batch_size must be at least 1")
-    if not 0 < cfg.target_fpir < 1:
-        raise FacerecError("--target_fpir must be between 0 and 1")
-    if cfg.finetune is None or int(cfg.finetune) < 0:
-        raise FacerecError("--finetune must be 0 (frozen) or more")
-    if cfg.backbone_lr is not None and not cfg.backbone_lr > 0:
-        raise FacerecError("--backbone_lr must be above 0")
+    cfg.check()
     warns: list[str] = []
 
     # data
@@ -168,27 +159,39 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                            "drop --gpus to train on the CPU")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    lr = cfg.learning_rate if cfg.learning_rate is not None else (1e-2 if kind == "embedder" else 1e-3)
-    timm_model = None
-    if kind == "timm":
-        timm_model = create_timm_model(cfg.backbone, pretrained=cfg.pretrained)
-    elif cfg.pretrained:
-        warn_user(f"--pretrained ignored: {cfg.backbone} is a frozen, already trained face embedding",
-              warns)
-    model_config = build_model_config(info.labels, cfg.backbone, pretrained=cfg.pretrained,
-                                      image_size=cfg.image_size, scale=cfg.scale,
-                                      margin=cfg.margin, dropout=cfg.dropout,
-                                      mirror_tta=cfg.mirror_tta, crop=info.crop,
-                                      timm_model=timm_model, finetune=int(cfg.finetune))
-    pre = model_config["preprocess"]
-    if cfg.monitor not in ("val_loss", "val_acc", "val_f1"):
-        raise FacerecError(f"--monitor {cfg.monitor!r}: use val_loss, val_acc or val_f1")
+    module = _build_module(cfg, info, kind, warns, pending)
+    pre = module.model.config["preprocess"]
     has_val = info.count("val") > 0
     # without a validation split, early stopping and the best checkpoint follow the training loss
     # (or accuracy)
     monitor = cfg.monitor if has_val else ("train_loss" if cfg.monitor == "val_loss" else "train_acc")
     mode = "max" if monitor in _MAXIMIZE else "min"
+    save_dir, name, version = _run_folder(cfg, runs_dir, ckpt_path)
 
+    # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
+    lock = (folder_lock(Path(save_dir) / name, "train")
+            if _launcher_rank_zero() and not _is_url(save_dir) else contextlib.nullcontext())
+    with lock, _lightning_output(quiet=not cfg.progress):
+        return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
+                    has_val, pending, pre, warns)
+
+
+def _build_module(cfg: TrainConfig, info: DatasetInfo, kind: str, warns: list[str],
+                  pending: list[str]) -> FaceModule:
+    """The LightningModule for CFG's backbone and INFO's people (timm weights created, dlib's
+    trained levels loaded for --finetune)."""
+    lr = cfg.learning_rate if cfg.learning_rate is not None else (1e-2 if kind == "embedder" else 1e-3)
+    timm_model = None
+    if kind == "timm":
+        timm_model = create_timm_model(cfg.backbone, pretrained=cfg.pretrained)
+    elif cfg.pretrained:
+        warn_user(f"--pretrained ignored: {cfg.backbone} is a frozen, already trained face "
+                  "embedding", warns)
+    model_config = build_model_config(info.labels, cfg.backbone, pretrained=cfg.pretrained,
+                                      image_size=cfg.image_size, scale=cfg.scale,
+                                      margin=cfg.margin, dropout=cfg.dropout,
+                                      mirror_tta=cfg.mirror_tta, crop=info.crop,
+                                      timm_model=timm_model, finetune=int(cfg.finetune))
     module = FaceModule(model_config, learning_rate=lr, weight_decay=cfg.weight_decay,
                         label_smoothing=cfg.label_smoothing, warmup_epochs=cfg.warmup_epochs,
                         backbone_lr_mult=0.1 if cfg.pretrained and kind == "timm" else 1.0,
@@ -208,22 +211,19 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                        "people the network was fine-tuned on, so it accepts unseen people more "
                        "often than --target_fpir says; check it with facerec evaluate on photos of "
                        "people outside the dataset")
+    return module
 
-    # output layout
+
+def _run_folder(cfg: TrainConfig, runs_dir: str, ckpt_path: str | None
+                ) -> tuple[str, str, int | None]:
+    """(save_dir, run name, version): a resume without --name continues its own run folder."""
     save_dir, name, version = runs_dir, cfg.name, None
     if ckpt_path and not cfg.name:
         rdir, rname, rversion = _resume_target(ckpt_path, runs_dir)
         if rname:
             save_dir, name, version = rdir, rname, rversion
             os.environ["FACEREC_RUN_NAME"] = rname
-    name = resolve_run_name(name)
-
-    # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
-    lock = (folder_lock(Path(save_dir) / name, "train")
-            if _launcher_rank_zero() and not _is_url(save_dir) else contextlib.nullcontext())
-    with lock, _lightning_output(quiet=not cfg.progress):
-        return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
-                    has_val, pending, pre, warns)
+    return save_dir, resolve_run_name(name), version
 
 
 def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, save_dir: str,
