@@ -29,6 +29,25 @@ def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
                    help=f"print {what} as JSON on stdout (other messages go to stderr)")
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="where the networks run: auto (CUDA if available), cpu, cuda, cuda:1, ...")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_cache_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache_dir", default=None, help="embedding cache folder (default: "
+                   "$FACEREC_CACHE_DIR/embeddings, else ~/.cache/facerec/embeddings)")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch or onnxruntime (a .onnx model always runs on onnxruntime)")
+
+
 def _stdout_for(args: argparse.Namespace):
     """With --json, whatever the command prints while it runs goes to stderr: stdout is the JSON."""
     import contextlib
@@ -89,8 +108,8 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max_side", type=int, default=1600,
                    help="detect on a copy downscaled to this longest side (0: never downscale)")
     p.add_argument("--batch_size", type=int, default=8, help="photos per detector batch")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(p)
+    _add_quiet(p)
     _add_json(p)
     p.set_defaults(func=_run_detect)
 
@@ -140,13 +159,11 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep_poor", action="store_true",
                    help="do not reject low-score, tiny or badly fitted crops")
     p.add_argument("--embedder", default="dlib_face", help="face embedding model (default: dlib_face)")
-    p.add_argument("--device", default="auto",
-                   help="where the embedding network runs: auto (CUDA if available), cpu, cuda")
+    _add_device(p)
     p.add_argument("--batch_size", type=int, default=64,
                    help="face chips per embedding-network batch (default: 64)")
-    p.add_argument("--cache_dir", default=None,
-                   help="embedding cache folder (default: ~/.cache/facerec/embeddings)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cache_dir(p)
+    _add_quiet(p)
     _add_json(p)
     p.set_defaults(func=_run_annotate)
 
@@ -191,9 +208,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
                    help="keep near-duplicate photos together, found by face embedding (default), "
                    "or only crops of the very same photo (none)")
     p.add_argument("--copy", action="store_true", help="always copy (no hard links)")
-    p.add_argument("--cache_dir", default=None,
-                   help="embedding cache folder (default: ~/.cache/facerec/embeddings)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cache_dir(p)
+    _add_quiet(p)
     _add_json(p)
     p.set_defaults(func=_run_split)
 
@@ -228,7 +244,7 @@ def _add_datastore(sub: argparse._SubParsersAction) -> None:
                            "upload to resume it.")
     c.add_argument("--name", required=True, help="datastore name, e.g. face_detection")
     c.add_argument("--source", default="dataset", help="folder to upload (default: dataset)")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(c)
     c.set_defaults(func=_run_datastore_create)
     ls = actions.add_parser("list", parents=[store], help="table of datastores and versions")
     ls.add_argument("name", nargs="?", help="only this datastore")
@@ -246,7 +262,7 @@ def _add_datastore(sub: argparse._SubParsersAction) -> None:
                     help="NAME:VERSION or datastore://NAME/VERSION (default version: the latest "
                     "succeeded)")
     pl.add_argument("--to", required=True, metavar="DIR", help="destination folder")
-    pl.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(pl)
     pl.set_defaults(func=_run_datastore_pull)
 
 
@@ -430,15 +446,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save_annotated", metavar="DIR",
                    help="write copies of the images with boxes and names drawn to DIR (a video: "
                    "a video file, e.g. out.mp4)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="torch (default) or onnxruntime (a .onnx model always uses onnxruntime)")
+    _add_runtime(p)
     p.add_argument("--crops", action="store_true",
                    help="every image is one face crop: no detection")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    _add_device(p)
     p.add_argument("--batch_size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--timing", action="store_true",
                    help="print the time spent loading, detecting, embedding and classifying")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.set_defaults(func=_run_predict)
 
 
@@ -489,8 +504,8 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
                    "centre (default: refuse photos whose faces are of similar size)")
     p.add_argument("--out", help="the new checkpoint's path (default: <old stem>-enroll-NAME.ckpt "
                    "beside the old one; never overwritten)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_device(p)
+    _add_json(p, "the result")
     p.set_defaults(func=_run_enroll)
 
 
@@ -526,7 +541,7 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint_path", required=True, help="checkpoint (.ckpt) to start from")
     p.add_argument("--name", required=True, help="the person to remove")
     p.add_argument("--out", help="the new checkpoint's path (default: <old stem>-forget-NAME.ckpt)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_json(p, "the result")
     p.set_defaults(func=_run_forget)
 
 
@@ -560,8 +575,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pick", choices=("largest", "center"),
                    help="in photos with several faces take the largest / the one nearest the centre")
     p.add_argument("--top", type=int, default=10, help="1:N: people listed (default: 10)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    _add_json(p, "the result")
+    _add_device(p)
     p.set_defaults(func=_run_verify)
 
 
@@ -597,13 +612,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "photos: detect faces first (default: otherwise)")
     p.add_argument("--pick", choices=("largest", "center"), default="largest",
                    help="the face a photo with several faces is labelled by (default: largest)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_json(p, "the report")
     p.add_argument("--report", metavar="DIR",
                    help="write report.json, confusion_matrix.png, predictions.csv, misclassified.csv")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    _add_runtime(p)
+    _add_device(p)
     p.add_argument("--batch_size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -671,8 +686,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=float, default=0.1, help="validation fraction per person")
     p.add_argument("--test", type=float, default=0.1, help="test fraction per person")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(p)
+    _add_quiet(p)
     _add_json(p)
     p.set_defaults(func=_run_run)
 
@@ -710,7 +725,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=None,
                    help="require this token (default: $FACEREC_TOKEN; generated for a non-loopback "
                    "--host)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    _add_device(p)
     p.add_argument("--max_upload_mb", type=int, default=20, help="largest image upload (default: 20)")
     p.set_defaults(func=_run_serve)
 
