@@ -59,7 +59,6 @@ OTHERS = "_others"
 
 #: thresholds on distances come from the embedder (Embedder.cluster_threshold...); these do not
 SUGGEST_K = 3                    # a crop is compared with this many nearest crops of a person
-DEFAULT_MIN_SCORE = 0.9          # MTCNN score below which a crop is rejected
 DEFAULT_MIN_FACE = 24            # detector box side (original pixels) below which it is rejected
 DEFAULT_MAX_FIT_ERROR = 0.45     # landmark fit vs detector eyes, in inter-ocular distances
 
@@ -187,7 +186,7 @@ def _new_op_id() -> str:
 def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None,
              member_distance: float | None = None, suggest_distance: float | None = None,
              album_distance: float | None = None, albums: bool | None = None,
-             reject: bool = True, min_score: float = DEFAULT_MIN_SCORE,
+             reject: bool = True, min_score: float | None = None,
              min_face: float = DEFAULT_MIN_FACE, max_fit_error: float = DEFAULT_MAX_FIT_ERROR,
              dry_run: bool = False, embedder: Any = "dlib_face", cache: Any = None,
              progress: bool = True) -> AnnotateResult:
@@ -196,7 +195,9 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     ``albums``: None = album mode for person folders that ``facerec detect`` filled from albums
     (the manifest says their crops were written there), True = for every person folder, False =
     never. ``dry_run``: plan only, move nothing. Thresholds default to values suited to dlib's
-    descriptor. ``cache``: embedding cache (see :func:`facerec.embed.embed_files`).
+    descriptor; ``min_score`` to that of the detector the crops were made with (its
+    ``default_min_score``, on its own scale: 0.9 for MTCNN). ``cache``: embedding cache (see
+    :func:`facerec.embed.embed_files`).
     """
     processed = require_folder(processed_dir)
     if dry_run:  # plans only: never waits for, or changes, anything
@@ -223,6 +224,12 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     member_distance = emb.member_distance if member_distance is None else float(member_distance)
     suggest_distance = emb.suggest_distance if suggest_distance is None else float(suggest_distance)
     album_distance = emb.same_person_threshold if album_distance is None else float(album_distance)
+    if min_score is None:  # the score scale is the detector's that found these crops
+        from facerec.cropspec import CropSpec, read_processed_spec
+        from facerec.detect import detector_class
+
+        spec = read_processed_spec(processed) or CropSpec()
+        min_score = detector_class(spec.detector_name).default_min_score
     result = AnnotateResult(processed_dir=str(processed), dry_run=dry_run)
 
     if dry_run:

@@ -26,6 +26,7 @@ from facerec.errors import FacerecError
 
 DEFAULT_SIZE = 160
 DEFAULT_MARGIN = 0.2
+DEFAULT_DETECTOR = "mtcnn"  # a name of facerec.detect's registry
 SPEC_FILE = "crop.json"  # under <processed>/.facerec/
 
 
@@ -38,7 +39,7 @@ class CropSpec:
     size: int = DEFAULT_SIZE
     margin: float = DEFAULT_MARGIN
     align: bool = False
-    detector: dict[str, Any] = field(default_factory=lambda: {"name": "mtcnn"})
+    detector: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_DETECTOR})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +50,7 @@ class CropSpec:
         return cls(size=int(data.get("size", DEFAULT_SIZE)),
                    margin=float(data.get("margin", DEFAULT_MARGIN)),
                    align=bool(data.get("align", False)),
-                   detector=dict(data.get("detector") or {"name": "mtcnn"}))
+                   detector=dict(data.get("detector") or {"name": DEFAULT_DETECTOR}))
 
     @classmethod
     def from_preprocess(cls, pre: dict[str, Any] | None) -> CropSpec:
@@ -60,9 +61,13 @@ class CropSpec:
             return cls.from_dict(pre["crop"])
         return cls(margin=float(pre.get("crop_margin", DEFAULT_MARGIN)))
 
+    @property
+    def detector_name(self) -> str:
+        return str(self.detector.get("name", DEFAULT_DETECTOR))
+
     def describe(self) -> str:
         how = "aligned" if self.align else f"box crops, margin {self.margin:g}"
-        return f"{self.size} px {how} ({self.detector.get('name', '?')})"
+        return f"{self.size} px {how} ({self.detector_name})"
 
 
 def write_processed_spec(processed: str | os.PathLike, spec: CropSpec, has_crops: bool) -> None:
@@ -82,7 +87,7 @@ def write_processed_spec(processed: str | os.PathLike, spec: CropSpec, has_crops
 
 def _recipe(spec: CropSpec) -> tuple:
     """What makes two crops comparable (detector thresholds may change between runs)."""
-    return spec.size, round(spec.margin, 6), spec.align, spec.detector.get("name")
+    return spec.size, round(spec.margin, 6), spec.align, spec.detector_name
 
 
 def read_processed_spec(processed: str | os.PathLike) -> CropSpec | None:

@@ -4,7 +4,12 @@ Library API::
 
     from facerec import FaceDetector
     faces = FaceDetector().detect("photo.jpg")        # list[Face], boxes in original pixels
-    detect_folder("raw/", "processed/")                # the `facerec detect` stage
+    detector = get_detector("mtcnn", thresholds=(0.6, 0.7, 0.8))   # a detector by name
+    detect_folder("raw/", "processed/", detector=detector)          # the `facerec detect` stage
+
+Detectors are a registry of :class:`Detector` entries (:func:`register_detector`), like the
+embedders of :mod:`facerec.embed`; MTCNN (:class:`FaceDetector`) is the only one. The crop spec
+records which one found the faces, and predict builds the one its checkpoint names.
 
 Output of :func:`detect_folder` (documented in docs/ARCHITECTURE.md, a stable format):
 
@@ -26,17 +31,19 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from facerec.align import crop_transform, warp_crop
-from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
+from facerec.cropspec import (DEFAULT_DETECTOR, DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec,
+                              write_processed_spec)
 from facerec.errors import FacerecError
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
                             load_image, read_file)
@@ -71,14 +78,79 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+# --------------------------------------------------------------------------------------- detectors
+@runtime_checkable
+class Detector(Protocol):
+    """What the stages need from a face detector; entries are registered by name.
+
+    ``get_detector(name, device=..., **settings)`` builds one. Every entry takes ``device``,
+    ``min_face_size`` and ``max_side`` (predict passes them) besides settings of its own; its
+    ``settings()`` are recorded in the crop spec (``detector``, see :mod:`facerec.cropspec`) and
+    rebuild it: ``get_detector(d.name, **d.settings())``. Scores are on the detector's own scale:
+    ``default_min_score`` (class attribute) is where ``facerec annotate`` rejects a crop by
+    default, ``face_threshold`` where :meth:`score_crops` calls a crop a face.
+    """
+
+    name: str
+    default_min_score: float
+    face_threshold: float
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def detect_batch(self, images: Iterable) -> list[list[Face]]:
+        """Faces per image (paths, PIL images, HxWx3 uint8 arrays or :class:`LoadedImage`), in
+        the original image's pixels, highest score first."""
+
+    def score_crops(self, crops: Sequence[Image.Image], margin: float) -> np.ndarray:
+        """How face-like each image is taken as an already cropped face (``margin``: the context
+        ``facerec detect`` leaves around the box): one score per crop."""
+
+
+_DETECTORS: dict[str, type] = {}
+
+
+def register_detector(name: str) -> Callable[[type], type]:
+    """Class decorator: make a :class:`Detector` available to :func:`get_detector` as ``name``."""
+
+    def deco(cls: type) -> type:
+        _DETECTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def available_detectors() -> list[str]:
+    return sorted(_DETECTORS)
+
+
+def detector_class(name: str) -> type:
+    """The class registered as ``name`` (its class attributes, without loading a model)."""
+    if name not in _DETECTORS:
+        raise FacerecError(f"unknown detector {name!r} (available: {', '.join(available_detectors())})")
+    return _DETECTORS[name]
+
+
+def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> Detector:
+    """A new detector registered as ``name`` with ``settings`` (a :class:`Detector` is returned
+    as is)."""
+    if not isinstance(name, str):
+        return name
+    return detector_class(name)(**settings)
+
+
+@register_detector("mtcnn")
 class FaceDetector:
     """MTCNN face detector (P-, R-, O-Net) in PyTorch, batched, CUDA when available.
 
     ``max_side``: larger photos are detected on a copy downscaled to this longest side (JPEGs are
     decoded at reduced size, which is cheap); boxes and landmarks are always returned in the
     original image's pixels. ``None`` or 0 detects at full resolution. Faces smaller than
-    ``min_face_size`` pixels *of the detection copy* are not searched for.
+    ``min_face_size`` pixels *of the detection copy* are not searched for. Scores are O-Net's face
+    probability.
     """
+
+    name = "mtcnn"
+    default_min_score = 0.9
 
     def __init__(self, device: str | torch.device = "auto", min_face_size: int = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
@@ -90,10 +162,12 @@ class FaceDetector:
         self.device = resolve_device(device)
         self.max_side = max_side or None
         self.mtcnn = MTCNN(self.device, min_face_size, tuple(thresholds), factor)
-        #: what produced the faces, recorded in the crop spec (see :mod:`facerec.cropspec`)
-        self.settings = {"name": "mtcnn", "min_face_size": int(min_face_size),
-                         "thresholds": [float(t) for t in thresholds], "factor": float(factor),
-                         "max_side": self.max_side}
+        self.face_threshold = self.mtcnn.thresholds[2]
+
+    def settings(self) -> dict[str, Any]:
+        m = self.mtcnn
+        return {"min_face_size": int(m.min_face_size), "thresholds": list(m.thresholds),
+                "factor": float(m.factor), "max_side": self.max_side}
 
     def _prepare(self, image) -> LoadedImage:
         if isinstance(image, LoadedImage):
@@ -134,6 +208,24 @@ class FaceDetector:
                 for b, s, pts in zip(boxes, det.scores, landmarks)
             ])
         return faces
+
+    def score_crops(self, crops: Sequence[Image.Image], margin: float = DEFAULT_MARGIN) -> np.ndarray:
+        """O-Net's face probability of each image's centre, read as a crop of ``facerec detect``
+        (the face box = the crop without its ``margin``) and as a tight crop; the higher."""
+        patches = []
+        for im in crops:
+            w, h = im.size
+            for m in (margin, 0.0):
+                side = max(w, h) / (1.0 + m)
+                x0, y0 = round((w - side) / 2), round((h - side) / 2)
+                box = (x0, y0, x0 + max(1, round(side)), y0 + max(1, round(side)))
+                patch = im.crop(box).resize((48, 48), Image.Resampling.BOX)
+                patches.append(np.asarray(patch, dtype=np.float32))
+        x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).to(self.mtcnn.device)
+        x = ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            score = self.mtcnn.onet(x)[2].float().cpu().numpy()
+        return score.reshape(len(crops), 2).max(axis=1)
 
 
 # ------------------------------------------------------------------------------------------ crops
@@ -266,7 +358,7 @@ def _unchanged(previous: dict | None, stat: os.stat_result) -> bool:
 
 
 def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
-                  detector: FaceDetector | None = None, size: int = DEFAULT_SIZE,
+                  detector: Detector | str | None = None, size: int = DEFAULT_SIZE,
                   margin: float = DEFAULT_MARGIN,
                   align: bool = False, min_score: float = 0.0, batch_size: int = 8,
                   progress: bool = True, quality: int = 95) -> DetectSummary:
@@ -274,7 +366,8 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
 
     Every entry under ``raw_dir`` gets exactly one manifest record: links, FIFOs and other special
     files are recorded with the reason they were skipped (and never opened). One writer at a time
-    per ``out_dir``; ``out_dir`` may not overlap ``raw_dir``."""
+    per ``out_dir``; ``out_dir`` may not overlap ``raw_dir``. ``detector``: a :class:`Detector` or
+    a registered name (default: MTCNN with its default settings)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     _check_dirs(raw_dir, out_dir)
     with folder_lock(out_dir, "detect"):
@@ -282,13 +375,14 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
                               batch_size, progress, quality)
 
 
-def _detect_folder(raw_dir: Path, out_dir: Path, detector: FaceDetector | None, size: int,
+def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None, size: int,
                    margin: float, align: bool, min_score: float, batch_size: int, progress: bool,
                    quality: int) -> DetectSummary:
     started = time.perf_counter()
-    detector = detector or FaceDetector()
+    detector = get_detector(detector or DEFAULT_DETECTOR)
     done = read_manifest(out_dir, repair=True)
-    spec = CropSpec(size, margin, align, {**detector.settings, "min_score": float(min_score)})
+    spec = CropSpec(size, margin, align, {"name": detector.name, **detector.settings(),
+                                          "min_score": float(min_score)})
     write_processed_spec(out_dir, spec, has_crops=any(r.get("faces") for r in done.values()))
     remove_temporaries(out_dir)
     files = list(iter_files(raw_dir, exclude=out_dir))

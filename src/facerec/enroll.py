@@ -39,7 +39,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -95,14 +94,12 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop_size: int 
     group photos get ``reason`` instead of a crop (never an exception)."""
     from facerec.detect import crop_face
     from facerec.images import ImageLoadError, load_image
-    from facerec.predict import Predictor, collect_images
+    from facerec.predict import collect_images
 
     if pick not in (None, "largest", "center"):
         raise FacerecError(f"--pick must be largest or center, not {pick!r}")
     items = collect_images(paths)
     out: list[PhotoFace] = []
-    # predict's rule for "is this small image a face crop?" (O-Net on its centre), reused as is
-    scorer = SimpleNamespace(crop_margin=crop_margin, detector=detector)
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
         loaded, results = [], []
@@ -133,10 +130,10 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop_size: int 
                 continue
             r.crop, _ = crop_face(im, face, crop_size, crop_margin, align)
             r.box = tuple(float(v) for v in face.box)
-        if small:
-            scores = Predictor._crop_face_scores(scorer, [im for _, im in small])
+        if small:  # predict's rule for "is this small image a face crop?"
+            scores = detector.score_crops([im for _, im in small], crop_margin)
             for (r, im), score in zip(small, scores):
-                if score >= detector.mtcnn.thresholds[2]:
+                if score >= detector.face_threshold:
                     r.crop, r.box, r.source = im, (0.0, 0.0, float(im.width), float(im.height)), \
                         "whole_image"
                 else:

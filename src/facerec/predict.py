@@ -14,12 +14,14 @@ How an image is read (:meth:`Predictor.predict_paths`):
 
 1. It is loaded with :func:`facerec.images.load_image` (EXIF orientation, any mode, HEIC); a file
    that cannot be read gives an :class:`ImageResult` with ``error`` set, never an exception.
-2. Every face is found with :class:`facerec.detect.FaceDetector` (batched; CUDA when available) and
+2. Every face is found with the detector that found the training faces (the checkpoint's crop
+   spec names it, :func:`facerec.detect.get_detector`: MTCNN, batched, CUDA when available) and
    cropped exactly as ``facerec detect`` crops for training (:func:`facerec.detect.crop_face`, a
    160-pixel square with the checkpoint's crop margin, 0.2 by default).
 3. An image in which no face is found and whose sides are both at most ``crop_max_side`` (400)
-   pixels is taken to be an already cropped face (the tutorial's crops), *if* MTCNN's last stage
-   (O-Net) accepts the image's centre as a face; a small photo of a dog still has no face.
+   pixels is taken to be an already cropped face (the tutorial's crops), *if* the detector
+   accepts it as one (``score_crops``: MTCNN's last stage, O-Net, on the image's centre); a
+   small photo of a dog still has no face.
    ``mode="crops"`` skips detection and takes every image as one crop (what ``facerec evaluate``
    does on a dataset from ``facerec split``).
 4. All crops of a batch are classified at once: ``label`` is the person, or ``"unknown"`` when the
@@ -283,6 +285,14 @@ class Predictor:
         self.max_side = max_side or None
         self.crop_max_side = int(crop_max_side or 0)
         self._detector = detector
+        if detector is None and mode == "auto":  # the detector that found its training faces
+            from facerec.detect import detector_class
+
+            try:
+                detector_class(self.crop.detector_name)
+            except FacerecError as exc:
+                raise FacerecError(f"{display_path(path)}: its training crops were made with an "
+                                   f"{exc}") from None
 
     # ---- properties
     @property
@@ -301,12 +311,13 @@ class Predictor:
 
     @property
     def detector(self):
+        """The detector the checkpoint's crops were made with (its ``preprocess.crop``)."""
         if self._detector is None:
-            from facerec.detect import FaceDetector
+            from facerec.detect import get_detector
 
             t0 = time.perf_counter()
-            self._detector = FaceDetector(device=self.device, min_face_size=self.min_face_size,
-                                          max_side=self.max_side)
+            self._detector = get_detector(self.crop.detector_name, device=self.device,
+                                          min_face_size=self.min_face_size, max_side=self.max_side)
             self.timings["load"] += time.perf_counter() - t0
         return self._detector
 
@@ -434,10 +445,10 @@ class Predictor:
                         max(img.image.width, img.image.height) <= self.crop_max_side:
                     small.append(i)
             if small:
-                scores = self._crop_face_scores([work[i][1].image for i in small])
-                threshold = self.detector.mtcnn.thresholds[2]
+                scores = self.detector.score_crops([work[i][1].image for i in small],
+                                                   self.crop_margin)
                 for i, s in zip(small, scores):
-                    if s >= threshold:
+                    if s >= self.detector.face_threshold:
                         im = work[i][1].image
                         faces.append((i, (0.0, 0.0, float(im.width), float(im.height)), float(s),
                                       "whole_image", im))
@@ -451,28 +462,6 @@ class Predictor:
                 detection_score=det, source=source))
         self.counts["faces"] += len(faces)
         return results
-
-    def _crop_face_scores(self, images: list) -> np.ndarray:
-        """MTCNN's O-Net face probability of each image's centre, read as a crop of ``facerec
-        detect`` (the face box = the crop without its margin) and as a tight crop; the higher."""
-        import torch
-        from PIL import Image
-
-        patches = []
-        for im in images:
-            w, h = im.size
-            for margin in (self.crop_margin, 0.0):
-                side = max(w, h) / (1.0 + margin)
-                x0, y0 = round((w - side) / 2), round((h - side) / 2)
-                box = (x0, y0, x0 + max(1, round(side)), y0 + max(1, round(side)))
-                patch = im.crop(box).resize((48, 48), Image.Resampling.BOX)
-                patches.append(np.asarray(patch, dtype=np.float32))
-        mt = self.detector.mtcnn
-        x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).to(mt.device)
-        x = ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            score = mt.onet(x)[2].float().cpu().numpy()
-        return score.reshape(len(images), 2).max(axis=1)
 
 
 # -------------------------------------------------------------------------------------- output

@@ -119,13 +119,15 @@ class Verifier:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, backbone: str = "dlib_face",
                  threshold: float | None = None, pick: str | None = None, device: str = "auto"):
-        from facerec.detect import FaceDetector, resolve_device
+        from facerec.cropspec import DEFAULT_DETECTOR, CropSpec
+        from facerec.detect import get_detector, resolve_device
 
         self.pick = pick
         self.threshold_override = threshold
         self.device = resolve_device(device)
         self.clf = None
         self.gallery = None
+        detector = DEFAULT_DETECTOR
         if checkpoint is not None:
             from facerec.enroll import _gallery, _read
             from facerec.model import load_checkpoint
@@ -137,12 +139,13 @@ class Verifier:
             self.crop_margin = float(pre.get("crop_margin", 0.2))
             self.align = bool(pre.get("align", False))
             self.backbone = self.clf.backbone_name
+            detector = CropSpec.from_preprocess(pre).detector_name  # the one its crops came from
         else:
             from facerec.embed import get_embedder
 
             self.embedder = get_embedder(backbone)
             self.crop_margin, self.align, self.backbone = 0.2, False, backbone
-        self.detector = FaceDetector(device=self.device)
+        self.detector = get_detector(detector, device=self.device)
 
     # ---- features
     def faces(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[dict]]:
