@@ -98,7 +98,8 @@ def test_bad_input_is_reported_never_fatal_and_raw_is_untouched(tmp_path, portra
     raw = tmp_path / "raw"
     _bad_files(raw, portrait)
     before = _hashes(raw)
-    assert main(["detect", str(raw), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    # partial success: the bad files are skipped, listed, and the exit status says so
+    assert main(["detect", str(raw), "--out", str(tmp_path / "out"), "--quiet"]) == 3
     out = capsys.readouterr().out
     assert "faces found" in out and "skipped: truncated" in out
     assert _hashes(raw) == before  # the user's photos are never modified

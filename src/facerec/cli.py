@@ -101,8 +101,9 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align", action="store_true",
                    help="5-point similarity-aligned crops instead of box crops")
     p.add_argument("--min_face_size", type=int, default=20, help="smallest face to find, in pixels")
-    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.7),
-                   metavar=("P", "R", "O"), help="P-Net, R-Net, O-Net score thresholds")
+    p.add_argument("--detector", default="mtcnn", help="the face detector, by registered name")
+    p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
+                   help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
     p.add_argument("--min_score", type=float, default=0.0,
                    help="drop faces whose final score is below this (default: keep all)")
     p.add_argument("--max_side", type=int, default=1600,
@@ -115,10 +116,13 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from facerec.detect import FaceDetector, detect_folder, print_detect_summary
+    from facerec.detect import detect_folder, get_detector, print_detect_summary
 
-    detector = FaceDetector(device=args.device, min_face_size=args.min_face_size,
-                            thresholds=tuple(args.thresholds), max_side=args.max_side or None)
+    settings = {"device": args.device, "min_face_size": args.min_face_size,
+                "max_side": args.max_side or None}
+    if args.thresholds:
+        settings["thresholds"] = tuple(args.thresholds)
+    detector = get_detector(args.detector, **settings)
     summary = detect_folder(args.raw_dir, args.out, detector=detector, size=args.crop_size,
                             margin=args.crop_margin, align=args.align, min_score=args.min_score,
                             batch_size=args.batch_size, progress=not args.quiet)
@@ -151,8 +155,9 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     _hidden_alias(p, "--threshold", "cluster_distance", type=float)
     p.add_argument("--suggest_distance", type=float, default=None,
                    help="max distance to a known person to suggest a crop for them (default: 0.55)")
-    p.add_argument("--min_score", type=float, default=0.9,
-                   help="reject crops whose detector score is below this (default: 0.9)")
+    p.add_argument("--min_score", type=float, default=None,
+                   help="reject crops whose detector score is below this (default: the "
+                   "detector's, 0.9 for mtcnn)")
     p.add_argument("--min_face_size", type=float, default=24,
                    help="reject faces smaller than this many pixels in the photo")
     _hidden_alias(p, "--min_face", "min_face_size", type=float)
