@@ -260,16 +260,59 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     result.embedded, result.embedded_cached = stats.computed, stats.cached
     result.embed_seconds = stats.seconds
 
-    n_loose = len(loose_paths)
+    plan = _Plan(infos, person_of, vecs, len(loose_paths), result)
+    _reject_poor(plan, quality, album_names, reject, min_score, min_face, max_fit_error)
+    for name in sorted(album_names):
+        _album_others(plan, name, threshold, member_distance, album_distance)
+    _suggest(plan, people, suggest_distance)
+    _cluster(plan, threshold, member_distance, set(people) | {
+        p.name for p in processed.iterdir() if p.is_dir()})
+    moves = plan.moves
+
+    moves = _dedupe_targets(processed, [m for m in moves if m.src != m.dst])
+    result.moves = moves
+    if dry_run or not moves:
+        return result
+    result.op = _apply(processed, moves, {
+        "threshold": threshold, "member_distance": member_distance,
+        "suggest_distance": suggest_distance, "album_distance": album_distance,
+        "albums": sorted(album_names), "reject": reject, "min_score": min_score,
+        "min_face": min_face, "max_fit_error": max_fit_error, "embedder": emb.cache_id})
+    return result
+
+
+@dataclass
+class _Plan:
+    """The crops annotate decides on (loose ones first) and what it has decided so far."""
+
+    infos: list[CropInfo]
+    person_of: list[str | None]  # the person folder a crop is in (None: loose)
+    vecs: np.ndarray
+    n_loose: int
+    result: AnnotateResult
+    moves: list[Move] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)  # "" = still to decide
+
+    def __post_init__(self) -> None:
+        self.status = ["" for _ in self.infos]
+
+    def move(self, i: int, target: str, why: str) -> None:
+        self.moves.append(Move(self.infos[i].rel, f"{target}/{self.infos[i].path.name}", why))
+
+
+def _reject_poor(plan: _Plan, quality: list, album_names: set[str], reject: bool, min_score: float,
+                 min_face: float, max_fit_error: float) -> None:
+    """Unreadable crops, and (REJECT) low-score, tiny or badly fitted ones, go to _rejected/; the
+    user's labelled crops (person folders that are not albums) are never touched."""
     # fit errors are only meaningful if the manifest landmarks map into the crops as expected
     fit_errors = [q.fit_error for q in quality if q.fit_error is not None]
     trust_fit = bool(fit_errors) and np.mean(np.array(fit_errors) > max_fit_error) < 0.5
     if fit_errors and not trust_fit:
-        result.warnings.append("most crops disagree with the manifest landmarks: landmark-fit "
-                               "check skipped (were the crops made with other settings?)")
+        plan.result.warnings.append("most crops disagree with the manifest landmarks: landmark-fit "
+                                    "check skipped (were the crops made with other settings?)")
 
-    def reject_reason(i: int) -> str | None:
-        q, info = quality[i], infos[i]
+    def reason(i: int) -> str | None:
+        q, info = quality[i], plan.infos[i]
         if q.error:
             return "unreadable"
         if not reject:
@@ -282,60 +325,63 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
             return "failed landmark fit"
         return None
 
-    moves: list[Move] = []
-    status = ["" for _ in infos]  # "" = still to decide
-    for i in range(len(infos)):
-        owner = person_of[i]
+    for i, owner in enumerate(plan.person_of):
         if owner is not None and owner not in album_names:
-            status[i] = "known"  # the user's labelled crops are never touched
+            plan.status[i] = "known"
             continue
-        why = reject_reason(i)
+        why = reason(i)
         if why:
-            status[i] = "rejected"
-            result.rejected[why] += 1
-            moves.append(Move(infos[i].rel, f"{REJECTED}/{owner + '/' if owner else ''}"
-                              f"{infos[i].path.name}", f"rejected: {why}"))
+            plan.status[i] = "rejected"
+            plan.result.rejected[why] += 1
+            plan.move(i, REJECTED + (f"/{owner}" if owner else ""), f"rejected: {why}")
 
-    # album mode: keep the dominant identity of each album folder, move the others
-    for name in sorted(album_names):
-        idx = [i for i in range(n_loose, len(infos)) if person_of[i] == name and not status[i]]
-        keep = _album_keep(vecs, idx, infos, threshold, member_distance, album_distance)
-        for i in idx:
-            if i in keep:
-                status[i] = "known"
-            else:
-                status[i] = "other"
-                result.others[name] = result.others.get(name, 0) + 1
-                moves.append(Move(infos[i].rel, f"{OTHERS}/{name}/{infos[i].path.name}",
-                                  f"not the main person of album {name}"))
 
-    # suggestions: loose crops close to a known person
+def _album_others(plan: _Plan, name: str, threshold: float, member_distance: float,
+                  album_distance: float) -> None:
+    """Album mode: keep the dominant identity of album folder NAME, move the others to _others/."""
+    idx = [i for i in range(plan.n_loose, len(plan.infos))
+           if plan.person_of[i] == name and not plan.status[i]]
+    keep = _album_keep(plan.vecs, idx, plan.infos, threshold, member_distance, album_distance)
+    for i in idx:
+        if i in keep:
+            plan.status[i] = "known"
+        else:
+            plan.status[i] = "other"
+            plan.result.others[name] = plan.result.others.get(name, 0) + 1
+            plan.move(i, f"{OTHERS}/{name}", f"not the main person of album {name}")
+
+
+def _suggest(plan: _Plan, people: dict[str, list[Path]], suggest_distance: float) -> None:
+    """Loose crops close to a known person go to _suggested/<person>/."""
     gallery: dict[str, np.ndarray] = {}
     for name in people:
-        members = [i for i in range(n_loose, len(infos)) if person_of[i] == name and status[i] == "known"]
+        members = [i for i in range(plan.n_loose, len(plan.infos))
+                   if plan.person_of[i] == name and plan.status[i] == "known"]
         if members:
-            gallery[name] = vecs[members]
-    todo = [i for i in range(n_loose) if not status[i]]
-    if gallery and todo:
-        names = sorted(gallery)
-        scores = np.full((len(todo), len(names)), np.inf)
-        for j, name in enumerate(names):
-            d = _pairwise(vecs[todo].astype(np.float64), gallery[name].astype(np.float64))
-            k = min(SUGGEST_K, d.shape[1])
-            scores[:, j] = np.sort(d, axis=1)[:, :k].mean(1)
-        best = np.argmin(scores, axis=1)
-        for row, i in enumerate(todo):
-            if scores[row, best[row]] <= suggest_distance:
-                name = names[best[row]]
-                status[i] = "suggested"
-                result.suggested[name] = result.suggested.get(name, 0) + 1
-                moves.append(Move(infos[i].rel, f"{SUGGESTED}/{name}/{infos[i].path.name}",
-                                  f"suggested for {name}"))
+            gallery[name] = plan.vecs[members]
+    todo = [i for i in range(plan.n_loose) if not plan.status[i]]
+    if not gallery or not todo:
+        return
+    names = sorted(gallery)
+    scores = np.full((len(todo), len(names)), np.inf)
+    for j, name in enumerate(names):
+        d = _pairwise(plan.vecs[todo].astype(np.float64), gallery[name].astype(np.float64))
+        k = min(SUGGEST_K, d.shape[1])
+        scores[:, j] = np.sort(d, axis=1)[:, :k].mean(1)
+    best = np.argmin(scores, axis=1)
+    for row, i in enumerate(todo):
+        if scores[row, best[row]] <= suggest_distance:
+            name = names[best[row]]
+            plan.status[i] = "suggested"
+            plan.result.suggested[name] = plan.result.suggested.get(name, 0) + 1
+            plan.move(i, f"{SUGGESTED}/{name}", f"suggested for {name}")
 
-    # cluster the rest of the loose crops
-    todo = [i for i in range(n_loose) if not status[i]]
-    labels = cluster_embeddings(vecs[todo].astype(np.float64), threshold, member_distance)
-    taken = set(people) | {p.name for p in processed.iterdir() if p.is_dir()}
+
+def _cluster(plan: _Plan, threshold: float, member_distance: float, taken: set[str]) -> None:
+    """The remaining loose crops: clusters of two or more become person_NN/ (numbers not in
+    TAKEN), the rest _singletons/."""
+    todo = [i for i in range(plan.n_loose) if not plan.status[i]]
+    labels = cluster_embeddings(plan.vecs[todo].astype(np.float64), threshold, member_distance)
     number = 0
     cluster_names: dict[int, str] = {}
     for c in range(labels.max() + 1 if len(labels) else 0):
@@ -346,25 +392,14 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
         while f"person_{number:02d}" in taken:
             number += 1
         cluster_names[c] = f"person_{number:02d}"
-        result.clusters[cluster_names[c]] = len(members)
+        plan.result.clusters[cluster_names[c]] = len(members)
     for k, i in enumerate(todo):
         folder = cluster_names.get(int(labels[k]))
         if folder is None:
-            result.singletons += 1
-            moves.append(Move(infos[i].rel, f"{SINGLETONS}/{infos[i].path.name}", "singleton"))
+            plan.result.singletons += 1
+            plan.move(i, SINGLETONS, "singleton")
         else:
-            moves.append(Move(infos[i].rel, f"{folder}/{infos[i].path.name}", "cluster"))
-
-    moves = _dedupe_targets(processed, [m for m in moves if m.src != m.dst])
-    result.moves = moves
-    if dry_run or not moves:
-        return result
-    result.op = _apply(processed, moves, {
-        "threshold": threshold, "member_distance": member_distance,
-        "suggest_distance": suggest_distance, "album_distance": album_distance,
-        "albums": sorted(album_names), "reject": reject, "min_score": min_score,
-        "min_face": min_face, "max_fit_error": max_fit_error, "embedder": emb.cache_id})
-    return result
+            plan.move(i, folder, "cluster")
 
 
 def _album_folders(people: dict[str, list[Path]], manifest: Manifest, albums: bool | None) -> set[str]:
