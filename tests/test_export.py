@@ -154,7 +154,7 @@ def test_dlib_onnx_embedding_matches_dlib_and_needs_no_torch(dlib_exported, cele
     assert np.abs(emb - ref).max() <= 1e-4
     code = (
         "import sys, json\n"
-        "from facerec.export import OnnxClassifier\n"
+        "from facerec.runtime import OnnxClassifier\n"
         f"clf = OnnxClassifier({str(out)!r})\n"
         f"logits, proto, ok = clf.run_crops({[str(c) for c in crops]!r})\n"
         "assert ok.all() and logits.shape[0] == len(ok)\n"
