@@ -4,7 +4,6 @@ checkpoint names the detector its crops were made with."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

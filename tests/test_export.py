@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import _checkpoints
@@ -89,6 +90,44 @@ def test_onnx_parity_with_torch(exported, data_dir, celebrities):
             assert fb.probability == pytest.approx(fa.probability, abs=1e-4)
             n += 1
     assert n == len(crops) + 3
+    # one decision rule: both runtimes' outputs agree and go through runtime.decide, as does
+    # FaceClassifier.predict_features
+    from PIL import Image
+
+    from facerec.runtime import OnnxClassifier, TorchRuntime
+
+    rt, ox = torch_predictor.runtime, onx.runtime
+    assert isinstance(rt, TorchRuntime) and isinstance(ox, OnnxClassifier)
+    pil = [Image.open(c) for c in crops]
+    z, o = rt.features(pil), ox.features(pil)
+    for a, b in zip(rt.outputs(z), ox.outputs(o)):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+    for t in (None, rt.threshold, -1.0, 1.01):
+        a, b = rt.decide(z, t), ox.decide(o, t)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[3], b[3])
+        np.testing.assert_allclose(b[1], a[1], atol=1e-4)
+        np.testing.assert_allclose(b[2], a[2], atol=1e-4)
+    assert rt.decide(z, -1.0)[3].all() and not rt.decide(z, 1.01)[3].any()
+    model_says = rt.clf.predict_features(z, rt.threshold)
+    for a, b in zip(model_says, rt.decide(z, rt.threshold)):
+        assert np.array_equal(a.numpy(), b)
+
+
+def test_decide_rule():
+    """argmax of the logits, its softmax probability, its prototype cosine, the threshold; a row
+    that could not be embedded has no score and is never known."""
+    from facerec.runtime import decide
+
+    logits = np.array([[0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
+    proto = np.array([[0.2, 0.8], [0.6, 0.5], [0.9, 0.1]])
+    ok = np.array([True, True, False])
+    idx, score, prob, known = decide(logits, proto, ok, 0.7)
+    assert idx.tolist() == [1, 0, 0]
+    np.testing.assert_allclose(prob, [1 / (1 + np.exp(-2)), 0.5, 1 / (1 + np.exp(-3))])
+    assert score[:2].tolist() == [0.8, 0.6] and np.isnan(score[2])
+    assert known.tolist() == [True, False, False]
+    assert decide(logits, proto, ok, None)[3].tolist() == [True, True, False]
+    assert decide(logits, proto, ok, float("nan"))[3].tolist() == [True, True, False]
 
 
 def test_predict_runtime_onnx_on_a_checkpoint(capsys, exported, celebrities):
@@ -154,7 +193,7 @@ def test_dlib_onnx_embedding_matches_dlib_and_needs_no_torch(dlib_exported, cele
     assert np.abs(emb - ref).max() <= 1e-4
     code = (
         "import sys, json\n"
-        "from facerec.export import OnnxClassifier\n"
+        "from facerec.runtime import OnnxClassifier\n"
         f"clf = OnnxClassifier({str(out)!r})\n"
         f"logits, proto, ok = clf.run_crops({[str(c) for c in crops]!r})\n"
         "assert ok.all() and logits.shape[0] == len(ok)\n"

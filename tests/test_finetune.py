@@ -109,8 +109,9 @@ def test_evaluate_and_verify_use_the_tuned_network(ft_ckpt: Path, celebrities: P
 
 def test_onnx_export_matches_the_tuned_model(ft_ckpt: Path, tmp_path: Path, celebrities: Path):
     pytest.importorskip("onnxruntime")
-    from facerec.export import OnnxClassifier, export_onnx
+    from facerec.export import export_onnx
     from facerec.model import load_checkpoint
+    from facerec.runtime import OnnxClassifier
 
     res = export_onnx(ft_ckpt, tmp_path / "ft.onnx")
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-3

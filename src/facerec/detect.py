@@ -98,12 +98,10 @@ class Detector(Protocol):
     def settings(self) -> dict[str, Any]: ...
 
     def detect_batch(self, images: Iterable) -> list[list[Face]]:
-        """Faces per image (paths, PIL images, HxWx3 uint8 arrays or :class:`LoadedImage`), in
-        the original image's pixels, highest score first."""
+        """Faces per image (path, PIL, HxWx3 uint8 or :class:`LoadedImage`), original pixels."""
 
     def score_crops(self, crops: Sequence[Image.Image], margin: float) -> np.ndarray:
-        """How face-like each image is taken as an already cropped face (``margin``: the context
-        ``facerec detect`` leaves around the box): one score per crop."""
+        """How face-like each image is as a crop with ``margin`` around the face box."""
 
 
 _DETECTORS: dict[str, type] = {}
@@ -131,8 +129,7 @@ def detector_class(name: str) -> type:
 
 
 def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> Detector:
-    """A new detector registered as ``name`` with ``settings`` (a :class:`Detector` is returned
-    as is)."""
+    """A new detector registered as ``name`` with ``settings`` (a :class:`Detector` as is)."""
     if not isinstance(name, str):
         return name
     return detector_class(name)(**settings)

@@ -325,12 +325,12 @@ def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[fl
 
 def _read(checkpoint: str | os.PathLike) -> dict:
     from facerec.model import read_checkpoint
-    from facerec.predict import _model_kind
+    from facerec.runtime import model_kind
 
     p = Path(checkpoint)
     if not p.is_file():
         raise FacerecError(f"checkpoint not found: {p}")
-    if _model_kind(p) == "onnx":
+    if model_kind(p) == "onnx":
         raise FacerecError(f"{p} is an ONNX export: enroll/forget change a .ckpt (then export it "
                            "again)")
     return read_checkpoint(p)

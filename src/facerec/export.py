@@ -2,10 +2,11 @@
 
 Library API::
 
-    from facerec.export import export_onnx, OnnxClassifier
+    from facerec.export import export_onnx
     result = export_onnx("runs/NAME/version_0/checkpoints/best.ckpt", "model.onnx")
-    clf = OnnxClassifier("model.onnx")                  # onnxruntime; labels, threshold, info
-    logits, prototype_cosine, ok = clf.run_crops([crop1, crop2])
+
+The model runs on onnxruntime with :class:`facerec.runtime.OnnxClassifier` (``facerec predict
+--checkpoint_path model.onnx``); this module only writes it, and checks it against torch.
 
 What is exported depends on the backbone:
 
@@ -21,14 +22,14 @@ What is exported depends on the backbone:
   landmark fit and ``get_face_chip``, :class:`facerec.embed.DlibChipper`) is made outside the model;
   no torch and no dlib network are needed to run it;
 * another frozen embedder (not a torch model): the head only, ``features`` (N, D) -> ``logits``,
-  ``prototype_cosine``; :class:`OnnxClassifier` computes the features itself. (Models exported
+  ``prototype_cosine``; the runtime computes the features itself. (Models exported
   from ``dlib_face`` checkpoints by facerec < 0.2 are of this kind and still run.)
 
-The decision is the same as :meth:`facerec.model.FaceClassifier.predict_features`: the candidate is
-``argmax(logits)``, its score ``prototype_cosine[candidate]``, ``unknown`` below the threshold. The
-model carries everything needed to use it in its ONNX metadata: ``metadata_props["facerec"]`` is
-the checkpoint's ``facerec`` entry (labels, threshold, preprocessing, backbone) plus ``export``
-(kind, input and output names, facerec version).
+The decision is :func:`facerec.runtime.decide`, as on torch: the candidate is ``argmax(logits)``,
+its score ``prototype_cosine[candidate]``, ``unknown`` below the threshold. The model carries
+everything needed to use it in its ONNX metadata: ``metadata_props["facerec"]`` is the
+checkpoint's ``facerec`` entry (labels, threshold, preprocessing, backbone) plus ``export`` (kind,
+input and output names, facerec version).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.runtime import METADATA_KEY
 
-__all__ = ["ExportResult", "OnnxClassifier", "export_onnx", "onnx_model_bytes", "DEFAULT_OPSET"]
+__all__ = ["ExportResult", "export_onnx", "onnx_model_bytes", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
-METADATA_KEY = "facerec"
 
 
 # ------------------------------------------------------------------------------------------ graphs
@@ -198,150 +198,6 @@ def onnx_model_bytes(clf, opset: int = DEFAULT_OPSET) -> bytes:
     return model.SerializeToString()
 
 
-# --------------------------------------------------------------------------------------- runtime
-def timm_transform(preprocess: dict):
-    """Eval preprocessing of a crop for a timm backbone, the same as
-    :meth:`facerec.model.FaceClassifier.transform`: PIL crop -> normalised (3, S, S) tensor."""
-    from torchvision import transforms as T
-
-    size = int(preprocess["input_size"])
-    return T.Compose([T.Resize((size, size)), T.ToTensor(),
-                      T.Normalize(preprocess["mean"], preprocess["std"])])
-
-
-def _providers(device) -> list:
-    import onnxruntime as ort
-
-    dev = str(device or "cpu")
-    if dev.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        index = int(dev.split(":", 1)[1]) if ":" in dev else 0
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-class OnnxClassifier:
-    """A facerec ONNX model on onnxruntime. ``source``: a ``.onnx`` file from ``facerec export``, or
-    a facerec checkpoint (exported in memory first). ``labels``, ``threshold``, ``info`` and ``kind``
-    (``"full"`` or ``"head"``) come from the model's metadata."""
-
-    def __init__(self, source: str | os.PathLike | bytes, device: Any = "cpu") -> None:
-        import onnxruntime as ort
-
-        name = "<bytes>"
-        if isinstance(source, (bytes, bytearray)):
-            data = bytes(source)
-        else:
-            path = Path(source)
-            name = str(path)
-            if not path.is_file():
-                raise FacerecError(f"model not found: {path}")
-            if path.suffix.lower() == ".onnx" or path.read_bytes()[:1] == b"\x08":
-                data = path.read_bytes()
-            else:
-                from facerec.model import load_checkpoint
-
-                data = onnx_model_bytes(load_checkpoint(path))
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(data, sess_options=opts,
-                                                providers=_providers(device))
-        except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, Fail, ...
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise FacerecError(f"{name} is not a usable ONNX model ({first[:160]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.info = json.loads(meta[METADATA_KEY])
-            self.kind = self.info["export"]["kind"]
-            self.labels: list[str] = list(self.info["labels"])
-        except (KeyError, TypeError, ValueError):
-            raise FacerecError(f"{name} is an ONNX model but not one exported by `facerec export` "
-                               "(no facerec metadata: labels, threshold, preprocessing)") from None
-        t = self.info.get("threshold")
-        self.threshold: float | None = float(t) if t is not None and math.isfinite(t) else None
-        self.input_name = self.session.get_inputs()[0].name
-        self._transform = None
-        self._embedder = None
-        self._chipper = None
-
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            from facerec.embed import get_embedder
-
-            emb = self.info["export"]["embedding"]
-            self._embedder = get_embedder(emb["embedder"], **(emb.get("embedder_kwargs") or {}))
-        return self._embedder
-
-    @property
-    def chipper(self):
-        """dlib's landmark fit and chip cutter (no network) for ``chips`` models."""
-        if self._chipper is None:
-            from facerec.embed import DlibChipper
-
-            kwargs = self.info["export"]["embedding"].get("embedder_kwargs") or {}
-            self._chipper = DlibChipper(margin=float(kwargs.get("margin", 0.2)))
-        return self._chipper
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, prototype_cosine) for model inputs: images (full) or unit features (head)."""
-        out = self.session.run(["logits", "prototype_cosine"],
-                               {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
-        return out[0], out[1]
-
-    def embed_crops(self, crops: Sequence[Any]) -> np.ndarray:
-        """Head models: unit features (N, D) of PIL crops with the frozen embedder (NaN rows where
-        the crop could not be embedded)."""
-        from facerec.model import embed_pil
-
-        emb = self.info["export"]["embedding"]
-        return embed_pil(self.embedder, list(crops), bool(emb.get("mirror_tta", True)))
-
-    def run_crops(self, crops: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(logits (N, K), prototype_cosine (N, K), ok (N,)) for PIL face crops."""
-        k = len(self.labels)
-        if not crops:
-            return np.zeros((0, k)), np.zeros((0, k)), np.zeros(0, bool)
-        if self.kind == "chips":  # numpy, PIL, dlib's landmarks and onnxruntime: no torch
-            return self._run_chips(list(crops))
-        from facerec.model import _to_pil
-
-        crops = [_to_pil(c) for c in crops]
-        if self.kind == "head":
-            z = self.embed_crops(crops)
-            ok = np.isfinite(z).all(axis=1)
-            z = np.where(ok[:, None], z, 0.0).astype(np.float32)
-            logits, proto = self.run(z)
-            return logits, proto, ok
-        if self._transform is None:
-            self._transform = timm_transform(self.info["preprocess"])
-        import torch
-
-        x = torch.stack([self._transform(c) for c in crops]).numpy()
-        logits, proto = [], []
-        for s in range(0, len(x), 64):
-            lo, pr = self.run(x[s:s + 64])
-            logits.append(lo)
-            proto.append(pr)
-        return np.concatenate(logits), np.concatenate(proto), np.ones(len(crops), bool)
-
-
-    def _run_chips(self, crops: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``chips`` models: dlib cuts the chips, the model does the rest (32 chips a run)."""
-        k = len(self.labels)
-        chips, rows, _ = self.chipper.chips(crops)
-        logits = np.zeros((len(crops), k), dtype=np.float32)
-        proto = np.zeros((len(crops), k), dtype=np.float32)
-        ok = np.zeros(len(crops), bool)
-        if rows:
-            x = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
-            for s in range(0, len(x), 32):
-                lo, pr = self.run(x[s:s + 32])
-                logits[rows[s:s + 32]], proto[rows[s:s + 32]] = lo, pr
-            ok[rows] = True
-        return logits, proto, ok
-
-
 # ---------------------------------------------------------------------------------------- export
 @dataclass
 class ExportResult:
@@ -362,6 +218,8 @@ class ExportResult:
 def _verify(clf, data: bytes) -> float:
     """Largest |torch - onnxruntime| over logits and prototype cosines on a random input."""
     import torch
+
+    from facerec.runtime import OnnxClassifier
 
     model = OnnxClassifier(data)
     graph = _graph(clf)

@@ -51,6 +51,8 @@ from torch import nn
 
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
+from facerec.images import as_rgb_image
+from facerec.runtime import decide, eval_transform
 from facerec.safeio import display_path, first_line
 
 __all__ = [
@@ -351,17 +353,14 @@ class FaceClassifier(nn.Module):
 
     def transform(self):
         """Eval preprocessing of a crop for timm backbones (PIL -> normalised tensor)."""
-        from torchvision import transforms as T
-
         pre = self.config["preprocess"]
-        size = int(pre["input_size"])
-        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(pre["mean"], pre["std"])])
+        return eval_transform(pre["input_size"], pre["mean"], pre["std"])
 
     @torch.no_grad()
     def embed_crops(self, images: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
         """Unit features (N, D) of face crops (PIL images, RGB arrays or paths); NaN rows where a
         frozen embedder could not embed a crop."""
-        images = [_to_pil(im) for im in images]
+        images = [as_rgb_image(im).image for im in images]
         if not images:
             return torch.zeros(0, int(self.config["backbone"]["dim"]))
         if self.backbone is None:
@@ -380,19 +379,21 @@ class FaceClassifier(nn.Module):
 
     # ---- decisions
     @torch.no_grad()
-    def predict_features(self, z: torch.Tensor, threshold: float | None = None):
-        """(candidate index (N,), score (N,), probability (N,), known (N,) bool) for unit features."""
+    def head_outputs(self, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, prototype cosines, ok) of unit features, numpy: the ONNX model's outputs
+        (a feature that is not finite, a crop that could not be embedded, is not ok)."""
         z = z.to(self.prototypes.device).float()
         ok = torch.isfinite(z).all(dim=1)
         z = torch.where(ok[:, None], z, torch.zeros_like(z))
-        logits = self.head(z)
-        prob = logits.softmax(dim=1)
-        idx = logits.argmax(dim=1)
-        score = (z * self.prototypes[idx]).sum(dim=1)
-        score = torch.where(ok, score, torch.full_like(score, float("nan")))
-        t = self.threshold if threshold is None else float(threshold)
-        known = ok & (score >= t) if math.isfinite(t) else ok
-        return idx, score, prob.gather(1, idx[:, None])[:, 0], known
+        return (self.head(z).cpu().numpy(), (z @ self.prototypes.T).cpu().numpy(),
+                ok.cpu().numpy())
+
+    @torch.no_grad()
+    def predict_features(self, z: torch.Tensor, threshold: float | None = None):
+        """(candidate index (N,), score (N,), probability (N,), known (N,) bool) for unit features:
+        :func:`facerec.runtime.decide` (the rule of every runtime), as tensors."""
+        out = decide(*self.head_outputs(z), self.threshold if threshold is None else threshold)
+        return tuple(torch.from_numpy(a).to(self.prototypes.device) for a in out)
 
     def classify_crops(self, images: Sequence[Any], threshold: float | None = None,
                        batch_size: int = 64) -> list[Prediction]:
@@ -415,20 +416,6 @@ class FaceClassifier(nn.Module):
         score (cosine to the person's prototype, the unit of the threshold; NaN if unembeddable)."""
         preds = self.classify_crops(images, threshold=threshold, batch_size=batch_size)
         return [p.label for p in preds], [p.score for p in preds]
-
-
-def _to_pil(image: Any):
-    from PIL import Image, ImageOps
-
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    return Image.fromarray(arr[:, :, :3].astype(np.uint8))
 
 
 # ------------------------------------------------------------------------------- frozen embedders

@@ -28,9 +28,10 @@ How an image is read (:meth:`Predictor.predict_paths`):
    ``confidence`` (cosine between the face's feature and the person's prototype, see
    :mod:`facerec.model`) is below the threshold stored in the checkpoint (or given).
 
-Runtimes: ``"torch"`` (the checkpoint through :func:`facerec.model.load_checkpoint`) or ``"onnx"``
-(onnxruntime on a model written by ``facerec export``; a ``.ckpt`` is exported in memory first).
-With the ``dlib_face`` backbone the ONNX model holds dlib's face ResNet too: dlib only cuts the chip.
+Runtimes (:mod:`facerec.runtime`): ``"torch"`` (the checkpoint through
+:func:`facerec.model.load_checkpoint`) or ``"onnx"`` (onnxruntime on a model written by ``facerec
+export``; a ``.ckpt`` is exported in memory first). With the ``dlib_face`` backbone the ONNX model
+holds dlib's face ResNet too: dlib only cuts the chip.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
@@ -160,80 +159,6 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str, 
     return out
 
 
-# ------------------------------------------------------------------------------------- runtimes
-def _decide_numpy(logits: np.ndarray, proto_cos: np.ndarray, ok: np.ndarray,
-                  threshold: float | None):
-    """The decision of :meth:`facerec.model.FaceClassifier.predict_features`, in numpy."""
-    logits = np.asarray(logits, dtype=np.float64)
-    idx = logits.argmax(axis=1)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob = (e / e.sum(axis=1, keepdims=True))[np.arange(len(idx)), idx]
-    score = np.asarray(proto_cos, dtype=np.float64)[np.arange(len(idx)), idx]
-    score = np.where(ok, score, np.nan)
-    if threshold is not None and math.isfinite(threshold):
-        known = ok & (score >= threshold)
-    else:
-        known = ok.copy()
-    return idx, score, prob, known
-
-
-class _TorchRuntime:
-    name = "torch"
-
-    def __init__(self, checkpoint: str | os.PathLike, device):
-        from facerec.model import load_checkpoint
-
-        self.clf = load_checkpoint(checkpoint, map_location=device)
-        self.info = self.clf.info
-        self.labels = list(self.clf.labels)
-        stored = self.clf.threshold
-        self.stored_threshold = stored if math.isfinite(stored) else None
-
-    def features(self, crops: list) -> Any:
-        return self.clf.embed_crops(crops)
-
-    def decide(self, z: Any, threshold: float | None):
-        t = float("nan") if threshold is None else float(threshold)
-        idx, score, prob, known = self.clf.predict_features(z, t)
-        return (idx.cpu().numpy(), score.cpu().numpy().astype(np.float64),
-                prob.cpu().numpy().astype(np.float64), known.cpu().numpy())
-
-
-class _OnnxRuntime:
-    name = "onnx"
-
-    def __init__(self, checkpoint: str | os.PathLike, device):
-        from facerec.export import OnnxClassifier
-
-        self.model = OnnxClassifier(checkpoint, device=device)
-        self.info = self.model.info
-        self.labels = list(self.model.labels)
-        self.stored_threshold = self.model.threshold
-
-    def features(self, crops: list) -> Any:
-        return self.model.run_crops(crops)
-
-    def decide(self, out: Any, threshold: float | None):
-        logits, proto_cos, ok = out
-        return _decide_numpy(logits, proto_cos, ok, threshold)
-
-
-def _model_kind(path: Path) -> str:
-    """``"onnx"`` or ``"torch"`` from the file's first bytes; anything else is not a model."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as exc:
-        raise FacerecError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save: a zip file, or a legacy pickle
-        return "torch"
-    if head[:1] == b"\x08":  # ONNX: a protobuf whose first field is ir_version (tag byte 0x08)
-        return "onnx"
-    raise FacerecError(f"{path} is not a facerec checkpoint (neither a PyTorch checkpoint nor an "
-                       "ONNX model): give a .ckpt from `facerec train` or a .onnx from "
-                       "`facerec export`")
-
-
 # ------------------------------------------------------------------------------------- predictor
 class Predictor:
     """Detect, crop and classify faces with a facerec checkpoint (or an exported ONNX model).
@@ -252,8 +177,9 @@ class Predictor:
                  crop_max_side: int = CROP_MAX_SIDE, crop_size: int | None = None,
                  crop_margin: float | None = None, detector: Any = None) -> None:
         from facerec.detect import resolve_device
+        from facerec.runtime import RUNTIMES, load_runtime
 
-        if runtime not in ("torch", "onnx"):
+        if runtime not in RUNTIMES:
             raise FacerecError(f"unknown runtime {runtime!r}: use torch or onnx")
         if mode not in ("auto", "crops"):
             raise FacerecError(f"unknown mode {mode!r}: use auto or crops")
@@ -263,11 +189,7 @@ class Predictor:
         self.checkpoint = str(path)
         self.device = resolve_device(device)
         t0 = time.perf_counter()
-        kind = _model_kind(path)
-        if runtime == "onnx" or kind == "onnx":
-            self.runtime: Any = _OnnxRuntime(path, self.device)
-        else:
-            self.runtime = _TorchRuntime(path, self.device)
+        self.runtime = load_runtime(path, runtime, self.device)
         self.timings: dict[str, float] = {"load": time.perf_counter() - t0, "detect": 0.0,
                                           "embed": 0.0, "classify": 0.0}
         self.counts = {"images": 0, "faces": 0, "errors": 0}
@@ -301,7 +223,7 @@ class Predictor:
 
     @property
     def stored_threshold(self) -> float | None:
-        return self.runtime.stored_threshold
+        return self.runtime.threshold
 
     @property
     def threshold(self) -> float | None:
@@ -334,9 +256,14 @@ class Predictor:
     def classify_crops(self, crops: Sequence[Any], threshold: float | None = None
                        ) -> list[tuple[str, float, str, float]]:
         """(label, confidence, candidate, probability) for face crops (PIL images)."""
+        return self.classify_features(crops, threshold)[1]
+
+    def classify_features(self, crops: Sequence[Any], threshold: float | None = None
+                          ) -> tuple[Any, list[tuple[str, float, str, float]]]:
+        """The runtime's features of the crops too (:meth:`Runtime.features`; None for none)."""
         crops = list(crops)
         if not crops:
-            return []
+            return None, []
         t0 = time.perf_counter()
         z = self.runtime.features(crops)
         t1 = time.perf_counter()
@@ -350,7 +277,7 @@ class Predictor:
         for i in range(len(crops)):
             cand = self.labels[int(idx[i])]
             out.append((cand if bool(known[i]) else UNKNOWN, float(score[i]), cand, float(prob[i])))
-        return out
+        return z, out
 
     # ---- images
     def predict_image(self, image: Any, name: str | None = None) -> ImageResult:

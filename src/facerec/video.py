@@ -371,7 +371,6 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
     from PIL import Image
 
     from facerec.detect import crop_face
-    from facerec.model import UNKNOWN
     from facerec.predict import FaceResult
 
     if not fps or fps <= 0:
@@ -412,25 +411,16 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
                                     predictor.align)
                 crops.append(crop)
                 where.append((k, face))
-        feats = None
-        if crops:
-            t0 = time.perf_counter()
-            z = predictor.runtime.features(crops)
-            t1 = time.perf_counter()
-            idx, score, _prob, known = predictor.runtime.decide(z, predictor.threshold)
-            predictor.timings["embed"] += t1 - t0
-            predictor.timings["classify"] += time.perf_counter() - t1
-            if predictor.runtime_name == "torch":
-                feats = np.asarray(z.cpu().numpy(), dtype=np.float64)
+        z, preds = predictor.classify_features(crops)
+        feats = None  # the tracker's appearance features: the torch runtime's unit features
+        if crops and predictor.runtime_name == "torch":
+            feats = np.asarray(z.cpu().numpy(), dtype=np.float64)
         per_frame: list[list[Detection]] = [[] for _ in batch]
-        for n, (k, face) in enumerate(where):
-            cand = predictor.labels[int(idx[n])]
-            s = float(score[n])
+        for n, ((k, face), (label, s, cand, _)) in enumerate(zip(where, preds)):
             per_frame[k].append(Detection(
                 time=float(batch[k][0]), box=tuple(float(v) for v in face.box),
-                label=cand if bool(known[n]) else UNKNOWN, confidence=s if math.isfinite(s)
-                else None, candidate=cand, detection_score=float(face.score),
-                feature=None if feats is None else feats[n]))
+                label=label, confidence=s if math.isfinite(s) else None, candidate=cand,
+                detection_score=float(face.score), feature=None if feats is None else feats[n]))
         for k, dets in enumerate(per_frame):
             tracker.update(batch[k][0], dets)
             if annotate is not None:

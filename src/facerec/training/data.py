@@ -243,7 +243,9 @@ def face_transforms(size: int, mean, std, augment: bool):
     from torchvision import transforms as T
 
     if not augment:
-        return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
+        from facerec.runtime import eval_transform
+
+        return eval_transform(size, mean, std)
     return T.Compose([
         T.RandomResizedCrop(size, scale=(0.75, 1.0), ratio=(0.9, 1.1)),
         T.RandomHorizontalFlip(),
