@@ -79,6 +79,14 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
                                     128, spec.margin, False)[0], dtype=np.float32)
     assert min(np.abs(box - t).mean() for t in trained_on) > 3 * best + 5  # and a box crop is not
 
+    # verify and enroll crop the same way (verify used to box-crop aligned checkpoints' faces)
+    from facerec.verify import Verifier
+
+    made.clear()
+    features, _ = Verifier(result.best_checkpoint, device="cpu", pick="largest").faces([photo])
+    assert len(features) == 1 and made
+    assert min(np.abs(m - t).mean() for m in made for t in trained_on if m.shape == t.shape) < 3.0
+
 
 def test_detect_refuses_to_mix_crop_recipes(tmp_path, celebrities):
     from facerec.detect import detect_folder

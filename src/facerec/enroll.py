@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 
 __all__ = ["GALLERY_KEY", "EnrollResult", "PhotoFace", "enroll", "forget", "faces_of_photos",
@@ -86,18 +87,20 @@ def _pick_face(faces: list, width: int, height: int, pick: str | None):
     return None
 
 
-def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop_size: int = 160,
-                    crop_margin: float = 0.2, align: bool = False, pick: str | None = None,
+def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec | None = None,
+                    pick: str | None = None,
                     crop_max_side: int = 400, batch_size: int = 8) -> list[PhotoFace]:
     """One :class:`PhotoFace` per image file under ``paths`` (files, folders searched recursively),
     cropped as ``facerec predict`` crops. Unreadable files, photos without a face and ambiguous
-    group photos get ``reason`` instead of a crop (never an exception)."""
+    group photos get ``reason`` instead of a crop (never an exception). ``crop``: how to crop
+    (default: as ``facerec detect`` does by default)."""
     from facerec.detect import crop_face
     from facerec.images import ImageLoadError, load_image
     from facerec.predict import collect_images
 
     if pick not in (None, "largest", "center"):
         raise FacerecError(f"--pick must be largest or center, not {pick!r}")
+    crop = crop or CropSpec()
     items = collect_images(paths)
     out: list[PhotoFace] = []
     for s in range(0, len(items), batch_size):
@@ -128,10 +131,10 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop_size: int 
                 r.reason = (f"{len(faces)} faces of similar size (a group photo?): say which "
                             "with --pick largest or --pick center, or crop the photo")
                 continue
-            r.crop, _ = crop_face(im, face, crop_size, crop_margin, align)
+            r.crop, _ = crop_face(im, face, crop.size, crop.margin, crop.align)
             r.box = tuple(float(v) for v in face.box)
         if small:  # predict's rule for "is this small image a face crop?"
-            scores = detector.score_crops([im for _, im in small], crop_margin)
+            scores = detector.score_crops([im for _, im in small], crop.margin)
             for (r, im), score in zip(small, scores):
                 if score >= detector.face_threshold:
                     r.crop, r.box, r.source = im, (0.0, 0.0, float(im.width), float(im.height)), \
@@ -368,8 +371,7 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
         raise FacerecError("no photos given")
     predictor = Predictor(checkpoint, device=device)
     clf = predictor.runtime.clf
-    faces = faces_of_photos(list(photos), predictor.detector, crop_size=predictor.crop_size,
-                            crop_margin=predictor.crop_margin, align=predictor.align, pick=pick,
+    faces = faces_of_photos(list(photos), predictor.detector, crop=predictor.crop, pick=pick,
                             batch_size=batch_size)
     ambiguous = [f for f in faces if f.reason and "group photo" in f.reason]
     if ambiguous:

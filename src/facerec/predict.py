@@ -174,8 +174,7 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", runtime: str = "torch",
                  threshold: float | None = None, mode: str = "auto", batch_size: int = 16,
                  min_face_size: int = 20, max_side: int | None = 1600,
-                 crop_max_side: int = CROP_MAX_SIDE, crop_size: int | None = None,
-                 crop_margin: float | None = None, detector: Any = None) -> None:
+                 crop_max_side: int = CROP_MAX_SIDE, detector: Any = None) -> None:
         from facerec.detect import resolve_device
         from facerec.runtime import RUNTIMES, load_runtime
 
@@ -197,9 +196,7 @@ class Predictor:
         self.info: dict = self.runtime.info
         # crop new faces exactly as the training crops were made (the checkpoint's crop spec)
         self.crop = CropSpec.from_preprocess(self.info.get("preprocess"))
-        self.crop_size = int(crop_size or self.crop.size)
-        self.crop_margin = float(crop_margin if crop_margin is not None else self.crop.margin)
-        self.align = self.crop.align
+        self.crop_size, self.crop_margin, self.align = self.crop.size, self.crop.margin, self.crop.align
         self.threshold_override = None if threshold is None else float(threshold)
         self.mode = mode
         self.batch_size = max(1, int(batch_size))

@@ -119,7 +119,7 @@ class Verifier:
 
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, backbone: str = "dlib_face",
                  threshold: float | None = None, pick: str | None = None, device: str = "auto"):
-        from facerec.cropspec import DEFAULT_DETECTOR, CropSpec
+        from facerec.cropspec import CropSpec
         from facerec.detect import get_detector, resolve_device
 
         self.pick = pick
@@ -127,7 +127,7 @@ class Verifier:
         self.device = resolve_device(device)
         self.clf = None
         self.gallery = None
-        detector = DEFAULT_DETECTOR
+        spec = CropSpec()  # without a checkpoint: the crops `facerec detect` makes by default
         if checkpoint is not None:
             from facerec.enroll import _gallery, _read
             from facerec.model import load_checkpoint
@@ -135,17 +135,16 @@ class Verifier:
             ckpt = _read(checkpoint)
             self.clf = load_checkpoint(checkpoint, map_location=self.device)
             self.gallery = _gallery(ckpt, len(self.clf.labels), int(self.clf.prototypes.shape[1]))
-            pre = self.clf.config.get("preprocess") or {}
-            self.crop_margin = float(pre.get("crop_margin", 0.2))
-            self.align = bool(pre.get("align", False))
             self.backbone = self.clf.backbone_name
-            detector = CropSpec.from_preprocess(pre).detector_name  # the one its crops came from
+            # faces are cropped as the checkpoint's training crops were (its CropSpec)
+            spec = CropSpec.from_preprocess(self.clf.config.get("preprocess"))
         else:
             from facerec.embed import get_embedder
 
             self.embedder = get_embedder(backbone)
-            self.crop_margin, self.align, self.backbone = 0.2, False, backbone
-        self.detector = get_detector(detector, device=self.device)
+            self.backbone = backbone
+        self.crop = spec
+        self.detector = get_detector(spec.detector_name, device=self.device)
 
     # ---- features
     def faces(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[dict]]:
@@ -156,8 +155,7 @@ class Verifier:
         for p in paths:
             if Path(p).is_dir():
                 raise FacerecError(f"{p} is a folder: verify compares single photos")
-        found = faces_of_photos(list(paths), self.detector, crop_margin=self.crop_margin,
-                                align=self.align, pick=self.pick)
+        found = faces_of_photos(list(paths), self.detector, crop=self.crop, pick=self.pick)
         for f in found:
             if f.crop is None:
                 raise FacerecError(f"{f.path}: {f.reason}")
