@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from facerec.annotate import annotate  # noqa: E402
-from facerec.detect import detect_folder  # noqa: E402
-from facerec.embed import EmbeddingCache, EmbedStats, embed_files  # noqa: E402
+from facerec.detection.detect import detect_folder  # noqa: E402
+from facerec.recognition.embed import EmbeddingCache, EmbedStats, embed_files  # noqa: E402
 
 
 def _flatten(photos: list[tuple[str, Path]], raw: Path) -> None:

@@ -7,7 +7,7 @@
 Parts (every comparison runs in the same process or the same run, alternating, best of rounds):
 
 * **throughput**: faces per second of ``dlib.face_recognition_model_v1.compute_face_descriptor``
-  and of :class:`facerec.dlib_net.DlibResNet` on the same 64 real chips (lfw-dev), at batch 1 and
+  and of :class:`facerec.recognition.dlib_net.DlibResNet` on the same 64 real chips (lfw-dev), at batch 1 and
   32, with 1 and 2 threads (each thread count in its own process, with OMP/OpenBLAS/MKL limits set
   before anything loads). The FLOP-bound limit is the network's GFLOPs per face (counted from its
   layers) over the GFLOP/s of a 2048x2048 float32 matmul measured in the same process. With a
@@ -67,7 +67,7 @@ def lfw_people() -> list[Path]:
 def real_chips(n: int = 64) -> np.ndarray:
     from PIL import Image
 
-    from facerec.embed import DlibChipper
+    from facerec.recognition.embed import DlibChipper
 
     photos = [sorted(p.glob("*.jpg"))[0] for p in lfw_people()][:n]
     chips, rows, _ = DlibChipper().chips([Image.open(p) for p in photos])
@@ -78,7 +78,7 @@ def network_gflops() -> float:
     """Multiply-adds x 2 of every conv and the fc, per 150x150 face."""
     import torch
 
-    from facerec.dlib_net import DlibResNet
+    from facerec.recognition.dlib_net import DlibResNet
 
     net = DlibResNet()
     flops = []
@@ -117,7 +117,7 @@ def throughput_worker(threads: int, rounds: int) -> dict:
     import dlib
     import torch
 
-    from facerec.embed import dlib_models_dir, get_embedder
+    from facerec.recognition.embed import dlib_models_dir, get_embedder
 
     torch.set_num_threads(threads)
     chips = real_chips()
@@ -160,7 +160,7 @@ def throughput_worker(threads: int, rounds: int) -> dict:
 def cuda_throughput(chips: np.ndarray) -> dict:
     import torch
 
-    from facerec.dlib_net import load_dlib_resnet
+    from facerec.recognition.dlib_net import load_dlib_resnet
 
     res = {"device": torch.cuda.get_device_name()}
     x = torch.from_numpy(np.concatenate([chips] * 4)).permute(0, 3, 1, 2).float().cuda()
@@ -245,7 +245,7 @@ class FaceRecognitionApproach:
     def __init__(self, known: list[tuple[Path, str]]) -> None:
         import dlib
 
-        from facerec.embed import dlib_models_dir
+        from facerec.recognition.embed import dlib_models_dir
 
         models = dlib_models_dir()
         self.detector = dlib.get_frontal_face_detector()
@@ -348,7 +348,7 @@ def warm_latency(predictor, photos: list[Path], rounds: int) -> dict:
 def bench_predict(work: Path, rounds: int) -> dict:
     import torch
 
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     folder, tests, known = compare_photos(work)
     ckpt = known_checkpoint(work, known, REPO / "src")

@@ -9,7 +9,7 @@ as in bench/recognition.py (MTCNN, the face nearest the centre, 160 px, margin 0
 - **retrain**: ``facerec train`` (dlib_face, 100 epochs max, the 6 photos per person as train, no
   val) on all 77 people at once.
 - **enroll**: ``facerec train`` the same way on half of them (even positions among the 77: 39
-  people), then ``facerec enroll`` (:func:`facerec.enroll.enroll`, the CLI's code, ``--pick
+  people), then ``facerec enroll`` (:func:`facerec.inference.enroll.enroll`, the CLI's code, ``--pick
   center``) each of the other 38 from their 6 *photos*, one after the other (38 checkpoints in a
   chain); the threshold is recalibrated at each step.
 
@@ -86,7 +86,7 @@ def main() -> int:
                                           "runs_dir": str(work / "runs"), "progress": False,
                                           "max_epochs": args.max_epochs}, work, name)
 
-    from facerec.enroll import enroll
+    from facerec.inference.enroll import enroll
 
     ckpt = runs["half"]["best_checkpoint"]
     times = []
@@ -106,8 +106,8 @@ def main() -> int:
     # score both on the same test crops (features through the embedding cache)
     import torch
 
-    from facerec.embed import get_embedder
-    from facerec.model import combine_views, embed_crop_files, load_checkpoint
+    from facerec.recognition.embed import get_embedder
+    from facerec.recognition.model import combine_views, embed_crop_files, load_checkpoint
 
     test_idx = np.where((~is_imp & (rank >= ENROLL)) | is_imp)[0]
     test_crops = [crops[i] for i in test_idx]

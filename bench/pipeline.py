@@ -17,7 +17,7 @@ TPIR at FPIR 1% (set on the impostor photos themselves). Reported per held-out p
 
 **latency** (CPU, the dlib_face checkpoint of the pipeline part): cold start of ``facerec predict``
 on one photo, process start to the first line of output; warm per-photo latency (one photo per call
-on a warmed-up :class:`facerec.predict.Predictor`); folder throughput (photos/s) on the 118
+on a warmed-up :class:`facerec.inference.predict.Predictor`); folder throughput (photos/s) on the 118
 celebrities photos with the time split into loading, detection, embedding and classification.
 """
 
@@ -192,7 +192,7 @@ def bench_latency(data: Path, work: Path, ckpt: str, repeats: int = 3) -> dict:
         proc.wait()
         assert first.startswith("Predicted class:"), first
     sys.path.insert(0, str(REPO / "src"))
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     t0 = time.perf_counter()
     pred = Predictor(ckpt, device="cpu")

@@ -5,7 +5,7 @@
     .venv/bin/python bench/recognition.py --only lfw --finetune 0,1,2   # train --finetune N each
 
 **LFW-dev** (``../shared/data/lfw-dev``: 96 people, 10-19 unaligned 150x150 photos each). Every
-photo goes through the real pipeline: MTCNN (``facerec.detect``), the face nearest the photo's centre,
+photo goes through the real pipeline: MTCNN (``facerec.detection.detect``), the face nearest the photo's centre,
 cropped as ``facerec detect`` does (160 px, 20% margin). People sorted by name; every 5th person
 (index % 5 == 4: 19 people) is never enrolled and only ever appears as an impostor. Each of the 77
 others enrols their first 6 photos (sorted by name) and is tested on the rest. Our model trains on a
@@ -59,7 +59,7 @@ def make_crops(photos: list[Path], out: list[Path], choose: str = "centre", batc
     like ``facerec detect`` (160 px, margin 0.2). Photos without a face get a centred box crop and
     are counted. Existing crops are kept (rerun = cache)."""
 
-    from facerec.detect import Face, FaceDetector, crop_face
+    from facerec.detection.detect import Face, FaceDetector, crop_face
     from facerec.images import load_image
 
     todo = [(p, o) for p, o in zip(photos, out) if not o.is_file()]
@@ -145,8 +145,8 @@ def open_set_metrics(true: np.ndarray, pred: np.ndarray, score: np.ndarray, acce
 # -------------------------------------------------------------------------------------------- LFW
 def bench_lfw(data: Path, work: Path, quick: bool = False, finetunes: tuple[int, ...] = (0,)
               ) -> dict:
-    from facerec.embed import embed_files, get_embedder
-    from facerec.model import load_checkpoint
+    from facerec.recognition.embed import embed_files, get_embedder
+    from facerec.recognition.model import load_checkpoint
 
     root = data / "lfw-dev"
     people = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -177,8 +177,8 @@ def bench_lfw(data: Path, work: Path, quick: bool = False, finetunes: tuple[int,
 
     import torch
 
-    from facerec.embed import get_embedder
-    from facerec.model import combine_views, embed_crop_files
+    from facerec.recognition.embed import get_embedder
+    from facerec.recognition.model import combine_views, embed_crop_files
 
     # the test features through the embedding cache (the same computation as predict_crops,
     # checked on a few crops below), so that a rerun does not embed 800 crops again
@@ -257,7 +257,7 @@ def bench_lfw(data: Path, work: Path, quick: bool = False, finetunes: tuple[int,
 # ------------------------------------------------------------------------------------ celebrities
 def bench_celebrities(data: Path, work: Path, resnet_epochs: int = 30, skip_resnet: bool = False
                       ) -> dict:
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     root = data / "celebrities"
     people = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())

@@ -9,10 +9,10 @@ unit mean). Every pair of photos is a trial: same person (genuine) or not (impos
 
 Reported:
 - the threshold on all pairs: the largest cosine distance with <= 1% false accepts
-  (:func:`facerec.verify.pair_threshold`), and its false-accept / false-reject rates there;
+  (:func:`facerec.inference.verify.pair_threshold`), and its false-accept / false-reject rates there;
 - honest rates: the people are split in two halves (even / odd index by name); the threshold set on
   one half is measured on the other, both ways;
-- the rates at the constant in :data:`facerec.verify.DEFAULT_THRESHOLDS`;
+- the rates at the constant in :data:`facerec.inference.verify.DEFAULT_THRESHOLDS`;
 - seconds per photo (detect + embed) on this machine (noisy on a shared CPU).
 """
 
@@ -39,10 +39,10 @@ def features(data: Path, work: Path) -> tuple[np.ndarray, np.ndarray, list[str],
     if cache.is_file():
         f = np.load(cache, allow_pickle=False)
         return f["z"], f["y"], people, json.loads(str(f["stats"]))
-    from facerec.detect import FaceDetector
-    from facerec.embed import get_embedder
-    from facerec.enroll import faces_of_photos
-    from facerec.model import embed_pil
+    from facerec.detection.detect import FaceDetector
+    from facerec.recognition.embed import get_embedder
+    from facerec.inference.enroll import faces_of_photos
+    from facerec.recognition.model import embed_pil
 
     photos, labels = [], []
     for i, person in enumerate(people):
@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "bench" / "results" / "verify"))
     args = ap.parse_args()
-    from facerec.verify import DEFAULT_THRESHOLDS, TARGET_FAR, pair_rates, pair_threshold
+    from facerec.inference.verify import DEFAULT_THRESHOLDS, TARGET_FAR, pair_rates, pair_threshold
 
     os.environ.setdefault("FACEREC_CACHE_DIR", str(Path(args.work) / "cache"))
     z, y, people, stats = features(Path(args.data), Path(args.work))

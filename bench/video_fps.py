@@ -46,9 +46,9 @@ def main() -> int:
     from PIL import Image
 
     import _videos
-    from facerec.model import load_checkpoint
-    from facerec.predict import Predictor
-    from facerec.video import predict_video
+    from facerec.recognition.model import load_checkpoint
+    from facerec.inference.predict import Predictor
+    from facerec.inference.video import predict_video
 
     ckpt = args.checkpoint_path or default_checkpoint()
     if not ckpt:
@@ -62,7 +62,7 @@ def main() -> int:
     known = [p for p in people if p in labels][:2]
     stranger = [p for p in people if p not in labels][0]
 
-    from facerec.detect import FaceDetector
+    from facerec.detection.detect import FaceDetector
 
     det = FaceDetector(device="cpu")
 

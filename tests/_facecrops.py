@@ -55,7 +55,7 @@ def cache_dir() -> Path:
 
 
 def _build(kind: str, celebrities: Path) -> Path:
-    from facerec.detect import detect_folder
+    from facerec.detection.detect import detect_folder
 
     raw = _root() / f"raw-{kind}"
     out = _root() / f"processed-{kind}"

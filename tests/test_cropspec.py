@@ -32,9 +32,9 @@ def _raw(root: Path, celebrities: Path, per_person: int) -> Path:
 
 
 def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, monkeypatch):
-    import facerec.detect
-    from facerec.detect import detect_folder
-    from facerec.predict import Predictor
+    import facerec.detection.detect
+    from facerec.detection.detect import detect_folder
+    from facerec.inference.predict import Predictor
     from facerec.split import split_dataset
     from facerec.training import train
 
@@ -56,14 +56,14 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
 
     # predict one training photo and catch the crop it makes
     made = []
-    real_crop_face = facerec.detect.crop_face
+    real_crop_face = facerec.detection.detect.crop_face
 
     def spy(*args, **kwargs):
         crop, matrix = real_crop_face(*args, **kwargs)
         made.append(np.asarray(crop, dtype=np.float32))
         return crop, matrix
 
-    monkeypatch.setattr(facerec.detect, "crop_face", spy)
+    monkeypatch.setattr(facerec.detection.detect, "crop_face", spy)
     photo = sorted((raw / "elton_john").glob("*.jpg"))[0]
     predictor = Predictor(result.best_checkpoint, device="cpu")
     assert (predictor.align, predictor.crop_size) == (True, 128)
@@ -75,12 +75,12 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
     best = min(np.abs(m - t).mean() for m in made for t in trained_on if m.shape == t.shape)
     assert best < 3.0  # the same crop up to JPEG noise
     box = np.asarray(real_crop_face(Image.open(photo).convert("RGB"),
-                                    facerec.detect.FaceDetector(device="cpu").detect(photo)[0],
+                                    facerec.detection.detect.FaceDetector(device="cpu").detect(photo)[0],
                                     128, spec.margin, False)[0], dtype=np.float32)
     assert min(np.abs(box - t).mean() for t in trained_on) > 3 * best + 5  # and a box crop is not
 
     # verify and enroll crop the same way (verify used to box-crop aligned checkpoints' faces)
-    from facerec.verify import Verifier
+    from facerec.inference.verify import Verifier
 
     made.clear()
     features, _ = Verifier(result.best_checkpoint, device="cpu", pick="largest").faces([photo])
@@ -89,7 +89,7 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
 
 
 def test_detect_refuses_to_mix_crop_recipes(tmp_path, celebrities):
-    from facerec.detect import detect_folder
+    from facerec.detection.detect import detect_folder
 
     raw = _raw(tmp_path, celebrities, 1)
     processed = tmp_path / "processed"

@@ -386,7 +386,8 @@ def test_cli_local_default_store(source, tmp_path, capsys):
 
 
 def test_one_cache_root_for_every_cache(monkeypatch, tmp_path):
-    from facerec import datastore, dlib_net, embed
+    from facerec import datastore
+    from facerec.recognition import dlib_net, embed
     from facerec.cache import cache_root
 
     monkeypatch.delenv("FACEREC_CACHE", raising=False)

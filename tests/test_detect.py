@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from facerec import FaceDetector
-from facerec.align import to_crop_coords
+from facerec.detection.align import to_crop_coords
 from facerec.cli import main
-from facerec.detect import crop_face, detect_folder, read_manifest
+from facerec.detection.detect import crop_face, detect_folder, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import _checkpoints
-from facerec import detect
+from facerec.detection import detect
 from facerec.cli import main
 from facerec.cropspec import read_processed_spec
-from facerec.detect import Face
+from facerec.detection.detect import Face
 from facerec.errors import FacerecError
 from facerec.images import LoadedImage, as_rgb_image
 
@@ -106,7 +106,7 @@ def _with_detector(ckpt: Path, target: Path, detector: dict) -> Path:
 
 
 def test_predict_builds_the_detector_its_checkpoint_names(centre, tmp_path, celebrities):
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     ckpt = _with_detector(_checkpoints.checkpoint("dlib", celebrities), tmp_path / "c.ckpt",
                           {"name": "centre", "min_side": 200})
@@ -123,7 +123,7 @@ def test_predict_builds_the_detector_its_checkpoint_names(centre, tmp_path, cele
 
 
 def test_unknown_detector_in_a_checkpoint_is_one_line(capsys, tmp_path, celebrities):
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     ckpt = _with_detector(_checkpoints.checkpoint("dlib", celebrities), tmp_path / "c.ckpt",
                           {"name": "retinaface"})

@@ -1,4 +1,4 @@
-"""dlib's face ResNet in torch (facerec.dlib_net): the file reader, parity with dlib's own network
+"""dlib's face ResNet in torch (facerec.recognition.dlib_net): the file reader, parity with dlib's own network
 on real chips, the chips themselves, and clear errors for wrong files."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from PIL import Image
 
 import _facecrops
 from facerec.crops import list_images
-from facerec.dlib_net import (
+from facerec.recognition.dlib_net import (
     DlibResNet,
     default_model_path,
     load_dlib_resnet,
     read_dlib_net,
 )
-from facerec.embed import dlib_models_dir, get_embedder
+from facerec.recognition.embed import dlib_models_dir, get_embedder
 from facerec.errors import FacerecError
 
 #: the issue's bound on |ours - dlib| per descriptor component

@@ -11,7 +11,7 @@ from PIL import Image
 
 import _facecrops
 from facerec.crops import Manifest, list_images
-from facerec.embed import (
+from facerec.recognition.embed import (
     EmbeddingCache,
     EmbedStats,
     Embedder,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from facerec.cli import main
-from facerec.enroll import GALLERY_KEY, new_checkpoint_path
+from facerec.inference.enroll import GALLERY_KEY, new_checkpoint_path
 
 NEW = "madonna"  # in celebrities, not in the test checkpoints (ben_afflek, elton_john, jerry_seinfeld)
 
@@ -72,8 +72,8 @@ def test_enroll_writes_a_new_checkpoint_beside_the_old(enrolled):
 
 
 def test_enrolled_person_is_recognised_and_others_still_are(enrolled, celebrities):
-    from facerec.model import load_checkpoint
-    from facerec.predict import Predictor, main_face
+    from facerec.recognition.model import load_checkpoint
+    from facerec.inference.predict import Predictor, main_face
 
     _, _, _, new = enrolled
     predictor = Predictor(new, device="cpu")
@@ -90,7 +90,7 @@ def test_enrolled_person_is_recognised_and_others_still_are(enrolled, celebritie
 
 
 def test_forget_round_trip_restores_the_original_model(enrolled, capsys):
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     ckpt, _, _, new = enrolled
     assert main(["forget", "--checkpoint_path", str(new), "--name", NEW]) == 0
@@ -111,7 +111,7 @@ def test_forget_round_trip_restores_the_original_model(enrolled, capsys):
 
 
 def test_enrolled_checkpoint_exports_to_onnx(enrolled, tmp_path, celebrities):
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     _, _, _, new = enrolled
     onnx = tmp_path / "enrolled.onnx"
@@ -192,7 +192,7 @@ def test_checkpoint_without_gallery_keeps_its_threshold(celebrities, tmp_path, c
 
 @pytest.mark.slow
 def test_enroll_and_forget_timm_checkpoint(celebrities, tmp_path, capsys):
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     ckpt = _checkpoints.checkpoint("timm", celebrities)
     raw = torch.load(ckpt, weights_only=True)

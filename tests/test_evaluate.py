@@ -12,7 +12,7 @@ import pytest
 
 import _checkpoints
 from facerec.cli import main
-from facerec.model import UNKNOWN
+from facerec.recognition.model import UNKNOWN
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def strangers(celebrities: Path, tmp_path_factory) -> Path:
 
 
 def test_open_set_figures_by_hand():
-    from facerec.evaluate import open_set_figures
+    from facerec.inference.evaluate import open_set_figures
 
     correct = np.array([True, True, True, False])
     g_score = np.array([0.9, 0.8, 0.5, 0.95])
@@ -53,8 +53,8 @@ def test_open_set_figures_by_hand():
 
 
 def test_evaluate_crops(dlib_ckpt, dataset, tmp_path):
-    from facerec.evaluate import evaluate
-    from facerec.model import load_checkpoint
+    from facerec.inference.evaluate import evaluate
+    from facerec.recognition.model import load_checkpoint
 
     report = evaluate(dlib_ckpt, dataset / "test", device="cpu", progress=False)
     assert report.input == "crops"  # a `facerec split` dataset: crops as they are

@@ -395,12 +395,12 @@ def test_bomb_message_is_a_whole_sentence(tmp_path, monkeypatch):
 
 
 def test_oserror_anywhere_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
-    import facerec.detect
+    import facerec.detection.detect
 
     def boom(*_args, **_kwargs):
         raise OSError(24, "Too many open files", str(tmp_path / "x"))
 
-    monkeypatch.setattr(facerec.detect, "detect_folder", boom)
+    monkeypatch.setattr(facerec.detection.detect, "detect_folder", boom)
     (tmp_path / "raw").mkdir()
     assert main(["detect", str(tmp_path / "raw"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

@@ -24,7 +24,7 @@ def frozen_ckpt(celebrities: Path) -> Path:
 
 
 def test_tail_shapes_match_the_network():
-    from facerec.dlib_net import DlibResNet, DlibTail
+    from facerec.recognition.dlib_net import DlibResNet, DlibTail
 
     net = DlibResNet().eval()
     x = torch.rand(2, 3, 150, 150) * 255
@@ -37,7 +37,7 @@ def test_tail_shapes_match_the_network():
 
 
 def test_finetune_needs_dlib_face():
-    from facerec.model import build_model_config
+    from facerec.recognition.model import build_model_config
 
     with pytest.raises(FacerecError, match="only the dlib_face backbone"):
         build_model_config(["a", "b"], "resnet18", finetune=1)
@@ -46,7 +46,7 @@ def test_finetune_needs_dlib_face():
 
 
 def test_checkpoint_stores_the_tuned_levels(ft_ckpt: Path):
-    from facerec.dlib_net import DlibTail, load_dlib_resnet
+    from facerec.recognition.dlib_net import DlibTail, load_dlib_resnet
 
     ckpt = torch.load(ft_ckpt, map_location="cpu", weights_only=True)
     assert ckpt["facerec"]["backbone"]["finetune"] == 1
@@ -63,8 +63,8 @@ def test_checkpoint_stores_the_tuned_levels(ft_ckpt: Path):
 
 def test_predict_uses_the_tuned_network_like_training(ft_ckpt: Path, frozen_ckpt: Path,
                                                      celebrities: Path):
-    from facerec.embed import get_embedder
-    from facerec.model import load_checkpoint
+    from facerec.recognition.embed import get_embedder
+    from facerec.recognition.model import load_checkpoint
     from facerec.training import FaceDataModule
 
     clf = load_checkpoint(ft_ckpt)
@@ -95,8 +95,8 @@ def test_predict_uses_the_tuned_network_like_training(ft_ckpt: Path, frozen_ckpt
 
 
 def test_evaluate_and_verify_use_the_tuned_network(ft_ckpt: Path, celebrities: Path):
-    from facerec.model import load_checkpoint
-    from facerec.verify import Verifier
+    from facerec.recognition.model import load_checkpoint
+    from facerec.inference.verify import Verifier
 
     clf = load_checkpoint(ft_ckpt)
     data = _checkpoints.dataset(celebrities)
@@ -109,9 +109,9 @@ def test_evaluate_and_verify_use_the_tuned_network(ft_ckpt: Path, celebrities: P
 
 def test_onnx_export_matches_the_tuned_model(ft_ckpt: Path, tmp_path: Path, celebrities: Path):
     pytest.importorskip("onnxruntime")
-    from facerec.export import export_onnx
-    from facerec.model import load_checkpoint
-    from facerec.runtime import OnnxClassifier
+    from facerec.recognition.export import export_onnx
+    from facerec.recognition.model import load_checkpoint
+    from facerec.recognition.runtime import OnnxClassifier
 
     res = export_onnx(ft_ckpt, tmp_path / "ft.onnx")
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-3
@@ -137,7 +137,7 @@ def test_resume_with_another_finetune_is_refused(ft_ckpt: Path, celebrities: Pat
 
 
 def test_finetune_0_is_the_frozen_path(frozen_ckpt: Path, celebrities: Path):
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
     from facerec.training import FaceDataModule
 
     ckpt = torch.load(frozen_ckpt, map_location="cpu", weights_only=True)
@@ -171,9 +171,9 @@ def test_predictor_and_enroll_use_the_tuned_network(ft_ckpt: Path, celebrities: 
                                                     tmp_path: Path):
     from PIL import Image
 
-    from facerec.enroll import enroll
-    from facerec.model import load_checkpoint
-    from facerec.predict import Predictor
+    from facerec.inference.enroll import enroll
+    from facerec.recognition.model import load_checkpoint
+    from facerec.inference.predict import Predictor
 
     clf = load_checkpoint(ft_ckpt)
     crops = sorted((_checkpoints.dataset(celebrities) / "test").glob("*/*.jpg"))

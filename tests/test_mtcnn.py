@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facerec.mtcnn import MTCNN, _area_resize, _area_resize_whole, _integral, load_networks, weights_dir
+from facerec.detection.mtcnn import MTCNN, _area_resize, _area_resize_whole, _integral, load_networks, weights_dir
 
 
 def _array(path: Path) -> torch.Tensor:
@@ -32,7 +32,7 @@ def sample_photos(data_dir: Path) -> list[Path]:
 
 
 def test_weights_load_without_importing_mtcnn_or_tensorflow():
-    code = ("import sys; from facerec.mtcnn import load_networks; load_networks(); "
+    code = ("import sys; from facerec.detection.mtcnn import load_networks; load_networks(); "
             "assert 'mtcnn' not in sys.modules and 'tensorflow' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"

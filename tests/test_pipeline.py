@@ -10,7 +10,7 @@ import pytest
 
 import _facecrops
 from facerec.cli import main
-from facerec.model import load_checkpoint
+from facerec.recognition.model import load_checkpoint
 
 
 @pytest.fixture()

@@ -391,7 +391,7 @@ def test_real_sweep_of_the_tutorials_shape(tmp_path, capsys):
         assert len(list((run / "checkpoints").glob("epoch=0-step=*.ckpt"))) == 1
     best = out.strip().splitlines()[-1]
     assert best.startswith(f"Best checkpoint: {sweep_dir}/{name}-exp")
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     clf = load_checkpoint(best.split(": ", 1)[1])
     assert clf.labels == ["person_0", "person_1", "person_2"]

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from facerec.cli import main as cli_main
-from facerec.embed import Embedder, register_embedder, to_rgb_array
+from facerec.recognition.embed import Embedder, register_embedder, to_rgb_array
 from facerec.errors import FacerecError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_unknown_backbone_and_foreign_checkpoint_are_one_line_errors(tmp_path, c
         assert rc == 2 and len(err.strip().splitlines()) == 1, err
         assert "not a facerec checkpoint" in err or "checkpoint not found" in err
 
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     with pytest.raises(FacerecError, match="not a facerec checkpoint"):
         load_checkpoint(foreign)
@@ -204,7 +204,7 @@ def test_gpus_without_cuda_is_a_clear_error(tmp_path, capsys):
 
 # -------------------------------------------------------------------------------- frozen backbone
 def test_train_frozen_backbone_end_to_end(tmp_path, capsys):
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     data = make_dataset(tmp_path / "ds", counts=(4, 2, 2))
     rc, out, err = _cli(["train", "--data_path", str(data), "--backbone", "fake_face",
@@ -242,7 +242,7 @@ def test_train_frozen_backbone_end_to_end(tmp_path, capsys):
 
 
 def test_features_are_cached_between_runs(tmp_path):
-    from facerec.embed import get_embedder
+    from facerec.recognition.embed import get_embedder
 
     data = make_dataset(tmp_path / "ds", counts=(3, 1, 0))
     emb = get_embedder("fake_face")
@@ -272,7 +272,7 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 def test_single_person_trains_person_vs_unknown(tmp_path, capsys):
-    from facerec.model import FALLBACK_PRIOR_THRESHOLD, load_checkpoint
+    from facerec.recognition.model import FALLBACK_PRIOR_THRESHOLD, load_checkpoint
 
     data = make_dataset(tmp_path / "ds", people=("alice",), counts=(4, 1, 0))
     result = _train(tmp_path, data, name="solo", max_epochs=2)
@@ -311,7 +311,7 @@ def test_generated_run_names_and_torchrun_without_name(monkeypatch):
 
 # -------------------------------------------------------------------------------------- calibration
 def test_calibration_holds_each_person_out():
-    from facerec.model import calibrate_threshold
+    from facerec.recognition.model import calibrate_threshold
 
     rng = np.random.default_rng(0)
     k, d = 8, 16
@@ -341,7 +341,7 @@ def test_calibration_holds_each_person_out():
 
 # -------------------------------------------------------------------------------------------- timm
 def test_timm_backbone_trains_and_predicts(tmp_path):
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     data = make_dataset(tmp_path / "ds", counts=(4, 1, 1), size=40)
     result = _train(tmp_path, data, backbone="test_resnet", image_size=32, max_epochs=2,
@@ -365,7 +365,7 @@ def test_timm_backbone_trains_and_predicts(tmp_path):
 def test_pretrained_weights_unavailable_is_clear(monkeypatch):
     import huggingface_hub.constants as hf
 
-    from facerec.model import create_timm_model
+    from facerec.recognition.model import create_timm_model
 
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -423,7 +423,7 @@ def test_real_crops_dlib_face(tmp_path, celebrities, monkeypatch):
     import _checkpoints
     import _facecrops
 
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     monkeypatch.setenv("FACEREC_CACHE_DIR", str(_facecrops.cache_dir()))  # shared with the session
     data = _checkpoints.dataset(celebrities)
@@ -439,7 +439,7 @@ def test_real_crops_dlib_face(tmp_path, celebrities, monkeypatch):
 
 
 def _largest_face_crops(photos: list[Path], targets: list[Path]) -> None:
-    from facerec.detect import FaceDetector, crop_face
+    from facerec.detection.detect import FaceDetector, crop_face
     from facerec.images import load_image
 
     det = FaceDetector(device="cpu")
@@ -455,7 +455,7 @@ def _largest_face_crops(photos: list[Path], targets: list[Path]) -> None:
 @pytest.mark.slow
 def test_celebrities_val_photos_25_of_25(tmp_path, celebrities):
     """All train photos -> detect -> album labels -> split; the 25 val photos are recognised."""
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     data, extra = tmp_path / "dataset", tmp_path / "valphotos"
     photos, targets = [], []

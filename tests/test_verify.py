@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facerec.cli import main
-from facerec.verify import DEFAULT_THRESHOLDS, pair_rates, pair_threshold
+from facerec.inference.verify import DEFAULT_THRESHOLDS, pair_rates, pair_threshold
 
 
 @pytest.fixture(autouse=True)

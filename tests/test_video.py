@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from facerec.cli import main
-from facerec.video import Detection, Tracker, is_video
+from facerec.inference.video import Detection, Tracker, is_video
 
 KNOWN = "jerry_seinfeld"  # one of the test checkpoint's people
 
@@ -172,7 +172,7 @@ def test_containers_decode_and_sample_by_time(tmp_path, suffix, codec):
     """Every container the CLI treats as a video decodes, and --fps picks frames by timestamp."""
     import av
 
-    from facerec.video import open_source, sample_frames
+    from facerec.inference.video import open_source, sample_frames
 
     if codec not in av.codecs_available:
         pytest.skip(f"FFmpeg of this PyAV has no {codec}")

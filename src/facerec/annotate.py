@@ -197,7 +197,7 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     never. ``dry_run``: plan only, move nothing. Thresholds default to values suited to dlib's
     descriptor; ``min_score`` to that of the detector the crops were made with (its
     ``default_min_score``, on its own scale: 0.9 for MTCNN). ``cache``: embedding cache (see
-    :func:`facerec.embed.embed_files`).
+    :func:`facerec.recognition.embed.embed_files`).
     """
     processed = require_folder(processed_dir)
     if dry_run:  # plans only: never waits for, or changes, anything
@@ -216,7 +216,7 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
 def _annotate(processed: Path, threshold, member_distance, suggest_distance, album_distance,
               albums, reject, min_score, min_face, max_fit_error, dry_run, embedder, cache,
               progress) -> AnnotateResult:
-    from facerec.embed import EmbedStats, embed_files, get_embedder
+    from facerec.recognition.embed import EmbedStats, embed_files, get_embedder
 
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
     # defaults suited to the embedder (dlib: 1.0, 0.65, 0.55, 0.6)
@@ -226,7 +226,7 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     album_distance = emb.same_person_threshold if album_distance is None else float(album_distance)
     if min_score is None:  # the score scale is the detector's that found these crops
         from facerec.cropspec import CropSpec, read_processed_spec
-        from facerec.detect import detector_class
+        from facerec.detection.detect import detector_class
 
         spec = read_processed_spec(processed) or CropSpec()
         min_score = detector_class(spec.detector_name).default_min_score

@@ -116,7 +116,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from facerec.detect import detect_folder, get_detector, print_detect_summary
+    from facerec.detection.detect import detect_folder, get_detector, print_detect_summary
 
     settings = {"device": args.device, "min_face_size": args.min_face_size,
                 "max_side": args.max_side or None}
@@ -175,7 +175,7 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
 
 def _run_annotate(args: argparse.Namespace) -> int:
     from facerec.annotate import annotate, print_annotate_summary, print_undo_summary, undo
-    from facerec.embed import get_embedder
+    from facerec.recognition.embed import get_embedder
 
     if args.undo:
         _report(args, undo(args.processed_dir), print_undo_summary)
@@ -463,8 +463,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from facerec.predict import run_predict
-    from facerec.video import is_video, run_video
+    from facerec.inference.predict import run_predict
+    from facerec.inference.video import is_video, run_video
 
     paths = list(args.image_path or []) + ([args.source] if args.source else [])
     if not paths:
@@ -515,7 +515,7 @@ def _add_enroll(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
-    from facerec.enroll import enroll
+    from facerec.inference.enroll import enroll
 
     r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
                device=args.device)
@@ -524,7 +524,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
 
 
 def _print_membership(r, as_json: bool) -> None:
-    from facerec.enroll import print_enroll_result
+    from facerec.inference.enroll import print_enroll_result
 
     if as_json:
         import json
@@ -551,7 +551,7 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_forget(args: argparse.Namespace) -> int:
-    from facerec.enroll import forget
+    from facerec.inference.enroll import forget
 
     r = forget(args.checkpoint_path, args.name, out=args.out)
     _print_membership(r, args.json)
@@ -586,7 +586,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from facerec.verify import run_verify
+    from facerec.inference.verify import run_verify
 
     run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
                backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
@@ -628,7 +628,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from facerec.evaluate import evaluate, print_report, write_report
+    from facerec.inference.evaluate import evaluate, print_report, write_report
 
     report = evaluate(args.checkpoint_path, args.data_path, unknown_dir=args.unknown_dir,
                       threshold=args.threshold, input=args.input, pick=args.pick,
@@ -669,7 +669,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from facerec.export import export_onnx, print_export_summary
+    from facerec.recognition.export import export_onnx, print_export_summary
 
     print_export_summary(export_onnx(args.checkpoint_path, args.out, opset=args.opset,
                                      verify=not args.no_verify))

@@ -26,7 +26,7 @@ from facerec.errors import FacerecError
 
 DEFAULT_SIZE = 160
 DEFAULT_MARGIN = 0.2
-DEFAULT_DETECTOR = "mtcnn"  # a name of facerec.detect's registry
+DEFAULT_DETECTOR = "mtcnn"  # a name of facerec.detection.detect's registry
 SPEC_FILE = "crop.json"  # under <processed>/.facerec/
 
 

@@ -52,8 +52,8 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     """Run every stage on ``photos`` inside ``work_dir``; print each stage's summary to ``out``."""
     from facerec.annotate import annotate, print_annotate_summary
     from facerec.crops import is_person_folder
-    from facerec.detect import FaceDetector, detect_folder, print_detect_summary
-    from facerec.evaluate import evaluate, print_report, write_report
+    from facerec.detection.detect import FaceDetector, detect_folder, print_detect_summary
+    from facerec.inference.evaluate import evaluate, print_report, write_report
     from facerec.split import print_split_summary, split_dataset
     from facerec.training import TrainConfig, train
 

@@ -154,7 +154,7 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
     result.labels = names
 
     if dedup == "embedding" and dup_distance is None:
-        from facerec.embed import get_embedder
+        from facerec.recognition.embed import get_embedder
 
         emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
         dup_distance = emb.duplicate_distance
@@ -345,7 +345,7 @@ def _link_near_duplicates(crops: list[_Crop], uf: _UnionFind, dup_distance: floa
                           cache: Any, progress: bool, result: SplitResult) -> int:
     from sklearn.cluster import AgglomerativeClustering
 
-    from facerec.embed import embed_files
+    from facerec.recognition.embed import embed_files
 
     vecs, quality = embed_files([c.path for c in crops], embedder, cache=cache, progress=progress,
                                 return_quality=True, on_error="nan")

@@ -1,5 +1,5 @@
 """The model the server recognises with: loaded once, swapped after training, used one request at
-a time (:class:`facerec.predict.Predictor` keeps per-call state and the detector's buffers, so it is
+a time (:class:`facerec.inference.predict.Predictor` keeps per-call state and the detector's buffers, so it is
 not thread-safe).
 
 Uploads are decoded outside the lock by :func:`facerec.images.load_image` (the same loader as
@@ -40,7 +40,7 @@ def find_checkpoint(work: Path) -> Path | None:
 
 
 class Recogniser:
-    """Holds the current :class:`~facerec.predict.Predictor` (or none) behind a lock."""
+    """Holds the current :class:`~facerec.inference.predict.Predictor` (or none) behind a lock."""
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
@@ -54,10 +54,10 @@ class Recogniser:
         return self._predictor is not None
 
     def load(self, checkpoint: str | Path) -> None:
-        """Load ``checkpoint`` (``weights_only`` through :func:`facerec.model.load_checkpoint`),
+        """Load ``checkpoint`` (``weights_only`` through :func:`facerec.recognition.model.load_checkpoint`),
         warm it up, then swap it in: requests keep using the old model until the new one is
         ready."""
-        from facerec.predict import Predictor
+        from facerec.inference.predict import Predictor
 
         predictor = Predictor(checkpoint, device=self.device)
         predictor.warm_up()
@@ -72,10 +72,10 @@ class Recogniser:
                 "threshold": p.threshold if p else None, "loaded_at": self.loaded_at}
 
     def predict(self, uploads: list[Upload]) -> list[Any]:
-        """One :class:`~facerec.predict.ImageResult` per upload, in order; an unreadable upload
+        """One :class:`~facerec.inference.predict.ImageResult` per upload, in order; an unreadable upload
         gets ``error`` set, as in ``facerec predict`` on a folder."""
         from facerec.images import ImageLoadError, load_image
-        from facerec.predict import ImageResult
+        from facerec.inference.predict import ImageResult
 
         if self._predictor is None:
             raise FacerecError("no model yet")

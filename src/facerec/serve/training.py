@@ -110,7 +110,7 @@ class TrainManager:
             job.finished = time.time()
 
     def _stages(self, job: TrainJob) -> dict[str, Any]:
-        from facerec.evaluate import evaluate, write_report
+        from facerec.inference.evaluate import evaluate, write_report
         from facerec.split import split_dataset
         from facerec.training import TrainConfig, train
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from facerec.errors import FacerecError
 
-DEFAULT_BACKBONE = "dlib_face"  # the frozen face embedding (facerec.embed.DEFAULT_EMBEDDER)
+DEFAULT_BACKBONE = "dlib_face"  # the frozen face embedding (facerec.recognition.embed.DEFAULT_EMBEDDER)
 
 
 def _opt(default: Any, help: str, *, type: Any = None, group: str = "model", **meta: Any) -> Any:

@@ -24,7 +24,7 @@ from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
 from facerec.safeio import first_line
-from facerec.model import (
+from facerec.recognition.model import (
     DEFAULT_BACKBONE,
     UNKNOWN,
     FaceClassifier,
@@ -187,7 +187,7 @@ def compute_activations(paths: Sequence[Path], embedder, upto: int, mirror: bool
     files: the same chips as the embedding path (landmarks in the crop's default box), computed
     once (and kept for this process's next run on the same files). Kept out of the embedding
     cache on purpose: they are not descriptors."""
-    from facerec.embed import _open_image
+    from facerec.recognition.embed import _open_image
 
     key = _activations_key(paths, upto, mirror)
     if key in _ACTIVATIONS:
@@ -243,7 +243,7 @@ def face_transforms(size: int, mean, std, augment: bool):
     from torchvision import transforms as T
 
     if not augment:
-        from facerec.runtime import eval_transform
+        from facerec.recognition.runtime import eval_transform
 
         return eval_transform(size, mean, std)
     return T.Compose([
@@ -262,7 +262,7 @@ class FaceDataModule(L.LightningDataModule):
     """``dataset/{train,val,test}/<person>/`` crops + ``labels.json`` (see :func:`scan_dataset`).
 
     Frozen backbones (``dlib_face``): :meth:`prepare_data` embeds every crop and its mirror once
-    (cached by content, see :func:`facerec.model.embed_crop_files`); batches are feature vectors.
+    (cached by content, see :func:`facerec.recognition.model.embed_crop_files`); batches are feature vectors.
     timm backbones: batches are augmented image tensors, loaded by ``num_workers`` processes.
     """
 
@@ -298,7 +298,7 @@ class FaceDataModule(L.LightningDataModule):
         dropped with a warning."""
         if self.features is not None:
             return self.features
-        from facerec.embed import get_embedder
+        from facerec.recognition.embed import get_embedder
 
         emb = get_embedder(self.backbone, **self.embedder_kwargs)
         paths = self._all_paths()
@@ -338,8 +338,8 @@ class FaceDataModule(L.LightningDataModule):
         :meth:`load_features`)."""
         if self.activations is not None:
             return self.activations
-        from facerec.dlib_net import LEVELS
-        from facerec.embed import get_embedder
+        from facerec.recognition.dlib_net import LEVELS
+        from facerec.recognition.embed import get_embedder
 
         emb = get_embedder(self.backbone, **self.embedder_kwargs)
         acts, ok = compute_activations(self._all_paths(), emb, len(LEVELS) - self.finetune,

@@ -10,7 +10,7 @@ Library API (stable; the sweep calls it in-process)::
 
 Pieces: :func:`scan_dataset` (checks ``dataset/{train,val,test}/<person>/`` against
 ``labels.json``), :class:`FaceDataModule`, :class:`FaceModule` (the LightningModule around
-:class:`facerec.model.FaceClassifier`), :func:`generate_run_name`. Output layout::
+:class:`facerec.recognition.model.FaceClassifier`), :func:`generate_run_name`. Output layout::
 
     runs/<run-name>/version_N/hparams.yaml, events.out.tfevents.*   (TensorBoard)
     runs/<run-name>/version_N/checkpoints/epoch=E-step=S.ckpt       (best by the monitored metric)
@@ -41,7 +41,7 @@ import lightning.pytorch as L
 from facerec.errors import FacerecError
 from facerec.safeio import first_line, folder_lock
 from facerec.training.config import TrainConfig
-from facerec.model import (
+from facerec.recognition.model import (
     FALLBACK_PRIOR_THRESHOLD,
     PRIOR_THRESHOLDS,
     backbone_kind,
@@ -198,7 +198,7 @@ def _build_module(cfg: TrainConfig, info: DatasetInfo, kind: str, warns: list[st
                         target_fpir=cfg.target_fpir, timm_model=timm_model,
                         backbone_lr=cfg.backbone_lr, train_config=cfg.hparams())
     if module.model.tail is not None:  # --finetune starts from dlib's trained weights
-        from facerec.dlib_net import DlibTail, load_dlib_resnet
+        from facerec.recognition.dlib_net import DlibTail, load_dlib_resnet
 
         module.model.tail.load_state_dict(
             DlibTail(int(cfg.finetune), load_dlib_resnet()).state_dict())

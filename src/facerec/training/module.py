@@ -1,4 +1,4 @@
-"""The LightningModule (:class:`FaceModule`) around :class:`facerec.model.FaceClassifier`."""
+"""The LightningModule (:class:`FaceModule`) around :class:`facerec.recognition.model.FaceClassifier`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lightning.pytorch as L
 
-from facerec.model import (
+from facerec.recognition.model import (
     PRIOR_THRESHOLDS,
     FaceClassifier,
     calibrate_threshold,
@@ -22,7 +22,7 @@ from facerec.model import (
 
 # ------------------------------------------------------------------------------------ LightningModule
 class FaceModule(L.LightningModule):
-    """Trains a :class:`~facerec.model.FaceClassifier`: cosine head with margin and label
+    """Trains a :class:`~facerec.recognition.model.FaceClassifier`: cosine head with margin and label
     smoothing, AdamW, warm-up + cosine learning-rate schedule, accuracy and macro-F1 per epoch, and
     the open-set threshold calibrated into every checkpoint."""
 

@@ -19,7 +19,7 @@ import torch
 
 from facerec.errors import FacerecError
 from facerec.safeio import atomic_write
-from facerec.model import (
+from facerec.recognition.model import (
     read_checkpoint,
 )
 

@@ -2,7 +2,7 @@
 
 Library API::
 
-    from facerec.enroll import enroll, forget
+    from facerec.inference.enroll import enroll, forget
     r = enroll("best.ckpt", "carol", ["carol1.jpg", "carol/"])   # EnrollResult
     r.checkpoint          # the new checkpoint, written beside the old one (never over it)
     r = forget(r.checkpoint, "carol")
@@ -10,15 +10,15 @@ Library API::
 How a person is added (:func:`enroll`):
 
 1. Each photo (a photo, a face crop, or a folder of them) gives one face: MTCNN, cropped exactly as
-   ``facerec predict`` crops (:class:`facerec.predict.Predictor`'s detector and crop settings). A
+   ``facerec predict`` crops (:class:`facerec.inference.predict.Predictor`'s detector and crop settings). A
    photo with several faces is ambiguous unless its largest face is clearly the largest (at least
    :data:`DOMINANT_AREA_RATIO` times the area of the next one); ambiguous photos are refused unless
    ``pick`` says which face to take (``"largest"`` or ``"center"``).
 2. The faces are embedded with the checkpoint's own backbone (the frozen ``dlib_face`` embedder
-   through :func:`facerec.embed.get_embedder`, or the timm network).
+   through :func:`facerec.recognition.embed.get_embedder`, or the timm network).
 3. The person's prototype is the mean of their features (a new person) or is extended with them;
    the cosine head gets the prototype as its class weight (weight imprinting).
-4. The unknown threshold is recalibrated with :func:`facerec.model.calibrate_threshold`, the
+4. The unknown threshold is recalibrated with :func:`facerec.recognition.model.calibrate_threshold`, the
    procedure training uses (each person held out in turn), on the features stored in the
    checkpoint under :data:`GALLERY_KEY` (training stores them; enroll/forget keep them up to date)
    plus the new faces.
@@ -94,9 +94,9 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec 
     cropped as ``facerec predict`` crops. Unreadable files, photos without a face and ambiguous
     group photos get ``reason`` instead of a crop (never an exception). ``crop``: how to crop
     (default: as ``facerec detect`` does by default)."""
-    from facerec.detect import crop_face
+    from facerec.detection.detect import crop_face
     from facerec.images import ImageLoadError, load_image
-    from facerec.predict import collect_images
+    from facerec.inference.predict import collect_images
 
     if pick not in (None, "largest", "center"):
         raise FacerecError(f"--pick must be largest or center, not {pick!r}")
@@ -242,7 +242,7 @@ class _Model:
     """The parts of a checkpoint that enroll/forget change, as numpy arrays."""
 
     def __init__(self, ckpt: dict):
-        from facerec.model import FORMAT_KEY
+        from facerec.recognition.model import FORMAT_KEY
 
         info = ckpt["facerec"]
         if FORMAT_KEY not in info:
@@ -294,7 +294,7 @@ def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[fl
     """Threshold and calibration record for the updated model: training's hold-out procedure on
     the stored gallery. Without a gallery (checkpoints from before it was stored) the old
     threshold is kept, with a warning."""
-    from facerec.model import FALLBACK_PRIOR_THRESHOLD, PRIOR_THRESHOLDS, calibrate_threshold
+    from facerec.recognition.model import FALLBACK_PRIOR_THRESHOLD, PRIOR_THRESHOLDS, calibrate_threshold
 
     info = ckpt["facerec"]
     old_cal = dict(info.get("calibration") or {})
@@ -327,8 +327,8 @@ def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[fl
 
 
 def _read(checkpoint: str | os.PathLike) -> dict:
-    from facerec.model import read_checkpoint
-    from facerec.runtime import model_kind
+    from facerec.recognition.model import read_checkpoint
+    from facerec.recognition.runtime import model_kind
 
     p = Path(checkpoint)
     if not p.is_file():
@@ -345,7 +345,7 @@ def _old_threshold(ckpt: dict) -> float | None:
 
 
 def _check_name(name: str) -> str:
-    from facerec.model import UNKNOWN
+    from facerec.recognition.model import UNKNOWN
 
     name = str(name).strip()
     if not name:
@@ -362,7 +362,7 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
            pick: str | None = None, out: str | os.PathLike | None = None, device: str = "auto",
            batch_size: int = 8) -> EnrollResult:
     """Add ``name`` (or extend them) from ``photos``; write and return the new checkpoint."""
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     t0 = time.perf_counter()
     name = _check_name(name)

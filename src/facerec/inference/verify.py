@@ -2,7 +2,7 @@
 
 Library API::
 
-    from facerec.verify import Verifier
+    from facerec.inference.verify import Verifier
     v = Verifier()                                   # the dlib_face embedder, default threshold
     r = v.verify("a.jpg", "b.jpg")                   # PairResult: same, distance, threshold
     v = Verifier("best.ckpt")                        # the checkpoint's backbone and calibration
@@ -120,7 +120,7 @@ class Verifier:
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, backbone: str = "dlib_face",
                  threshold: float | None = None, pick: str | None = None, device: str = "auto"):
         from facerec.cropspec import CropSpec
-        from facerec.detect import get_detector, resolve_device
+        from facerec.detection.detect import get_detector, resolve_device
 
         self.pick = pick
         self.threshold_override = threshold
@@ -129,8 +129,8 @@ class Verifier:
         self.gallery = None
         spec = CropSpec()  # without a checkpoint: the crops `facerec detect` makes by default
         if checkpoint is not None:
-            from facerec.enroll import _gallery, _read
-            from facerec.model import load_checkpoint
+            from facerec.inference.enroll import _gallery, _read
+            from facerec.recognition.model import load_checkpoint
 
             ckpt = _read(checkpoint)
             self.clf = load_checkpoint(checkpoint, map_location=self.device)
@@ -139,7 +139,7 @@ class Verifier:
             # faces are cropped as the checkpoint's training crops were (its CropSpec)
             spec = CropSpec.from_preprocess(self.clf.config.get("preprocess"))
         else:
-            from facerec.embed import get_embedder
+            from facerec.recognition.embed import get_embedder
 
             self.embedder = get_embedder(backbone)
             self.backbone = backbone
@@ -150,7 +150,7 @@ class Verifier:
     def faces(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[dict]]:
         """Unit features (N, D) of one face per photo, and how each face was found. A photo
         without a usable face raises :class:`FacerecError` (verify needs every face)."""
-        from facerec.enroll import faces_of_photos
+        from facerec.inference.enroll import faces_of_photos
 
         for p in paths:
             if Path(p).is_dir():
@@ -163,7 +163,7 @@ class Verifier:
         if self.clf is not None:
             z = self.clf.embed_crops(crops).numpy().astype(np.float64)
         else:
-            from facerec.model import embed_pil
+            from facerec.recognition.model import embed_pil
 
             z = embed_pil(self.embedder, crops, True).astype(np.float64)
         for f, row in zip(found, z):
@@ -210,7 +210,7 @@ class Verifier:
         if self.clf is None:
             raise FacerecError("one photo: give a second photo to compare with, or "
                                "--checkpoint_path to rank the enrolled people (1:N)")
-        from facerec.model import UNKNOWN
+        from facerec.recognition.model import UNKNOWN
 
         z, info = self.faces([a])
         protos = self.clf.prototypes.detach().cpu().numpy().astype(np.float64)

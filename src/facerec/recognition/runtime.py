@@ -80,7 +80,7 @@ class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self, checkpoint: str | os.PathLike, device: Any = "cpu") -> None:
-        from facerec.model import load_checkpoint
+        from facerec.recognition.model import load_checkpoint
 
         self.clf = load_checkpoint(checkpoint, map_location=device)
         self.info = self.clf.info
@@ -127,8 +127,8 @@ class OnnxClassifier(Runtime):
             if path.suffix.lower() == ".onnx" or path.read_bytes()[:1] == b"\x08":
                 data = path.read_bytes()
             else:
-                from facerec.export import onnx_model_bytes
-                from facerec.model import load_checkpoint
+                from facerec.recognition.export import onnx_model_bytes
+                from facerec.recognition.model import load_checkpoint
 
                 data = onnx_model_bytes(load_checkpoint(path))
         opts = ort.SessionOptions()
@@ -157,7 +157,7 @@ class OnnxClassifier(Runtime):
     def chipper(self):
         """dlib's landmark fit and chip cutter (no network) for ``chips`` models."""
         if self._chipper is None:
-            from facerec.embed import DlibChipper
+            from facerec.recognition.embed import DlibChipper
 
             kwargs = self.info["export"]["embedding"].get("embedder_kwargs") or {}
             self._chipper = DlibChipper(margin=float(kwargs.get("margin", 0.2)))
@@ -186,8 +186,8 @@ class OnnxClassifier(Runtime):
             return self._run_chips(list(crops))
         crops = [as_rgb_image(c).image for c in crops]
         if self.kind == "head":  # unit features of the frozen embedder (NaN rows: not embedded)
-            from facerec.embed import get_embedder
-            from facerec.model import embed_pil
+            from facerec.recognition.embed import get_embedder
+            from facerec.recognition.model import embed_pil
 
             emb = self.info["export"]["embedding"]
             embedder = get_embedder(emb["embedder"], **(emb.get("embedder_kwargs") or {}))

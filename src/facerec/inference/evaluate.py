@@ -2,13 +2,13 @@
 
 Library API::
 
-    from facerec.evaluate import evaluate, print_report, write_report
+    from facerec.inference.evaluate import evaluate, print_report, write_report
     report = evaluate("runs/.../best.ckpt", "dataset/test", unknown_dir="strangers/")
     report.accuracy, report.macro_f1, report.per_person, report.open_set
     write_report(report, "eval/")     # report.json, confusion_matrix.png, predictions.csv, ...
 
 ``data_path`` holds one folder per person (``dataset/test/<person>/``); every image under it is
-predicted with :class:`facerec.predict.Predictor` and compared with its folder name. A folder whose
+predicted with :class:`facerec.inference.predict.Predictor` and compared with its folder name. A folder whose
 name is not one of the checkpoint's people counts as unknown people (impostors), as does every image
 under ``unknown_dir``. Input kinds (``input``): ``crops`` takes every image as one face crop (the
 default for a ``facerec split`` dataset, recognised by ``labels.json`` next to or in ``data_path``,
@@ -142,8 +142,8 @@ def evaluate(checkpoint: str | os.PathLike, data_path: str | os.PathLike = "data
              device: str = "auto", batch_size: int = 16, progress: bool = True,
              predictor: Any = None) -> EvalReport:
     """Predict every image of ``data_path/<person>/`` (and ``unknown_dir``) and score it."""
-    from facerec.model import UNKNOWN
-    from facerec.predict import Predictor, collect_images, main_face
+    from facerec.recognition.model import UNKNOWN
+    from facerec.inference.predict import Predictor, collect_images, main_face
 
     if input not in ("auto", "crops", "photos"):
         raise FacerecError(f"unknown input kind {input!r}: use auto, crops or photos")
@@ -312,7 +312,7 @@ def confusion_png(confusion: dict, path: str | os.PathLike, title: str = "") -> 
     as a PNG with Pillow."""
     from PIL import Image, ImageDraw
 
-    from facerec.predict import _font
+    from facerec.inference.predict import _font
 
     rows, cols = confusion["rows"], confusion["columns"]
     m = np.asarray(confusion["matrix"], dtype=float).reshape(len(rows), len(cols))

@@ -2,7 +2,7 @@
 
 Stable API (used by ``train``, ``sweep``, ``predict``, ``evaluate``, ``export``)::
 
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
     clf = load_checkpoint("runs/NAME/version_0/checkpoints/epoch=E-step=S.ckpt")   # FaceClassifier
     labels, scores = clf.predict_crops([crop1, crop2])          # "unknown" below clf.threshold
     labels, scores = clf.predict_crops(crops, threshold=0.9)    # override the stored threshold
@@ -12,7 +12,7 @@ Stable API (used by ``train``, ``sweep``, ``predict``, ``evaluate``, ``export``)
 How a face is classified (:meth:`FaceClassifier.predict_features`):
 
 1. The backbone maps a face crop to a unit-length feature ``z``. ``dlib_face`` (and any embedder of
-   :mod:`facerec.embed`) is frozen: its descriptor of the crop and of its mirror image, averaged
+   :mod:`facerec.recognition.embed`) is frozen: its descriptor of the crop and of its mirror image, averaged
    (test-time augmentation). With ``finetune`` N > 0 (``dlib_face`` only), its last N levels are
    the checkpoint's own (``FaceClassifier.tail``): the embedder runs dlib's first levels, then
    them. A timm model (``resnet18``, ``efficientnet_b0``, ...) is fine-tuned.
@@ -52,7 +52,7 @@ from torch import nn
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 from facerec.images import as_rgb_image
-from facerec.runtime import decide, eval_transform
+from facerec.recognition.runtime import decide, eval_transform
 from facerec.safeio import display_path, first_line
 
 __all__ = [
@@ -84,13 +84,13 @@ FALLBACK_PRIOR_THRESHOLD = 0.9
 
 # ------------------------------------------------------------------------------------- backbones
 def _embedders() -> list[str]:
-    from facerec.embed import available_embedders
+    from facerec.recognition.embed import available_embedders
 
     return available_embedders()
 
 
 def backbone_kind(name: str) -> str:
-    """``"embedder"`` (a frozen :mod:`facerec.embed` model) or ``"timm"``; unknown names raise."""
+    """``"embedder"`` (a frozen :mod:`facerec.recognition.embed` model) or ``"timm"``; unknown names raise."""
     if not isinstance(name, str) or not name:
         raise FacerecError(f"unknown backbone {name!r}")
     if name in _embedders():
@@ -148,7 +148,7 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
                            f"unfreeze ({backbone} is " + ("trained end to end already)"
                                                           if kind == "timm" else "frozen)"))
     if finetune:
-        from facerec.dlib_net import LEVELS
+        from facerec.recognition.dlib_net import LEVELS
 
         if not 0 < finetune <= len(LEVELS):
             raise FacerecError(f"--finetune {finetune}: dlib_face has {len(LEVELS)} residual "
@@ -158,7 +158,7 @@ def build_model_config(labels: Sequence[str], backbone: str = DEFAULT_BACKBONE, 
     # crop_margin: kept beside the spec for readers of checkpoints from before it existed
     pre: dict[str, Any] = {"crop": crop.to_dict(), "crop_margin": float(crop.margin)}
     if kind == "embedder":
-        from facerec.embed import get_embedder
+        from facerec.recognition.embed import get_embedder
 
         emb = get_embedder(backbone, **(embedder_kwargs or {}))
         kwargs = dict(embedder_kwargs or {})
@@ -255,7 +255,7 @@ class FaceClassifier(nn.Module):
         # training code at the start of a run); the frozen first levels come from the embedder
         self.tail: nn.Module | None = None
         if int(bb.get("finetune") or 0) > 0:
-            from facerec.dlib_net import DlibTail
+            from facerec.recognition.dlib_net import DlibTail
 
             self.tail = DlibTail(int(bb["finetune"]))
         hc = config["head"]
@@ -333,7 +333,7 @@ class FaceClassifier(nn.Module):
     @property
     def embedder(self):
         if self._embedder is None:
-            from facerec.embed import get_embedder
+            from facerec.recognition.embed import get_embedder
 
             bb = self.config["backbone"]
             # on the classifier's device (load_checkpoint's map_location)
@@ -346,7 +346,7 @@ class FaceClassifier(nn.Module):
     def dlib_network(self) -> nn.Module:
         """dlib_face's whole network (CPU, float32, eval) as this classifier uses it: dlib's
         weights, with the fine-tuned last levels when there are (the ONNX export's network)."""
-        from facerec.dlib_net import load_dlib_resnet
+        from facerec.recognition.dlib_net import load_dlib_resnet
 
         net = load_dlib_resnet()
         return (net.with_tail(self.tail) if self.tail is not None else net).float().eval()
@@ -391,7 +391,7 @@ class FaceClassifier(nn.Module):
     @torch.no_grad()
     def predict_features(self, z: torch.Tensor, threshold: float | None = None):
         """(candidate index (N,), score (N,), probability (N,), known (N,) bool) for unit features:
-        :func:`facerec.runtime.decide` (the rule of every runtime), as tensors."""
+        :func:`facerec.recognition.runtime.decide` (the rule of every runtime), as tensors."""
         out = decide(*self.head_outputs(z), self.threshold if threshold is None else threshold)
         return tuple(torch.from_numpy(a).to(self.prototypes.device) for a in out)
 
@@ -438,7 +438,7 @@ def combine_views(orig: np.ndarray, mirror: np.ndarray | None) -> np.ndarray:
 def embed_pil(embedder, images: Sequence[Any], mirror_tta: bool = True) -> np.ndarray:
     """Test-time unit features (N, D) of PIL crops with a frozen embedder (NaN rows on failure):
     the unit mean of the crop's and its mirror image's embeddings, both computed in one batch
-    (:meth:`facerec.embed.Embedder.embed_views`)."""
+    (:meth:`facerec.recognition.embed.Embedder.embed_views`)."""
     if not mirror_tta:
         return combine_views(embedder.embed_images(list(images)), None)[:, -1]
     views, _ = embedder.embed_views(list(images))
@@ -451,7 +451,7 @@ def embed_crop_files(paths: Sequence[str | os.PathLike], embedder, *, mirror: bo
     ``mirror``), NaN where a crop could not be embedded. Both views are computed in one batch and
     cached by the crop's sha256 (the mirror under the embedder's cache id + ``-mirror``), so a
     rerun costs a cache lookup."""
-    from facerec.embed import EmbeddingCache, embed_files
+    from facerec.recognition.embed import EmbeddingCache, embed_files
 
     store = cache if isinstance(cache, EmbeddingCache) else (
         EmbeddingCache(cache) if cache not in (None, True, False) else EmbeddingCache())

@@ -2,10 +2,10 @@
 
 Library API::
 
-    from facerec.export import export_onnx
+    from facerec.recognition.export import export_onnx
     result = export_onnx("runs/NAME/version_0/checkpoints/best.ckpt", "model.onnx")
 
-The model runs on onnxruntime with :class:`facerec.runtime.OnnxClassifier` (``facerec predict
+The model runs on onnxruntime with :class:`facerec.recognition.runtime.OnnxClassifier` (``facerec predict
 --checkpoint_path model.onnx``); this module only writes it, and checks it against torch.
 
 What is exported depends on the backbone:
@@ -15,17 +15,17 @@ What is exported depends on the backbone:
   the head's class weights, ``prototype_cosine`` (N, K) = cosine to each person's prototype (the
   open-set score), ``features`` (N, D) unit feature;
 * ``dlib_face``: the whole classifier from the aligned face chip on, dlib's face ResNet included
-  (:mod:`facerec.dlib_net`): ``chips`` (N, 3, 150, 150), RGB 0..255 as ``dlib.get_face_chip``
+  (:mod:`facerec.recognition.dlib_net`): ``chips`` (N, 3, 150, 150), RGB 0..255 as ``dlib.get_face_chip``
   cuts them -> ``logits``, ``prototype_cosine``, ``features`` (N, 128) the unit mean of the
   descriptors of the chip and its mirror image (computed in the graph, one batch), and
   ``embedding`` (N, 128) the chip's raw dlib descriptor. Only the chip itself (dlib's 5-point
-  landmark fit and ``get_face_chip``, :class:`facerec.embed.DlibChipper`) is made outside the model;
+  landmark fit and ``get_face_chip``, :class:`facerec.recognition.embed.DlibChipper`) is made outside the model;
   no torch and no dlib network are needed to run it;
 * another frozen embedder (not a torch model): the head only, ``features`` (N, D) -> ``logits``,
   ``prototype_cosine``; the runtime computes the features itself. (Models exported
   from ``dlib_face`` checkpoints by facerec < 0.2 are of this kind and still run.)
 
-The decision is :func:`facerec.runtime.decide`, as on torch: the candidate is ``argmax(logits)``,
+The decision is :func:`facerec.recognition.runtime.decide`, as on torch: the candidate is ``argmax(logits)``,
 its score ``prototype_cosine[candidate]``, ``unknown`` below the threshold. The model carries
 everything needed to use it in its ONNX metadata: ``metadata_props["facerec"]`` is the
 checkpoint's ``facerec`` entry (labels, threshold, preprocessing, backbone) plus ``export`` (kind,
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from facerec.errors import FacerecError
-from facerec.runtime import METADATA_KEY
+from facerec.recognition.runtime import METADATA_KEY
 
 __all__ = ["ExportResult", "export_onnx", "onnx_model_bytes", "DEFAULT_OPSET"]
 
@@ -145,13 +145,13 @@ def _export_info(clf, opset: int) -> dict:
             embedding["chip"] = {"size": 150, "padding": 0.25, "layout": "N, 3 (RGB), 150, 150",
                                  "values": "0..255", "landmarks": "dlib 5-point shape predictor"}
             embedding["note"] = ("chips = dlib.get_face_chip(crop, 5-point fit) "
-                                 "(facerec.embed.DlibChipper); features = unit(unit(net(chip)) + "
+                                 "(facerec.recognition.embed.DlibChipper); features = unit(unit(net(chip)) + "
                                  "unit(net(mirror(chip)))) inside the model")
             exp.update(input="chips", input_shape=["N", 3, 150, 150],
                        outputs=["logits", "prototype_cosine", "features", "embedding"])
         else:
             embedding["note"] = ("features = unit(unit(embed(crop)) + unit(embed(mirror(crop)))) "
-                                 "(facerec.model.embed_pil), computed outside the ONNX model")
+                                 "(facerec.recognition.model.embed_pil), computed outside the ONNX model")
             exp.update(input="features", input_shape=["N", dim],
                        outputs=["logits", "prototype_cosine"])
         exp["embedding"] = embedding
@@ -160,7 +160,7 @@ def _export_info(clf, opset: int) -> dict:
 
 
 def onnx_model_bytes(clf, opset: int = DEFAULT_OPSET) -> bytes:
-    """The ONNX model of a :class:`facerec.model.FaceClassifier`, metadata included."""
+    """The ONNX model of a :class:`facerec.recognition.model.FaceClassifier`, metadata included."""
     import io
 
     import onnx
@@ -219,7 +219,7 @@ def _verify(clf, data: bytes) -> float:
     """Largest |torch - onnxruntime| over logits and prototype cosines on a random input."""
     import torch
 
-    from facerec.runtime import OnnxClassifier
+    from facerec.recognition.runtime import OnnxClassifier
 
     model = OnnxClassifier(data)
     graph = _graph(clf)
@@ -241,7 +241,7 @@ def _verify(clf, data: bytes) -> float:
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, *,
                 opset: int = DEFAULT_OPSET, verify: bool = True) -> ExportResult:
     """Export a facerec checkpoint to ONNX (default ``out``: the checkpoint with ``.onnx``)."""
-    from facerec.model import load_checkpoint
+    from facerec.recognition.model import load_checkpoint
 
     t0 = time.perf_counter()
     clf = load_checkpoint(checkpoint)

@@ -8,7 +8,7 @@ Library API::
     detect_folder("raw/", "processed/", detector=detector)          # the `facerec detect` stage
 
 Detectors are a registry of :class:`Detector` entries (:func:`register_detector`), like the
-embedders of :mod:`facerec.embed`; MTCNN (:class:`FaceDetector`) is the only one. The crop spec
+embedders of :mod:`facerec.recognition.embed`; MTCNN (:class:`FaceDetector`) is the only one. The crop spec
 records which one found the faces, and predict builds the one its checkpoint names.
 
 Output of :func:`detect_folder` (documented in docs/ARCHITECTURE.md, a stable format):
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facerec.align import crop_transform, warp_crop
+from facerec.detection.align import crop_transform, warp_crop
 from facerec.cropspec import (DEFAULT_DETECTOR, DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec,
                               write_processed_spec)
 from facerec.errors import FacerecError
@@ -152,7 +152,7 @@ class FaceDetector:
     def __init__(self, device: str | torch.device = "auto", min_face_size: int = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
                  max_side: int | None = 1600) -> None:
-        from facerec.mtcnn import MTCNN
+        from facerec.detection.mtcnn import MTCNN
 
         if len(thresholds) != 3:
             raise ValueError("thresholds must be three numbers (P-Net, R-Net, O-Net)")
@@ -233,7 +233,7 @@ def crop_face(image: Image.Image, face: Face, size: int = DEFAULT_SIZE,
     """Crop one face from the original image. Returns (crop, 2x3 affine original -> crop).
 
     Box crops are squares centred on the box, with side max(w, h) * (1 + margin); aligned crops map
-    the 5 landmarks onto a canonical template (see :mod:`facerec.align`). Areas outside the photo
+    the 5 landmarks onto a canonical template (see :mod:`facerec.detection.align`). Areas outside the photo
     are black.
     """
     matrix = crop_transform(face.box, face.landmarks if align else None, size, margin)

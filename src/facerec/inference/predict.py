@@ -2,7 +2,7 @@
 
 Library API::
 
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
     predictor = Predictor("runs/NAME/version_0/checkpoints/epoch=E-step=S.ckpt")   # or model.onnx
     result = predictor.predict_image("group.jpg")             # ImageResult
     for face in result.faces:
@@ -15,8 +15,8 @@ How an image is read (:meth:`Predictor.predict_paths`):
 1. It is loaded with :func:`facerec.images.load_image` (EXIF orientation, any mode, HEIC); a file
    that cannot be read gives an :class:`ImageResult` with ``error`` set, never an exception.
 2. Every face is found with the detector that found the training faces (the checkpoint's crop
-   spec names it, :func:`facerec.detect.get_detector`: MTCNN, batched, CUDA when available) and
-   cropped exactly as ``facerec detect`` crops for training (:func:`facerec.detect.crop_face`, a
+   spec names it, :func:`facerec.detection.detect.get_detector`: MTCNN, batched, CUDA when available) and
+   cropped exactly as ``facerec detect`` crops for training (:func:`facerec.detection.detect.crop_face`, a
    160-pixel square with the checkpoint's crop margin, 0.2 by default).
 3. An image in which no face is found and whose sides are both at most ``crop_max_side`` (400)
    pixels is taken to be an already cropped face (the tutorial's crops), *if* the detector
@@ -26,10 +26,10 @@ How an image is read (:meth:`Predictor.predict_paths`):
    does on a dataset from ``facerec split``).
 4. All crops of a batch are classified at once: ``label`` is the person, or ``"unknown"`` when the
    ``confidence`` (cosine between the face's feature and the person's prototype, see
-   :mod:`facerec.model`) is below the threshold stored in the checkpoint (or given).
+   :mod:`facerec.recognition.model`) is below the threshold stored in the checkpoint (or given).
 
-Runtimes (:mod:`facerec.runtime`): ``"torch"`` (the checkpoint through
-:func:`facerec.model.load_checkpoint`) or ``"onnx"`` (onnxruntime on a model written by ``facerec
+Runtimes (:mod:`facerec.recognition.runtime`): ``"torch"`` (the checkpoint through
+:func:`facerec.recognition.model.load_checkpoint`) or ``"onnx"`` (onnxruntime on a model written by ``facerec
 export``; a ``.ckpt`` is exported in memory first). With the ``dlib_face`` backbone the ONNX model
 holds dlib's face ResNet too: dlib only cuts the chip.
 """
@@ -175,8 +175,8 @@ class Predictor:
                  threshold: float | None = None, mode: str = "auto", batch_size: int = 16,
                  min_face_size: int = 20, max_side: int | None = 1600,
                  crop_max_side: int = CROP_MAX_SIDE, detector: Any = None) -> None:
-        from facerec.detect import resolve_device
-        from facerec.runtime import RUNTIMES, load_runtime
+        from facerec.detection.detect import resolve_device
+        from facerec.recognition.runtime import RUNTIMES, load_runtime
 
         if runtime not in RUNTIMES:
             raise FacerecError(f"unknown runtime {runtime!r}: use torch or onnx")
@@ -205,7 +205,7 @@ class Predictor:
         self.crop_max_side = int(crop_max_side or 0)
         self._detector = detector
         if detector is None and mode == "auto":  # the detector that found its training faces
-            from facerec.detect import detector_class
+            from facerec.detection.detect import detector_class
 
             try:
                 detector_class(self.crop.detector_name)
@@ -232,7 +232,7 @@ class Predictor:
     def detector(self):
         """The detector the checkpoint's crops were made with (its ``preprocess.crop``)."""
         if self._detector is None:
-            from facerec.detect import get_detector
+            from facerec.detection.detect import get_detector
 
             t0 = time.perf_counter()
             self._detector = get_detector(self.crop.detector_name, device=self.device,
@@ -268,7 +268,7 @@ class Predictor:
         idx, score, prob, known = self.runtime.decide(z, t)
         self.timings["embed"] += t1 - t0
         self.timings["classify"] += time.perf_counter() - t1
-        from facerec.model import UNKNOWN
+        from facerec.recognition.model import UNKNOWN
 
         out = []
         for i in range(len(crops)):
@@ -338,7 +338,7 @@ class Predictor:
 
     def _predict_loaded(self, work: list[tuple[str, Any, str | None]], keep_images: bool = False
                         ) -> list[ImageResult]:
-        from facerec.detect import crop_face
+        from facerec.detection.detect import crop_face
 
         results = [ImageResult(image=name, error=err,
                                width=None if img is None else img.width,
@@ -458,7 +458,7 @@ def draw_faces(image, faces: Sequence[FaceResult]):
     orange: unknown)."""
     from PIL import ImageDraw
 
-    from facerec.model import UNKNOWN
+    from facerec.recognition.model import UNKNOWN
 
     im = image.convert("RGB").copy()
     draw = ImageDraw.Draw(im)

@@ -2,8 +2,8 @@
 
 Library API::
 
-    from facerec.predict import Predictor
-    from facerec.video import predict_video
+    from facerec.inference.predict import Predictor
+    from facerec.inference.video import predict_video
     result = predict_video(Predictor("best.ckpt"), "clip.mp4", fps=5)      # VideoResult
     for track in result.tracks:
         print(track.start, track.end, track.label, track.confidence, len(track.detections))
@@ -15,11 +15,11 @@ How a video is read (:func:`predict_video`):
    variable frame rate is fine). A packet that fails to demux or decode in the middle of a file is
    reported in ``decode_errors`` and skipped; decoding goes on with the next one.
 2. Kept frames go through the detector in batches (``batch_size``) and every face is cropped and
-   classified exactly as in a photo (:class:`facerec.predict.Predictor`).
+   classified exactly as in a photo (:class:`facerec.inference.predict.Predictor`).
 3. Faces are linked into tracks frame to frame (:class:`Tracker`): a face joins the track whose
    last box overlaps it and whose mean feature is close to its own, by a minimum-cost assignment
    (scipy's Hungarian solver) on ``(1 - IoU) + distance / link_distance``. ``link_distance`` is the
-   1:1 verification threshold of the checkpoint (:mod:`facerec.verify`): two faces further apart
+   1:1 verification threshold of the checkpoint (:mod:`facerec.inference.verify`): two faces further apart
    than that are different people, so a track never takes a second person even when boxes cross.
    A track not seen for ``max_gap`` seconds ends; a person who comes back starts a new track.
 4. Each track is labelled by a confidence-weighted vote over its faces: every face votes for its
@@ -323,7 +323,7 @@ class AnnotatedWriter:
     def write(self, image, faces) -> None:
         import av
 
-        from facerec.predict import draw_faces
+        from facerec.inference.predict import draw_faces
 
         im = draw_faces(image, faces)
         w, h = self.stream.width, self.stream.height
@@ -341,12 +341,12 @@ class AnnotatedWriter:
 
 # --------------------------------------------------------------------------------------- prediction
 def link_distance_for(predictor) -> float | None:
-    """The tracker's appearance gate: the checkpoint's 1:1 threshold (see :mod:`facerec.verify`);
+    """The tracker's appearance gate: the checkpoint's 1:1 threshold (see :mod:`facerec.inference.verify`);
     None with the ONNX runtime (it gives no features: boxes only)."""
     if predictor.runtime_name != "torch":
         return None
-    from facerec.enroll import _gallery
-    from facerec.verify import DEFAULT_THRESHOLDS, pair_threshold
+    from facerec.inference.enroll import _gallery
+    from facerec.inference.verify import DEFAULT_THRESHOLDS, pair_threshold
 
     clf = predictor.runtime.clf
     import torch
@@ -370,8 +370,8 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
     file; a file that cannot be opened at all raises :class:`FacerecError`."""
     from PIL import Image
 
-    from facerec.detect import crop_face
-    from facerec.predict import FaceResult
+    from facerec.detection.detect import crop_face
+    from facerec.inference.predict import FaceResult
 
     if not fps or fps <= 0:
         raise FacerecError(f"--fps must be > 0, not {fps}")
@@ -490,7 +490,7 @@ def run_video(checkpoint: str, sources: list[str], *, fps: float = DEFAULT_FPS,
     """What ``facerec predict`` does for videos, webcams and streams."""
     import json
 
-    from facerec.predict import Predictor
+    from facerec.inference.predict import Predictor
 
     out = out or sys.stdout
     files = [s for s in sources if "://" not in s and not s.isdigit() and not s.startswith("/dev/")]

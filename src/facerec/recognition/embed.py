@@ -8,7 +8,7 @@ One interface, :class:`Embedder`, and a registry so that another model can be ad
 
 The dlib backbone works on 150x150 "face chips" that dlib aligns itself from a 5-point landmark fit
 (two corners of each eye and the base of the nose); the network is dlib's ResNet ported to PyTorch
-(:mod:`facerec.dlib_net`), batched, on CUDA when available; ``embed_views`` embeds each chip and its
+(:mod:`facerec.recognition.dlib_net`), batched, on CUDA when available; ``embed_views`` embeds each chip and its
 mirror image in one batch. The fit runs inside a face rectangle on the crop:
 the MTCNN box mapped into the crop when the caller knows it (``boxes=``), else the box that
 ``facerec detect`` leaves in the middle of every crop (``margin`` around it, default 0.2). Given the
@@ -347,7 +347,7 @@ class DlibFaceEmbedder(Embedder):
     """dlib's 128-d ResNet face descriptor (99.38% on LFW; same person below ~0.6 euclidean).
 
     dlib-bin fits the 5 landmarks and cuts the aligned 150x150 chip (``dlib.get_face_chip``); the
-    network itself is our PyTorch port (:mod:`facerec.dlib_net`, the same descriptors to ~1e-6),
+    network itself is our PyTorch port (:mod:`facerec.recognition.dlib_net`, the same descriptors to ~1e-6),
     batched (``batch_size`` chips per forward pass), channels-last, on ``device`` (``auto``: CUDA
     when available, in float16 there). ``margin`` is the context ``facerec detect`` left around the
     face box in each crop (used when no box is given); ``num_jitters`` > 0 averages that many
@@ -379,7 +379,7 @@ class DlibFaceEmbedder(Embedder):
         self._half = half
         self._net = None
         self._net_lock = threading.Lock()
-        from facerec.detect import resolve_device
+        from facerec.detection.detect import resolve_device
 
         self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)
@@ -392,13 +392,13 @@ class DlibFaceEmbedder(Embedder):
 
     def with_tail(self, tail: Any) -> DlibFaceEmbedder:
         """This embedder (same landmarks, chips, batching, device) with the last levels of its
-        network replaced by a copy of ``tail`` (a :class:`facerec.dlib_net.DlibTail`, from
+        network replaced by a copy of ``tail`` (a :class:`facerec.recognition.dlib_net.DlibTail`, from
         ``facerec train --finetune``). Its cache id names the weights' digest."""
         import copy
 
         import torch
 
-        from facerec.dlib_net import load_dlib_resnet
+        from facerec.recognition.dlib_net import load_dlib_resnet
 
         self.net  # noqa: B018 - loads the base network: sets the dtype used below
         clone = copy.copy(self)  # shares the landmark model
@@ -442,7 +442,7 @@ class DlibFaceEmbedder(Embedder):
                 if self._net is None:
                     import torch
 
-                    from facerec.dlib_net import load_dlib_resnet
+                    from facerec.recognition.dlib_net import load_dlib_resnet
 
                     net = load_dlib_resnet().to(self.torch_device)
                     half = self._half if self._half is not None else self.torch_device.type == "cuda"
