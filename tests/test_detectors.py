@@ -57,7 +57,7 @@ class CentreDetector:
 @pytest.fixture
 def centre(monkeypatch):
     """``centre`` registered for this test only."""
-    monkeypatch.setattr(detect, "_DETECTORS", dict(detect._DETECTORS))
+    monkeypatch.setattr(detect.DETECTORS, "_classes", dict(detect.DETECTORS._classes))
     detect.register_detector("centre")(CentreDetector)
     return CentreDetector
 

@@ -15,7 +15,7 @@ from facerec.recognition.embed import (
     EmbeddingCache,
     EmbedStats,
     Embedder,
-    _REGISTRY,
+    EMBEDDERS,
     available_embedders,
     embed_files,
     get_embedder,
@@ -154,7 +154,7 @@ def test_another_embedder_can_be_registered_by_name(main_crops, tmp_path):
         assert vecs.shape == (3, 3) and np.all((vecs >= 0) & (vecs <= 1))
         assert (tmp_path / "test_mean_colour-v1.sqlite").is_file()
     finally:
-        _REGISTRY.pop("test_mean_colour", None)
+        EMBEDDERS._classes.pop("test_mean_colour", None)
 
 
 def test_crop_and_mirror_in_one_call_cached_together(main_crops, tmp_path):

@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facerec"
 #: lowest first; a module may import its own layer and the ones before it
 LAYERS = [
     ("foundation", ["facerec._version", "facerec.errors", "facerec.safeio", "facerec.cache",
-                    "facerec.images", "facerec.manifest", "facerec.cropspec", "facerec.crops"]),
+                    "facerec.images", "facerec.manifest", "facerec.cropspec", "facerec.crops",
+                    "facerec.registry"]),
     ("detection", ["facerec.detection"]),
     ("recognition", ["facerec.recognition"]),
     ("annotate", ["facerec.annotate"]),

@@ -31,7 +31,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ from facerec.detection.align import crop_transform, warp_crop
 from facerec.cropspec import (DEFAULT_DETECTOR, DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec,
                               write_processed_spec)
 from facerec.errors import FacerecError
+from facerec.registry import Registry
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
                             load_image, read_file)
 from facerec.manifest import MANIFEST, read_manifest
@@ -104,28 +105,12 @@ class Detector(Protocol):
         """How face-like each image is as a crop with ``margin`` around the face box."""
 
 
-_DETECTORS: dict[str, type] = {}
-
-
-def register_detector(name: str) -> Callable[[type], type]:
-    """Class decorator: make a :class:`Detector` available to :func:`get_detector` as ``name``."""
-
-    def deco(cls: type) -> type:
-        _DETECTORS[name] = cls
-        return cls
-
-    return deco
-
-
-def available_detectors() -> list[str]:
-    return sorted(_DETECTORS)
-
-
-def detector_class(name: str) -> type:
-    """The class registered as ``name`` (its class attributes, without loading a model)."""
-    if name not in _DETECTORS:
-        raise FacerecError(f"unknown detector {name!r} (available: {', '.join(available_detectors())})")
-    return _DETECTORS[name]
+DETECTORS = Registry("detector")
+#: class decorator: make a :class:`Detector` available to :func:`get_detector` as NAME
+register_detector = DETECTORS.register
+available_detectors = DETECTORS.names
+#: the class registered as NAME (its class attributes, without loading a model)
+detector_class = DETECTORS.get
 
 
 def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> Detector:

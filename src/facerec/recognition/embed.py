@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from facerec.errors import FacerecError
+from facerec.registry import Registry
 
 __all__ = [
     "Embedder",
@@ -96,35 +97,23 @@ class EmbedStats:
 
 
 # --------------------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, Callable[..., Embedder]] = {}
+EMBEDDERS = Registry("embedder")
 _INSTANCES: dict[tuple, Embedder] = {}
 _INSTANCES_LOCK = threading.Lock()
-
-
-def register_embedder(name: str) -> Callable[[type], type]:
-    """Class decorator: make an :class:`Embedder` subclass available to :func:`get_embedder`."""
-
-    def deco(cls: type) -> type:
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available_embedders() -> list[str]:
-    return sorted(_REGISTRY)
+#: class decorator: make an :class:`Embedder` subclass available to :func:`get_embedder`
+register_embedder = EMBEDDERS.register
+available_embedders = EMBEDDERS.names
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", **kwargs: Any) -> Embedder:
     """The embedder registered as ``name`` (models are loaded once per process and reused)."""
     if isinstance(name, Embedder):
         return name
-    if name not in _REGISTRY:
-        raise FacerecError(f"unknown embedder {name!r} (available: {', '.join(available_embedders())})")
+    cls = EMBEDDERS.get(name)
     key = (name, device, tuple(sorted(kwargs.items())))
     with _INSTANCES_LOCK:
         if key not in _INSTANCES:
-            _INSTANCES[key] = _REGISTRY[name](device=device, **kwargs)
+            _INSTANCES[key] = cls(device=device, **kwargs)
         return _INSTANCES[key]
 
 
