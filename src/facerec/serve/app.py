@@ -36,6 +36,17 @@ from facerec.errors import FacerecError
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "facerec_token"
 PAGES = ("people", "train", "recognise")
+
+
+def render_page(name: str) -> str:
+    """Page NAME: its body (static/NAME.html) in the shell every page shares (static/page.html:
+    head, scripts, navigation)."""
+    from string import Template
+
+    here = {other: ' class="here"' if other == name else "" for other in PAGES}
+    nav = "".join(f'<a{here[other]} href="/{other}">{other.capitalize()}</a>' for other in PAGES)
+    shell = Template((STATIC / "page.html").read_text(encoding="utf-8"))
+    return shell.substitute(name=name, nav=nav, body=(STATIC / f"{name}.html").read_text(encoding="utf-8"))
 PAGE_SIZE_MAX = 500
 
 
@@ -88,7 +99,8 @@ class TrainBody(BaseModel):
 # ------------------------------------------------------------------------------------------ app
 def create_app(config: ServeConfig):
     """The application for ``config`` (the model, if any, is loaded here, once)."""
-    from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+    from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse,
+                                   Response)
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
 
@@ -147,8 +159,10 @@ def create_app(config: ServeConfig):
         return RedirectResponse("/people", status_code=303)
 
     def page(name: str):
+        html = render_page(name)
+
         def handler():
-            return FileResponse(STATIC / f"{name}.html", headers={"Cache-Control": "no-store"})
+            return HTMLResponse(html, headers={"Cache-Control": "no-store"})
         app.get(f"/{name}", include_in_schema=False)(handler)
 
     for name in PAGES:
