@@ -204,14 +204,14 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("processed_dir", nargs="?", default="processed",
                    help="folder with one subfolder of crops per person (default: processed)")
     p.add_argument("--out", default="dataset", help="output folder (default: dataset)")
-    p.add_argument("--val", type=float, default=0.1, help="fraction for validation (default: 0.1)")
-    p.add_argument("--test", type=float, default=0.1, help="fraction for test (default: 0.1)")
+    p.add_argument("--val", type=float, default=0.1, help="fraction for validation")
+    p.add_argument("--test", type=float, default=0.1, help="fraction for test")
     p.add_argument("--seed", type=int, default=42, help="hash seed of the assignment (default: 42)")
     p.add_argument("--force", action="store_true",
                    help="rebuild OUT even if it was made from other input")
     p.add_argument("--dedup", choices=("embedding", "none"), default="embedding",
-                   help="keep near-duplicate photos together, found by face embedding (default), "
-                   "or only crops of the very same photo (none)")
+                   help="keep near-duplicate photos together, found by face embedding "
+                   "(embedding), or only crops of the very same photo (none)")
     p.add_argument("--copy", action="store_true", help="always copy (no hard links)")
     _add_cache_dir(p)
     _add_quiet(p)
@@ -613,8 +613,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="unknown threshold (default: the checkpoint's)")
     p.add_argument("--input", choices=("auto", "crops", "photos"), default="auto",
-                   help="crops: every image is a face crop (default: for a `facerec split` dataset); "
-                   "photos: detect faces first (default: otherwise)")
+                   help="crops: every image is a face crop; photos: detect faces first; auto: "
+                   "crops for a `facerec split` dataset, else photos")
     p.add_argument("--pick", choices=("largest", "center"), default="largest",
                    help="the face a photo with several faces is labelled by (default: largest)")
     _add_json(p, "the report")
@@ -686,11 +686,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("photos", help="folder of photos")
     p.add_argument("--work", default="facerec-work", help="working folder (default: facerec-work)")
-    p.add_argument("--backbone", default="dlib_face", help="dlib_face (default) or a timm model name")
-    p.add_argument("--max_epochs", type=int, default=100)
+    p.add_argument("--backbone", default="dlib_face", help="dlib_face or a timm model name")
+    p.add_argument("--max_epochs", type=int, default=100, help="most training epochs")
     p.add_argument("--val", type=float, default=0.1, help="validation fraction per person")
     p.add_argument("--test", type=float, default=0.1, help="test fraction per person")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the split and the training")
     _add_device(p)
     _add_quiet(p)
     _add_json(p)
