@@ -108,3 +108,15 @@ def test_detect_with_an_unreadable_photo_is_partial_success(celebrities, tmp_pat
     assert main(["detect", str(photos), "--out", str(tmp_path / "out"), "--quiet", "--json"]) == 3
     summary = json.loads(capsys.readouterr().out)
     assert summary["photos_read"] == 1 and sum(summary["skipped"].values()) == 1
+
+
+def test_the_command_line_is_built_without_torch():
+    """Every flag (train's and sweep's come from TrainConfig) is declared without importing
+    torch, numpy or Lightning: `facerec --help` and usage errors stay instant."""
+    import subprocess
+    import sys
+
+    code = ("import sys, facerec.cli; facerec.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -220,6 +220,17 @@ def test_no_completed_trial_exits_non_zero(tmp_path, monkeypatch, capsys):
     assert "Best checkpoint: none (no trial completed)" in capsys.readouterr().out
 
 
+def test_sweep_json_is_the_only_stdout(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("facerec.training.sweep.study.default_train_fn", lambda: fakes.fake_train)
+    monkeypatch.setattr("facerec.training.sweep.study._check_train_options", lambda spec: None)
+    argv = ["sweep", "--runs_dir", str(tmp_path), "--name", "j", "--no_prune", "--data_path",
+            str(tmp_path), "--backbone", "['a','b']", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)  # trial banners and the table went to stderr
+    assert out["name"] == "j" and len(out["trials"]) == 2
+    assert out["best"]["params"]["backbone"] in ("a", "b") and out["best"]["state"] == "COMPLETE"
+
+
 def test_max_trials_then_a_rerun_resumes_the_same_study(tmp_path):
     spec = _fake_spec()
     first = _sweep(tmp_path, spec, name=None, max_trials=2)

@@ -520,6 +520,16 @@ def test_config_file_flags_win_and_hparams_yaml_reads_back(tmp_path, capsys):
     assert rc == 2 and "max_epochs: expected int, not 'ten'" in err
 
 
+def test_train_json_is_the_only_stdout(tmp_path, capsys):
+    data = make_dataset(tmp_path / "ds", counts=(4, 2, 1))
+    rc, out, err = _cli(["train", "--data_path", str(data), "--backbone", "fake_face", "--max_epochs",
+                         "2", "--runs_dir", str(tmp_path / "runs"), "--quiet", "--json"], capsys)
+    assert rc == 0, err
+    result = json.loads(out)  # "train samples" and "Best checkpoint:" went to stderr
+    assert Path(result["best_checkpoint"]).is_file() and result["labels"] == sorted(PEOPLE)
+    assert "Best checkpoint:" in err
+
+
 def test_every_option_is_a_train_flag_and_a_sweep_flag(capsys):
     from facerec.training.config import cli_fields, option
 

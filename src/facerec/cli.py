@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any  # an argparse subparsers action (its class is private)
 
 from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
@@ -84,7 +85,7 @@ def _report(args: argparse.Namespace, result, print_text, **extra) -> None:
 
 
 # ----------------------------------------------------------------------------------------- detect
-def _add_detect(sub: argparse._SubParsersAction) -> None:
+def _add_detect(sub: Any) -> None:
     p = sub.add_parser(
         "detect",
         help="find and crop every face in a folder of photos",
@@ -131,7 +132,7 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- annotate
-def _add_annotate(sub: argparse._SubParsersAction) -> None:
+def _add_annotate(sub: Any) -> None:
     p = sub.add_parser(
         "annotate",
         help="group loose face crops by person, set aside poor ones (undoable)",
@@ -192,7 +193,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ split
-def _add_split(sub: argparse._SubParsersAction) -> None:
+def _add_split(sub: Any) -> None:
     p = sub.add_parser(
         "split",
         help="make dataset/{train,val,test}/<person>/ from the person folders",
@@ -230,7 +231,7 @@ def _run_split(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------- datastore
-def _add_datastore(sub: argparse._SubParsersAction) -> None:
+def _add_datastore(sub: Any) -> None:
     p = sub.add_parser(
         "datastore",
         help="versioned, verified datasets in a store: create, list, show, pull",
@@ -305,7 +306,7 @@ def _run_datastore_pull(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- launch
-def _add_launch(sub: argparse._SubParsersAction) -> None:
+def _add_launch(sub: Any) -> None:
     p = sub.add_parser(
         "launch",
         help="run train or sweep on cloud GPUs with SkyPilot",
@@ -357,7 +358,7 @@ def _run_launch(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a face classifier on a dataset from `facerec split`",
@@ -388,7 +389,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ sweep
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
+def _add_sweep(sub: Any) -> None:
     from facerec.training.sweep import add_sweep_arguments
 
     p = sub.add_parser(
@@ -419,7 +420,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- predict
-def _add_predict(sub: argparse._SubParsersAction) -> None:
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="name the faces in photos, crops or folders with a trained checkpoint",
@@ -490,7 +491,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- enroll, forget, verify
-def _add_enroll(sub: argparse._SubParsersAction) -> None:
+def _add_enroll(sub: Any) -> None:
     p = sub.add_parser(
         "enroll",
         help="add a person (or more photos of one) to a checkpoint without retraining",
@@ -535,7 +536,7 @@ def _print_membership(r, as_json: bool) -> None:
         print_enroll_result(r)
 
 
-def _add_forget(sub: argparse._SubParsersAction) -> None:
+def _add_forget(sub: Any) -> None:
     p = sub.add_parser(
         "forget",
         help="remove a person from a checkpoint without retraining",
@@ -558,7 +559,7 @@ def _run_forget(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_verify(sub: argparse._SubParsersAction) -> None:
+def _add_verify(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
         help="same person or not (two photos), or rank the enrolled people (one photo + checkpoint)",
@@ -595,7 +596,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------- evaluate
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
         help="accuracy, macro-F1, per-person precision/recall, confusion matrix, open-set rates",
@@ -648,7 +649,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- export
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to ONNX (for onnxruntime)",
@@ -677,7 +678,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- run
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="the whole pipeline: photos -> trained model and its report",
@@ -709,7 +710,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ serve
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="label, train and recognise in the browser, and a REST API",
