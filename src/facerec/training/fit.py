@@ -226,9 +226,10 @@ def _run_folder(cfg: TrainConfig, runs_dir: str, ckpt_path: str | None
     return save_dir, resolve_run_name(name), version
 
 
-def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, save_dir: str,
-         name: str, version: int | None, ckpt_path: str | None, monitor: str, mode: str,
-         has_val: bool, pending: list[str], pre: dict, warns: list[str]) -> TrainResult:
+def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: str, save_dir: str, name: str,
+             version: int | None, monitor: str, mode: str, has_val: bool):
+    """Lightning's Trainer for CFG, with its logger and the callbacks the run reads back:
+    (trainer, logger, best checkpoint, last checkpoint, epoch timer)."""
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -270,6 +271,14 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
     except Exception as exc:  # MisconfigurationException, bad precision, no such accelerator
         raise FacerecError(f"cannot set up the trainer: {first_line(exc)}") from None
 
+    return trainer, logger, ckpt_cb, last_cb, timer
+
+
+def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, save_dir: str,
+         name: str, version: int | None, ckpt_path: str | None, monitor: str, mode: str,
+         has_val: bool, pending: list[str], pre: dict, warns: list[str]) -> TrainResult:
+    trainer, logger, ckpt_cb, last_cb, timer = _trainer(cfg, info, kind, save_dir, name, version,
+                                                        monitor, mode, has_val)
     # data last: a misconfigured trainer fails before minutes of embedding
     for w in pending:
         warn_user(w, warns)
