@@ -7,9 +7,10 @@ Each subcommand has an ``_add_<name>(subparsers)`` function that declares its fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any  # an argparse subparsers action (its class is private)
 
 from facerec._version import __version__
@@ -49,11 +50,23 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="torch or onnxruntime (a .onnx model always runs on onnxruntime)")
 
 
-def _stdout_for(args: argparse.Namespace):
-    """With --json, whatever the command prints while it runs goes to stderr: stdout is the JSON."""
-    import contextlib
-
-    return contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+@contextlib.contextmanager
+def _stdout_for(args: argparse.Namespace) -> Iterator[None]:
+    """With --json, whatever the command prints while it runs goes to stderr: stdout is the JSON.
+    File descriptor 1 too, for the processes it starts (sweep --parallel workers, DDP)."""
+    if not args.json:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _plain(obj):
