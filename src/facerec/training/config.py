@@ -26,7 +26,8 @@ from typing import Any
 
 from facerec.errors import FacerecError
 
-DEFAULT_BACKBONE = "dlib_face"  # the frozen face embedding (facerec.recognition.embed.DEFAULT_EMBEDDER)
+DEFAULT_BACKBONE = "dlib_face"  # the frozen face embedding (recognition.embed.DEFAULT_EMBEDDER)
+MONITORS = ("val_loss", "val_acc", "val_f1")  # what early stopping and the best checkpoint follow
 
 
 def _opt(default: Any, help: str, *, type: Any = None, group: str = "model", **meta: Any) -> Any:
@@ -74,7 +75,7 @@ class TrainConfig:
     patience: int = _opt(20, "stop after this many epochs without improvement (0: never)",
                          group="lightning")
     monitor: str = _opt("val_loss", "metric for early stopping and the best checkpoint",
-                        group="lightning", choices=("val_loss", "val_acc", "val_f1"),
+                        group="lightning", choices=MONITORS,
                         unswept="the metric that the sweep compares the experiments on")
     name: str | None = _opt(None, "run name", type=str, group="lightning", run=True,
                             default_text="generated, e.g. swift-otter-042")
@@ -121,8 +122,8 @@ class TrainConfig:
             raise FacerecError("--finetune must be 0 (frozen) or more")
         if self.backbone_lr is not None and not self.backbone_lr > 0:
             raise FacerecError("--backbone_lr must be above 0")
-        if self.monitor not in ("val_loss", "val_acc", "val_f1"):
-            raise FacerecError(f"--monitor {self.monitor!r}: use val_loss, val_acc or val_f1")
+        if self.monitor not in MONITORS:
+            raise FacerecError(f"--monitor {self.monitor!r}: use {', '.join(MONITORS)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
