@@ -3,7 +3,7 @@
 Each field carries its flag's help, type and kind in its metadata; from that one schema come the
 ``facerec train`` flags (:func:`add_train_arguments`), the ``facerec sweep`` flags (the same
 function with ``as_text=True``: a value or a distribution, converted later), the flags that
-``facerec launch`` reads from the command it launches (:func:`parse_train_command`), and
+``facerec launch`` reads from the command it launches (:mod:`facerec.training.launch`), and
 ``--config FILE`` (:func:`read_config_file`), which also reads back a run's ``hparams.yaml``.
 
 Field kinds (metadata):
@@ -211,15 +211,6 @@ def config_from_args(args: argparse.Namespace | Mapping[str, Any],
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     given = {f.name: values[f.name] for f in cli_fields() if f.name in values}
     return (base or TrainConfig()).replace(**given)
-
-
-def parse_train_command(argv: Sequence[str]) -> dict[str, Any]:
-    """The train flags given in ARGV (a ``facerec train ...`` command line without ``train``),
-    as text, by field name. Flags that are not train flags are ignored."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    add_train_arguments(parser, as_text=True)
-    args, _ = parser.parse_known_args(list(argv))
-    return vars(args)
 
 
 # ----------------------------------------------------------------------------------- --config
