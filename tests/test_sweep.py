@@ -151,6 +151,17 @@ def test_every_train_flag_reaches_train():
     assert off.grid["dropout"] == [0.1, 0.2]
 
 
+def test_config_file_fills_in_the_flags_not_given(tmp_path):
+    config = tmp_path / "base.yaml"
+    config.write_text("max_epochs: 3\ndropout: 0.2\naugment: false\nlearning_rate: 0.5\n"
+                      "runs_dir: elsewhere\n")
+    spec = _spec("--config", str(config), "--learning_rate", "[0.001, 0.002]")
+    assert spec.grid == {"learning_rate": [0.001, 0.002]}  # the command line wins
+    assert spec.fixed["max_epochs"] == 3 and spec.fixed["dropout"] == 0.2
+    assert spec.fixed["augment"] is False and "runs_dir" not in spec.fixed  # the sweep's own
+    assert spec.default_name() != _spec("--learning_rate", "[0.001, 0.002]").default_name()
+
+
 def test_bad_syntax_fails_before_anything_runs(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(["sweep", "--runs_dir", str(runs), "--learning_rate", "uniform(1,0,2)"]) == 2

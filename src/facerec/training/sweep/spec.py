@@ -280,6 +280,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
                    help="start at most N trials in this run (default: the whole grid)")
     p.add_argument("--no_prune", action="store_true",
                    help="never stop hopeless trials early (default: median pruning per epoch)")
+    p.add_argument("--config", metavar="FILE",
+                   help="train options from YAML (as `facerec train --config`: a run's "
+                   "hparams.yaml too), the same in every experiment; flags given here win")
     return add_train_flags(parser)
 
 
@@ -356,9 +359,16 @@ def _sampling_seed(values: Mapping[str, Any], flags: Mapping[str, FlagSpec]) -> 
 def spec_from_args(args: argparse.Namespace | Mapping[str, Any],
                    flags: Mapping[str, FlagSpec]) -> SweepSpec:
     """The sweep that parsed ARGS describe (FLAGS: from :func:`add_train_flags`; a flag missing
-    from ARGS takes its default). Raises :class:`FacerecError` naming the flag on bad syntax or on
-    a value that ``facerec train`` would refuse, before anything runs."""
+    from ARGS takes its value from ARGS' ``config`` file if any, else its default). Raises
+    :class:`FacerecError` naming the flag on bad syntax or on a value that ``facerec train`` would
+    refuse, before anything runs."""
     values = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    if values.get("config"):
+        from facerec.training.config import read_config_file
+
+        base = read_config_file(values["config"])
+        for dest in flags:
+            values.setdefault(dest, getattr(base, dest))
     seed = _sampling_seed(values, flags)
     grid: dict[str, list] = {}
     fixed: dict[str, Any] = {}
