@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as L
 import numpy as np
 import torch
-
-import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
-from facerec.safeio import first_line
 from facerec.recognition.model import (
     DEFAULT_BACKBONE,
     UNKNOWN,
@@ -32,7 +30,7 @@ from facerec.recognition.model import (
     combine_views,
     embed_crop_files,
 )
-
+from facerec.safeio import first_line
 
 SPLITS = ("train", "val", "test")
 

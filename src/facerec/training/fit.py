@@ -34,13 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import torch
 
-import lightning.pytorch as L
-
 from facerec.errors import FacerecError
-from facerec.safeio import first_line, folder_lock
-from facerec.training.config import TrainConfig
 from facerec.recognition.model import (
     FALLBACK_PRIOR_THRESHOLD,
     PRIOR_THRESHOLDS,
@@ -48,14 +45,31 @@ from facerec.recognition.model import (
     build_model_config,
     create_timm_model,
 )
-
-from facerec.training.data import DatasetInfo, FaceDataModule, is_rank_zero, say, scan_dataset, warn_user
+from facerec.safeio import first_line, folder_lock
+from facerec.training.config import TrainConfig
+from facerec.training.data import (
+    DatasetInfo,
+    FaceDataModule,
+    is_rank_zero,
+    say,
+    scan_dataset,
+    warn_user,
+)
 from facerec.training.module import EpochTimer, FaceModule
-from facerec.training.runs import (_absolute, _check_resume, _checkpoint_io, _is_url,
-                                   _launcher_rank_zero, _lightning_output, _resume_target,
-                                   _truly_best, resolve_run_name)
+from facerec.training.runs import (
+    _absolute,
+    _check_resume,
+    _checkpoint_io,
+    _is_url,
+    _launcher_rank_zero,
+    _lightning_output,
+    _resume_target,
+    _truly_best,
+    resolve_run_name,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "print_train_summary", "train"]
+
 
 # ----------------------------------------------------------------------------------------- training
 @dataclass
@@ -230,7 +244,11 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: str, save_dir: str, name
              version: int | None, monitor: str, mode: str, has_val: bool):
     """Lightning's Trainer for CFG, with its logger and the callbacks the run reads back:
     (trainer, logger, best checkpoint, last checkpoint, epoch timer)."""
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+    )
     from lightning.pytorch.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(save_dir=save_dir, name=name, version=version,

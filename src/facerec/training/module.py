@@ -6,18 +6,16 @@ import math
 import time
 from typing import Any
 
+import lightning.pytorch as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import lightning.pytorch as L
 
 from facerec.recognition.model import (
     PRIOR_THRESHOLDS,
     FaceClassifier,
     calibrate_threshold,
 )
-
 
 
 # ------------------------------------------------------------------------------------ LightningModule

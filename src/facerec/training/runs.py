@@ -16,14 +16,9 @@ from pathlib import Path
 
 import torch
 
-
 from facerec.errors import FacerecError
+from facerec.recognition.model import read_checkpoint
 from facerec.safeio import atomic_write
-from facerec.recognition.model import (
-    read_checkpoint,
-)
-
-
 
 # ------------------------------------------------------------------------------------------ run names
 _ADJECTIVES = (

@@ -52,9 +52,16 @@ processes).
 """
 
 
-from facerec.training.sweep.spec import (DISTRIBUTIONS, FlagSpec, SweepSpec, add_sweep_arguments,
-                                         add_train_flags, expand_flag, parse_sweep_value,
-                                         spec_from_args)
+from facerec.training.sweep.spec import (
+                                         DISTRIBUTIONS,
+                                         FlagSpec,
+                                         SweepSpec,
+                                         add_sweep_arguments,
+                                         add_train_flags,
+                                         expand_flag,
+                                         parse_sweep_value,
+                                         spec_from_args,
+)
 from facerec.training.sweep.study import SweepResult, TrialRow, run_sweep
 from facerec.training.sweep.table import print_sweep_table
 

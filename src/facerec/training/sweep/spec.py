@@ -17,19 +17,14 @@ from typing import Any
 from facerec.errors import FacerecError
 from facerec.safeio import first_line
 
-
-
-
 DISTRIBUTIONS = ("uniform", "loguniform", "range")
 SPEC_VERSION = 1
 MAX_GRID = 100_000
 MAX_VALUES = 10_000  # per flag
 
 _CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)", re.S)
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _BARE_RE = re.compile(r"[A-Za-z0-9_.:/+-]+")
 _SCALAR = (str, int, float, bool, type(None))
-
 
 
 # ------------------------------------------------------------------------------------ syntax

@@ -18,17 +18,16 @@ from typing import Any
 
 from facerec.errors import FacerecError
 from facerec.safeio import first_line
-
-
-
-from facerec.training.sweep.spec import _NAME_RE, SweepSpec
+from facerec.training.sweep.spec import SweepSpec
 from facerec.training.sweep.spec import short_value as _short
 
 DEFAULT_ROOT = "runs"
 STORAGE_FILE = "optuna.db"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a sweep (study, folder) name
 STUDY_ATTR = "facerec_sweep"  # study user attr holding the sweep's definition
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # a RUNNING trial without a heartbeat for this long is marked FAIL
+
 
 # ---------------------------------------------------------------------------------- training
 def default_train_fn() -> Callable[..., Any]:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
-
-
 from facerec.training.sweep.spec import short_value as _short
 from facerec.training.sweep.study import SweepResult
 
