@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from facerec.crops import (
-    STATE_DIR,
     CropInfo,
     Manifest,
     is_image,
@@ -49,7 +48,7 @@ from facerec.crops import (
     require_folder,
 )
 from facerec.errors import FacerecError
-from facerec.safeio import display_path, folder_lock
+from facerec.safeio import META_DIR, display_path, folder_lock
 
 MOVES_LOG = "moves.jsonl"
 REJECTED = "_rejected"
@@ -148,7 +147,7 @@ class MoveLog:
 
     def __init__(self, processed: Path) -> None:
         self.processed = processed
-        self.path = processed / STATE_DIR / MOVES_LOG
+        self.path = processed / META_DIR / MOVES_LOG
 
     def events(self) -> list[dict]:
         if not self.path.is_file():
@@ -777,7 +776,7 @@ def print_annotate_summary(result: AnnotateResult, file=None) -> None:
     for w in result.warnings:
         console.print(f"warning: {w}")
     if result.moves and not result.dry_run:
-        console.print(f"moved {len(result.moves)} files (log: {STATE_DIR}/{MOVES_LOG}); "
+        console.print(f"moved {len(result.moves)} files (log: {META_DIR}/{MOVES_LOG}); "
                       f"undo with: facerec annotate --undo {result.processed_dir}")
     elif not result.moves:
         console.print("nothing to move")

@@ -18,7 +18,6 @@ import numpy as np
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import read_manifest, sha256_file
-from facerec.safeio import META_DIR as STATE_DIR
 
 
 def is_person_folder(name: str) -> bool:
