@@ -15,7 +15,6 @@ They are the same numbers facenet-pytorch ships, and the algorithm follows facen
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -116,13 +115,9 @@ class ONet(nn.Module):
 
 def weights_dir() -> Path:
     """Folder of the ``mtcnn`` package's weight files, found without importing the package."""
-    spec = importlib.util.find_spec("mtcnn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacerecError("MTCNN weights not found: install the 'mtcnn' package (pip install mtcnn)")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "assets" / "weights"
-    if not folder.is_dir():
-        raise FacerecError(f"MTCNN weights not found in {folder}: reinstall the 'mtcnn' package")
-    return folder
+    from facerec.weights import WHEEL_FILES
+
+    return WHEEL_FILES["mtcnn_pnet"].located().parent
 
 
 def _keras_to_torch(arrays: list[np.ndarray], net: nn.Module) -> dict[str, torch.Tensor]:
@@ -157,7 +152,10 @@ def _keras_to_torch(arrays: list[np.ndarray], net: nn.Module) -> dict[str, torch
 def _weight_arrays(name: str) -> tuple[np.ndarray, ...]:
     import joblib  # the files are joblib pickles compressed with lz4; they ship with the package
 
-    return tuple(joblib.load(weights_dir() / f"{name}.lz4"))
+    from facerec.weights import wheel_file
+
+    # a pickle is code: only the pinned file with its known sha256 is ever loaded
+    return tuple(joblib.load(wheel_file(f"mtcnn_{name}")))
 
 
 def load_networks() -> tuple[PNet, RNet, ONet]:

@@ -456,10 +456,10 @@ class DlibTail(nn.Module):
 
 
 def default_model_path() -> Path:
-    """The model file of ``face_recognition_models`` (located, never imported)."""
-    from facerec.recognition.embed import dlib_models_dir
+    """The model file of ``face_recognition_models`` (located, never imported; sha256-checked)."""
+    from facerec.weights import wheel_file
 
-    return dlib_models_dir() / MODEL_FILE
+    return wheel_file("dlib_resnet")
 
 
 def _conversion_cache_dir() -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -256,12 +255,9 @@ def _open_image(data: bytes) -> Image.Image:
 def dlib_models_dir() -> Path:
     """Folder holding the dlib model files of ``face_recognition_models`` (located, never imported:
     importing it needs ``pkg_resources``)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        if (Path(loc) / "models").is_dir():
-            return Path(loc) / "models"
-    raise FacerecError("dlib face models not found: pip install face-recognition-models")
+    from facerec.weights import WHEEL_FILES
+
+    return WHEEL_FILES["dlib_shape5"].located().parent
 
 
 class DlibChipper:
@@ -279,10 +275,9 @@ class DlibChipper:
         import dlib
 
         self.margin = float(margin)
-        path = dlib_models_dir() / "shape_predictor_5_face_landmarks.dat"
-        if not path.is_file():
-            raise FacerecError(f"dlib landmark model not found: {path} "
-                               "(pip install face-recognition-models)")
+        from facerec.weights import wheel_file
+
+        path = wheel_file("dlib_shape5")
         try:
             self._shape = dlib.shape_predictor(str(path))
         except RuntimeError as exc:  # corrupt or another kind of file
