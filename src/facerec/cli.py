@@ -15,6 +15,7 @@ from typing import Any  # an argparse subparsers action (its class is private)
 
 from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
+from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE
 from facerec.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
                             EXIT_USAGE, FacerecError)
 from facerec.safeio import oserror_message
@@ -114,13 +115,14 @@ def _add_detect(sub: Any) -> None:
     _hidden_alias(p, "--margin", "crop_margin", type=float)
     p.add_argument("--align", action="store_true",
                    help="5-point similarity-aligned crops instead of box crops")
-    p.add_argument("--min_face_size", type=int, default=20, help="smallest face to find, in pixels")
+    p.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
+                   help="smallest face to find, in pixels")
     p.add_argument("--detector", default="mtcnn", help="the face detector, by registered name")
     p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
                    help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
     p.add_argument("--min_score", type=float, default=0.0,
                    help="drop faces whose final score is below this (default: keep all)")
-    p.add_argument("--max_side", type=int, default=1600,
+    p.add_argument("--max_side", type=int, default=MAX_SIDE,
                    help="detect on a copy downscaled to this longest side (0: never downscale)")
     p.add_argument("--batch_size", type=int, default=8, help="photos per detector batch")
     _add_device(p)

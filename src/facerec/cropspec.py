@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facerec.defaults import DEFAULT_DETECTOR, LEGACY_DETECTOR
 from facerec.errors import FacerecError
 
 DEFAULT_SIZE = 160
 DEFAULT_MARGIN = 0.2
-DEFAULT_DETECTOR = "mtcnn"  # a name of facerec.detection.detect's registry
 SPEC_FILE = "crop.json"  # under <processed>/.facerec/
 
 
@@ -50,7 +50,8 @@ class CropSpec:
         return cls(size=int(data.get("size", DEFAULT_SIZE)),
                    margin=float(data.get("margin", DEFAULT_MARGIN)),
                    align=bool(data.get("align", False)),
-                   detector=dict(data.get("detector") or {"name": DEFAULT_DETECTOR}))
+                   # recorded before the detector was: MTCNN, the only one then
+                   detector=dict(data.get("detector") or {"name": LEGACY_DETECTOR}))
 
     @classmethod
     def from_preprocess(cls, pre: dict[str, Any] | None) -> CropSpec:
@@ -63,7 +64,7 @@ class CropSpec:
 
     @property
     def detector_name(self) -> str:
-        return str(self.detector.get("name", DEFAULT_DETECTOR))
+        return str(self.detector.get("name", LEGACY_DETECTOR))
 
     def describe(self) -> str:
         how = "aligned" if self.align else f"box crops, margin {self.margin:g}"

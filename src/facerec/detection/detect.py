@@ -42,8 +42,8 @@ import torch
 from PIL import Image
 
 from facerec.detection.align import crop_transform, warp_crop
-from facerec.cropspec import (DEFAULT_DETECTOR, DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec,
-                              write_processed_spec)
+from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
+from facerec.defaults import DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE, resolve_device
 from facerec.errors import FacerecError
 from facerec.registry import Registry
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
@@ -68,15 +68,6 @@ class Face:
     def to_dict(self) -> dict:
         return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 6),
                 "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks]}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FacerecError(f"device {device} requested but CUDA is not available (use --device cpu)")
-    return device
 
 
 # --------------------------------------------------------------------------------------- detectors
@@ -134,9 +125,9 @@ class FaceDetector:
     name = "mtcnn"
     default_min_score = 0.9
 
-    def __init__(self, device: str | torch.device = "auto", min_face_size: int = 20,
+    def __init__(self, device: str | torch.device = "auto", min_face_size: int = MIN_FACE_SIZE,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 max_side: int | None = 1600) -> None:
+                 max_side: int | None = MAX_SIDE) -> None:
         from facerec.detection.mtcnn import MTCNN
 
         if len(thresholds) != 3:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec.cropspec import CropSpec
+from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE, resolve_device
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import sha256_file
@@ -173,9 +174,8 @@ class Predictor:
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", runtime: str = "torch",
                  threshold: float | None = None, mode: str = "auto", batch_size: int = 16,
-                 min_face_size: int = 20, max_side: int | None = 1600,
+                 min_face_size: int = MIN_FACE_SIZE, max_side: int | None = MAX_SIDE,
                  crop_max_side: int = CROP_MAX_SIDE, detector: Any = None) -> None:
-        from facerec.detection.detect import resolve_device
         from facerec.recognition.runtime import RUNTIMES, load_runtime
 
         if runtime not in RUNTIMES:

@@ -120,7 +120,8 @@ class Verifier:
     def __init__(self, checkpoint: str | os.PathLike | None = None, *, backbone: str = "dlib_face",
                  threshold: float | None = None, pick: str | None = None, device: str = "auto"):
         from facerec.cropspec import CropSpec
-        from facerec.detection.detect import get_detector, resolve_device
+        from facerec.defaults import resolve_device
+        from facerec.detection.detect import get_detector
 
         self.pick = pick
         self.threshold_override = threshold

@@ -363,7 +363,7 @@ class DlibFaceEmbedder(Embedder):
         self._half = half
         self._net = None
         self._net_lock = threading.Lock()
-        from facerec.detection.detect import resolve_device
+        from facerec.defaults import resolve_device
 
         self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)

@@ -1,0 +1,38 @@
+"""The defaults that several stages share, in one place: which detector and face model new work
+uses, the detector's search settings, and how a ``--device`` string becomes a torch device.
+
+Light module: torch is imported only inside :func:`resolve_device`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the detector that finds faces for new work (a name of facerec.detection's registry)
+DEFAULT_DETECTOR = "mtcnn"
+#: the face model new work trains on (a frozen embedder of facerec.recognition's registry)
+DEFAULT_BACKBONE = "dlib_face"
+#: the detector of crops and checkpoints that do not name theirs (made before detectors had names)
+LEGACY_DETECTOR = "mtcnn"
+#: smallest face searched for, in pixels of the detection copy
+MIN_FACE_SIZE = 20
+#: photos are detected on a copy downscaled to this longest side (0 or None: full size)
+MAX_SIDE = 1600
+
+
+def resolve_device(device: Any = "auto"):
+    """A torch device for ``auto`` (CUDA when there is one), ``cpu``, ``cuda``, ``cuda:1``...; a
+    CUDA device without CUDA is a one-line :class:`~facerec.errors.FacerecError`."""
+    import torch
+
+    from facerec.errors import FacerecError
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise FacerecError(f"--device {device!r}: {exc} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FacerecError(f"device {device} requested but CUDA is not available (use --device cpu)")
+    return device
