@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,serve]"
+	$(PY) -m pip install --quiet -e ".[all,test]"
 	# facenet-pytorch is a test/bench reference only (parity of our MTCNN); its metadata pins
 	# an old torch, so it is installed without its dependencies. Never a runtime dependency.
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch

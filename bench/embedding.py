@@ -67,7 +67,7 @@ def lfw_people() -> list[Path]:
 def real_chips(n: int = 64) -> np.ndarray:
     from PIL import Image
 
-    from facerec.recognition.embed import DlibChipper
+    from facerec.recognition.dlib_face import DlibChipper
 
     photos = [sorted(p.glob("*.jpg"))[0] for p in lfw_people()][:n]
     chips, rows, _ = DlibChipper().chips([Image.open(p) for p in photos])
@@ -117,7 +117,8 @@ def throughput_worker(threads: int, rounds: int) -> dict:
     import dlib
     import torch
 
-    from facerec.recognition.embed import dlib_models_dir, get_embedder
+    from facerec.recognition.dlib_face import dlib_models_dir
+    from facerec.recognition.embed import get_embedder
 
     torch.set_num_threads(threads)
     chips = real_chips()
@@ -245,7 +246,7 @@ class FaceRecognitionApproach:
     def __init__(self, known: list[tuple[Path, str]]) -> None:
         import dlib
 
-        from facerec.recognition.embed import dlib_models_dir
+        from facerec.recognition.dlib_face import dlib_models_dir
 
         models = dlib_models_dir()
         self.detector = dlib.get_frontal_face_detector()

@@ -107,7 +107,8 @@ def main() -> int:
     import torch
 
     from facerec.recognition.embed import get_embedder
-    from facerec.recognition.model import combine_views, embed_crop_files, load_checkpoint
+    from facerec.recognition.features import combine_views, embed_crop_files
+    from facerec.recognition.model import load_checkpoint
 
     test_idx = np.where((~is_imp & (rank >= ENROLL)) | is_imp)[0]
     test_crops = [crops[i] for i in test_idx]

@@ -59,7 +59,8 @@ def make_crops(photos: list[Path], out: list[Path], choose: str = "centre", batc
     like ``facerec detect`` (160 px, margin 0.2). Photos without a face get a centred box crop and
     are counted. Existing crops are kept (rerun = cache)."""
 
-    from facerec.detection.detect import Face, FaceDetector, crop_face
+    from facerec.detection.cropping import crop_face
+    from facerec.detection.detect import Face, FaceDetector
     from facerec.images import load_image
 
     todo = [(p, o) for p, o in zip(photos, out) if not o.is_file()]
@@ -178,7 +179,7 @@ def bench_lfw(data: Path, work: Path, quick: bool = False, finetunes: tuple[int,
     import torch
 
     from facerec.recognition.embed import get_embedder
-    from facerec.recognition.model import combine_views, embed_crop_files
+    from facerec.recognition.features import combine_views, embed_crop_files
 
     # the test features through the embedding cache (the same computation as predict_crops,
     # checked on a few crops below), so that a rerun does not embed 800 crops again

@@ -12,7 +12,7 @@ Reported:
   (:func:`facerec.inference.verify.pair_threshold`), and its false-accept / false-reject rates there;
 - honest rates: the people are split in two halves (even / odd index by name); the threshold set on
   one half is measured on the other, both ways;
-- the rates at the constant in :data:`facerec.inference.verify.DEFAULT_THRESHOLDS`;
+- the rates at the constant in :data:`facerec.recognition.dlib_face.DlibFaceEmbedder.verify_threshold`;
 - seconds per photo (detect + embed) on this machine (noisy on a shared CPU).
 """
 
@@ -42,7 +42,7 @@ def features(data: Path, work: Path) -> tuple[np.ndarray, np.ndarray, list[str],
     from facerec.detection.detect import FaceDetector
     from facerec.recognition.embed import get_embedder
     from facerec.inference.enroll import faces_of_photos
-    from facerec.recognition.model import embed_pil
+    from facerec.recognition.features import embed_pil
 
     photos, labels = [], []
     for i, person in enumerate(people):
@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "bench" / "results" / "verify"))
     args = ap.parse_args()
-    from facerec.inference.verify import DEFAULT_THRESHOLDS, TARGET_FAR, pair_rates, pair_threshold
+    from facerec.inference.verify import TARGET_FAR, default_pair_threshold, pair_rates, pair_threshold
 
     os.environ.setdefault("FACEREC_CACHE_DIR", str(Path(args.work) / "cache"))
     z, y, people, stats = features(Path(args.data), Path(args.work))
@@ -89,7 +89,7 @@ def main() -> int:
         t = pair_threshold(z[cal], y[cal], TARGET_FAR)
         halves[name] = {"threshold": t, **pair_rates(z[test], y[test], t)}
     out["cross_people"] = halves
-    t_def = DEFAULT_THRESHOLDS["dlib_face"]
+    t_def = default_pair_threshold("dlib_face")
     out["default_threshold"] = {"threshold": t_def, **pair_rates(z, y, t_def)}
     # the face_recognition library's rule (euclidean 0.6 on single raw descriptors) is not
     # comparable here: our features are unit means of the crop and its mirror

@@ -32,6 +32,7 @@ def _raw(root: Path, celebrities: Path, per_person: int) -> Path:
 
 
 def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, monkeypatch):
+    import facerec.detection.cropping
     import facerec.detection.detect
     from facerec.detection.detect import detect_folder
     from facerec.inference.predict import Predictor
@@ -55,15 +56,16 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
     assert CropSpec.from_preprocess(info["preprocess"]) == spec
 
     # predict one training photo and catch the crop it makes
+    # (every stage cuts faces through facerec.detection.cropping.crop_faces: spy on it)
     made = []
-    real_crop_face = facerec.detection.detect.crop_face
+    real_crop_faces = facerec.detection.cropping.crop_faces
 
     def spy(*args, **kwargs):
-        crop, matrix = real_crop_face(*args, **kwargs)
-        made.append(np.asarray(crop, dtype=np.float32))
-        return crop, matrix
+        found = real_crop_faces(*args, **kwargs)
+        made.extend(np.asarray(face.crop, dtype=np.float32) for faces in found for face in faces)
+        return found
 
-    monkeypatch.setattr(facerec.detection.detect, "crop_face", spy)
+    monkeypatch.setattr(facerec.detection.cropping, "crop_faces", spy)
     photo = sorted((raw / "elton_john").glob("*.jpg"))[0]
     predictor = Predictor(result.best_checkpoint, device="cpu")
     assert (predictor.align, predictor.crop_size) == (True, 128)
@@ -74,7 +76,7 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
     assert made and trained_on
     best = min(np.abs(m - t).mean() for m in made for t in trained_on if m.shape == t.shape)
     assert best < 3.0  # the same crop up to JPEG noise
-    box = np.asarray(real_crop_face(Image.open(photo).convert("RGB"),
+    box = np.asarray(facerec.detection.cropping.crop_face(Image.open(photo).convert("RGB"),
                                     facerec.detection.detect.FaceDetector(device="cpu").detect(photo)[0],
                                     128, spec.margin, False)[0], dtype=np.float32)
     assert min(np.abs(box - t).mean() for t in trained_on) > 3 * best + 5  # and a box crop is not

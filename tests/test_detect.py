@@ -19,7 +19,8 @@ from PIL import Image
 from facerec import FaceDetector
 from facerec.detection.align import to_crop_coords
 from facerec.cli import main
-from facerec.detection.detect import crop_face, detect_folder, read_manifest
+from facerec.detection.cropping import crop_face
+from facerec.detection.detect import detect_folder, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

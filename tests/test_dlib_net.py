@@ -19,7 +19,8 @@ from facerec.recognition.dlib_net import (
     load_dlib_resnet,
     read_dlib_net,
 )
-from facerec.recognition.embed import dlib_models_dir, get_embedder
+from facerec.recognition.dlib_face import dlib_models_dir
+from facerec.recognition.embed import get_embedder
 from facerec.errors import FacerecError
 
 #: the issue's bound on |ours - dlib| per descriptor component

@@ -94,7 +94,8 @@ def test_onnx_parity_with_torch(exported, data_dir, celebrities):
     # FaceClassifier.predict_features
     from PIL import Image
 
-    from facerec.recognition.runtime import OnnxClassifier, TorchRuntime
+    from facerec.recognition.onnx_runtime import OnnxClassifier
+    from facerec.recognition.torch_runtime import TorchRuntime
 
     rt, ox = torch_predictor.runtime, onx.runtime
     assert isinstance(rt, TorchRuntime) and isinstance(ox, OnnxClassifier)
@@ -116,7 +117,7 @@ def test_onnx_parity_with_torch(exported, data_dir, celebrities):
 def test_decide_rule():
     """argmax of the logits, its softmax probability, its prototype cosine, the threshold; a row
     that could not be embedded has no score and is never known."""
-    from facerec.recognition.runtime import decide
+    from facerec.recognition.decision import decide
 
     logits = np.array([[0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
     proto = np.array([[0.2, 0.8], [0.6, 0.5], [0.9, 0.1]])
@@ -179,7 +180,7 @@ def test_dlib_onnx_embedding_matches_dlib_and_needs_no_torch(dlib_exported, cele
     _, _, out = dlib_exported
     import onnxruntime as ort
 
-    from facerec.recognition.embed import DlibChipper, dlib_models_dir
+    from facerec.recognition.dlib_face import DlibChipper, dlib_models_dir
 
     crops = [c for c, _ in _checkpoints.held_out_crops(celebrities)]
     chips, rows, _ = DlibChipper().chips([Image.open(c) for c in crops])
@@ -193,7 +194,7 @@ def test_dlib_onnx_embedding_matches_dlib_and_needs_no_torch(dlib_exported, cele
     assert np.abs(emb - ref).max() <= 1e-4
     code = (
         "import sys, json\n"
-        "from facerec.recognition.runtime import OnnxClassifier\n"
+        "from facerec.recognition.onnx_runtime import OnnxClassifier\n"
         f"clf = OnnxClassifier({str(out)!r})\n"
         f"logits, proto, ok = clf.run_crops({[str(c) for c in crops]!r})\n"
         "assert ok.all() and logits.shape[0] == len(ok)\n"

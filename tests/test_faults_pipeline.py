@@ -448,10 +448,10 @@ def test_annotate_of_a_read_only_folder_is_one_line(tmp_path, read_only):
 # ------------------------------------------------------------------- item 15: checkpoint messages
 def _rejection(path: Path) -> str:
     from facerec.errors import FacerecError
-    from facerec.recognition.model import read_checkpoint
+    from facerec.recognition.checkpoint import Checkpoint
 
     with pytest.raises(FacerecError) as info:
-        read_checkpoint(path)
+        Checkpoint.read(path)
     return str(info.value)
 
 

@@ -111,7 +111,7 @@ def test_onnx_export_matches_the_tuned_model(ft_ckpt: Path, tmp_path: Path, cele
     pytest.importorskip("onnxruntime")
     from facerec.recognition.export import export_onnx
     from facerec.recognition.model import load_checkpoint
-    from facerec.recognition.runtime import OnnxClassifier
+    from facerec.recognition.onnx_runtime import OnnxClassifier
 
     res = export_onnx(ft_ckpt, tmp_path / "ft.onnx")
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-3

@@ -272,7 +272,8 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 def test_single_person_trains_person_vs_unknown(tmp_path, capsys):
-    from facerec.recognition.model import FALLBACK_PRIOR_THRESHOLD, load_checkpoint
+    from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD
+    from facerec.recognition.model import load_checkpoint
 
     data = make_dataset(tmp_path / "ds", people=("alice",), counts=(4, 1, 0))
     result = _train(tmp_path, data, name="solo", max_epochs=2)
@@ -311,7 +312,7 @@ def test_generated_run_names_and_torchrun_without_name(monkeypatch):
 
 # -------------------------------------------------------------------------------------- calibration
 def test_calibration_holds_each_person_out():
-    from facerec.recognition.model import calibrate_threshold
+    from facerec.recognition.calibration import calibrate_threshold
 
     rng = np.random.default_rng(0)
     k, d = 8, 16
@@ -365,7 +366,7 @@ def test_timm_backbone_trains_and_predicts(tmp_path):
 def test_pretrained_weights_unavailable_is_clear(monkeypatch):
     import huggingface_hub.constants as hf
 
-    from facerec.recognition.model import create_timm_model
+    from facerec.recognition.backbones import create_timm_model
 
     monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -439,7 +440,8 @@ def test_real_crops_dlib_face(tmp_path, celebrities, monkeypatch):
 
 
 def _largest_face_crops(photos: list[Path], targets: list[Path]) -> None:
-    from facerec.detection.detect import FaceDetector, crop_face
+    from facerec.detection.cropping import crop_face
+    from facerec.detection.detect import FaceDetector
     from facerec.images import load_image
 
     det = FaceDetector(device="cpu")

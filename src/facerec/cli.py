@@ -191,13 +191,14 @@ def _add_annotate(sub: Any) -> None:
 
 def _run_annotate(args: argparse.Namespace) -> int:
     from facerec.annotate import annotate, print_annotate_summary, print_undo_summary, undo
-    from facerec.recognition.embed import get_embedder
+    from facerec.recognition.embed import embedder_class, get_embedder
 
     if args.undo:
         _report(args, undo(args.processed_dir), print_undo_summary)
         return EXIT_OK
     embedder = get_embedder(args.embedder, device=args.device, **(
-        {"batch_size": args.batch_size} if args.embedder == "dlib_face" else {}))
+        {"batch_size": args.batch_size} if "batch_size" in embedder_class(args.embedder).settings
+        else {}))
     result = annotate(args.processed_dir, threshold=args.cluster_distance,
                       suggest_distance=args.suggest_distance, albums=args.albums,
                       reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face_size,
@@ -525,6 +526,10 @@ def _add_enroll(sub: Any) -> None:
                    "centre (default: refuse photos whose faces are of similar size)")
     p.add_argument("--out", help="the new checkpoint's path (default: <old stem>-enroll-NAME.ckpt "
                    "beside the old one; never overwritten)")
+    p.add_argument("--force", action="store_true",
+                   help="enroll even faces the model already recognises as someone else, and "
+                   "accept a recalibration that makes more than 1%% of the other people's stored "
+                   "faces unknown (both refused by default)")
     _add_device(p)
     _add_json(p, "the result")
     p.set_defaults(func=_run_enroll)
@@ -534,7 +539,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from facerec.inference.enroll import enroll
 
     r = enroll(args.checkpoint_path, args.name, args.photos, pick=args.pick, out=args.out,
-               device=args.device)
+               device=args.device, force=args.force)
     _print_membership(r, args.json)
     return EXIT_OK
 
@@ -825,6 +830,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except ModuleNotFoundError as exc:  # an optional dependency (extra) is not installed
+        from facerec.extras import missing_extra
+
+        error = missing_extra(exc, f"facerec {args.command}")
+        if debug or error is None:
+            raise
+        print(f"facerec {args.command}: error: {error}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as exc:  # read-only or full disk, permissions, too many open files...
         if debug:

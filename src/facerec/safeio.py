@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -37,6 +38,33 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     line = text.splitlines()[0] if text else type(exc).__name__
     line = "".join(ch for ch in line if ch.isprintable())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def error_summary(exc: BaseException, limit: int = 200) -> str:
+    """One whole, printable line saying why ``exc`` happened: terminal escapes removed (a file
+    can carry them into an error), the line that names the cause preferred over a preamble (torch's
+    "Weights only load failed. In PyTorch 2.6 ..." is followed by the unsupported global), a
+    heading ending in ':' joined to what follows, and a long line shortened at a word boundary
+    with '...' rather than cut mid-word."""
+    text = _ANSI.sub("", str(exc))
+    lines = [first_line(Exception(line), limit=10 ** 6) for line in text.splitlines()
+             if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    cause = next((line for line in lines if re.search(r"unsupported global|GLOBAL ", line, re.I)),
+                 None)
+    line = cause or lines[0]
+    if cause is None and line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[1].strip()}"
+    line = line.strip()
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 4]
+    space = max(cut.rfind(" "), cut.rfind(","))
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + " ..."
 
 
 def display_path(path: str | os.PathLike) -> str:

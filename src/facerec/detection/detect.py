@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facerec.detection.align import crop_transform, warp_crop
+from facerec.detection.cropping import FaceCrop, crop_faces
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
 from facerec.defaults import DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE, resolve_device
 from facerec.errors import FacerecError
@@ -202,18 +202,6 @@ class FaceDetector:
 
 
 # ------------------------------------------------------------------------------------------ crops
-
-
-def crop_face(image: Image.Image, face: Face, size: int = DEFAULT_SIZE,
-              margin: float = DEFAULT_MARGIN, align: bool = False) -> tuple[Image.Image, np.ndarray]:
-    """Crop one face from the original image. Returns (crop, 2x3 affine original -> crop).
-
-    Box crops are squares centred on the box, with side max(w, h) * (1 + margin); aligned crops map
-    the 5 landmarks onto a canonical template (see :mod:`facerec.detection.align`). Areas outside the photo
-    are black.
-    """
-    matrix = crop_transform(face.box, face.landmarks if align else None, size, margin)
-    return warp_crop(image, matrix, size), matrix
 
 
 # --------------------------------------------------------------------------------------- manifest
@@ -390,7 +378,8 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), max(1, batch_size))]
         for batch, loaded in _prefetch(pool, batches):
             ok = [(item, image) for item, (image, _, _) in zip(batch, loaded) if image is not None]
-            found = detector.detect_batch([image for _, image in ok]) if ok else []
+            found = crop_faces([image for _, image in ok], detector, spec,
+                               min_score=min_score) if ok else []
             faces_of = {item.rel: faces for (item, _), faces in zip(ok, found)}
             for item, (image, error, digest) in zip(batch, loaded):
                 stat = {"size": item.stat.st_size, "mtime_ns": item.stat.st_mtime_ns}
@@ -401,9 +390,7 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
                     record = manifest_record(item.rel, digest, None, None, [], error, **stat)
                     _count(summary, record)
                 else:
-                    faces = [f for f in faces_of[item.rel] if f.score >= min_score]
-                    crops = _save_crops(image.image, faces, item.rel, out_dir, size, margin, align,
-                                        quality)
+                    crops = _save_crops(faces_of[item.rel], item.rel, out_dir, quality)
                     record = manifest_record(item.rel, digest, image.width, image.height, crops,
                                              None, **stat)
                     summary.photos_read += 1
@@ -455,18 +442,17 @@ def _count(summary: DetectSummary, record: dict, already_done: bool = False) -> 
         summary.photos_without_faces += 1
 
 
-def _save_crops(image: Image.Image, faces: list[Face], rel: str, out_dir: Path, size: int,
-                margin: float, align: bool, quality: int) -> list[dict]:
+def _save_crops(faces: list[FaceCrop], rel: str, out_dir: Path, quality: int) -> list[dict]:
     folder = out_dir / crop_folder(rel)
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, face in enumerate(faces):
-        crop, matrix = crop_face(image, face, size, margin, align)
+        crop, matrix, size = face.crop, face.matrix, face.crop.width
         target = folder / crop_name(rel, i)
         atomic_write(target, lambda tmp: crop.save(tmp, format="JPEG", quality=quality))
         inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
         corners = inverse @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]])
-        entry = face.to_dict()
+        entry = Face(face.box, face.score, face.landmarks).to_dict()
         entry["crop"] = target.relative_to(out_dir).as_posix()
         entry["crop_box"] = [round(float(v), 2) for v in (*corners.min(1), *corners.max(1))]
         entry["crop_transform"] = [[round(float(v), 6) for v in row] for row in matrix]

@@ -31,11 +31,8 @@ training run is dropped (its shapes no longer match).
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
-import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +42,19 @@ import numpy as np
 import torch
 
 from facerec.cropspec import CropSpec
+from facerec.detection.cropping import CROP_MAX_SIDE
 from facerec.errors import FacerecError
+from facerec.recognition.backbones import backbone_of
+from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD, calibrate_threshold
+from facerec.recognition.checkpoint import (GALLERY_KEY, INFO_KEY, Checkpoint, check_person_name,
+                                            gallery_entry, new_checkpoint_path,
+                                            write_new_checkpoint)
+from facerec.recognition.decision import UNKNOWN
+from facerec.recognition.runtime import model_kind
 
 __all__ = ["GALLERY_KEY", "EnrollResult", "PhotoFace", "enroll", "forget", "faces_of_photos",
-           "new_checkpoint_path", "write_new_checkpoint"]
+           "new_checkpoint_path", "print_enroll_result", "threshold_line"]
 
-#: top-level checkpoint entry with the calibration features: {"features": (N, D) float32,
-#: "labels": (N,) int64 indices into the labels, "source": str}
-GALLERY_KEY = "facerec_gallery"
 #: a photo with several faces is taken to be of its largest face only when that face's box is at
 #: least this many times the area of the next largest (a portrait with a face in the background);
 #: otherwise the photo is ambiguous (a group photo) and needs --pick
@@ -88,13 +90,13 @@ def _pick_face(faces: list, width: int, height: int, pick: str | None):
 
 
 def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec | None = None,
-                    pick: str | None = None,
-                    crop_max_side: int = 400, batch_size: int = 8) -> list[PhotoFace]:
+                    pick: str | None = None, crop_max_side: int = CROP_MAX_SIDE,
+                    batch_size: int = 8) -> list[PhotoFace]:
     """One :class:`PhotoFace` per image file under ``paths`` (files, folders searched recursively),
-    cropped as ``facerec predict`` crops. Unreadable files, photos without a face and ambiguous
-    group photos get ``reason`` instead of a crop (never an exception). ``crop``: how to crop
-    (default: as ``facerec detect`` does by default)."""
-    from facerec.detection.detect import crop_face
+    cropped as ``facerec predict`` crops (:func:`facerec.detection.cropping.crop_faces`, with
+    ``crop``: default, as ``facerec detect`` does by default). Unreadable files, photos without
+    a face and ambiguous group photos get ``reason`` instead of a crop (never an exception)."""
+    from facerec.detection.cropping import crop_faces
     from facerec.images import ImageLoadError, load_image
     from facerec.inference.predict import collect_images
 
@@ -115,98 +117,23 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec 
                 r.reason = f"cannot read: {exc}"
             except OSError as exc:
                 r.reason = f"cannot read: {exc.strerror or exc}"
-        found = detector.detect_batch([img for _, img in loaded]) if loaded else []
-        small = []
+        found = crop_faces([img for _, img in loaded], detector, crop,
+                           crop_max_side=crop_max_side) if loaded else []
         for (r, img), faces in zip(loaded, found):
             r.n_faces = len(faces)
-            im = img.image
+            face = _pick_face(faces, img.width, img.height, pick) if faces else None
             if not faces:
-                if crop_max_side and max(im.size) <= crop_max_side:
-                    small.append((r, im))
-                else:
-                    r.reason = "no face found"
-                continue
-            face = _pick_face(faces, im.width, im.height, pick)
-            if face is None:
+                r.reason = "no face found"
+            elif face is None:
                 r.reason = (f"{len(faces)} faces of similar size (a group photo?): say which "
                             "with --pick largest or --pick center, or crop the photo")
-                continue
-            r.crop, _ = crop_face(im, face, crop.size, crop.margin, crop.align)
-            r.box = tuple(float(v) for v in face.box)
-        if small:  # predict's rule for "is this small image a face crop?"
-            scores = detector.score_crops([im for _, im in small], crop.margin)
-            for (r, im), score in zip(small, scores):
-                if score >= detector.face_threshold:
-                    r.crop, r.box, r.source = im, (0.0, 0.0, float(im.width), float(im.height)), \
-                        "whole_image"
-                else:
-                    r.reason = "no face found"
+            else:
+                r.crop, r.box, r.source = face.crop, face.box, face.source
         out += results
     return out
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:60] or "person"
-
-
-def new_checkpoint_path(old: str | os.PathLike, tag: str) -> Path:
-    """``<stem>-<tag>.ckpt`` beside ``old``, or ``<stem>-<tag>-2.ckpt``... when that exists.
-    Repeated enrolments do not pile up suffixes: ``-enroll-carol-enroll-dave`` reads fine."""
-    old = Path(old)
-    base = old.parent / f"{old.stem}-{tag}"
-    candidate = base.with_suffix(".ckpt")
-    n = 2
-    while candidate.exists():
-        candidate = old.parent / f"{base.name}-{n}.ckpt"
-        n += 1
-    return candidate
-
-
-def write_new_checkpoint(ckpt: dict, path: Path) -> Path:
-    """Save ``ckpt`` at ``path`` without ever replacing an existing file: written to a temporary
-    file in the same folder, then hard-linked into place (fails if the name is taken meanwhile);
-    where hard links are not supported, created with O_EXCL."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".facerec-", suffix=".ckpt.tmp", dir=path.parent)
-    except OSError as exc:
-        raise FacerecError(f"cannot write a checkpoint in {path.parent}: "
-                           f"{exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(ckpt, handle)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FacerecError(f"{path} appeared while writing; not overwritten, rerun") from None
-        except OSError:  # no hard links here (some network/FUSE file systems)
-            with open(path, "xb") as dst, open(tmp, "rb") as src:
-                dst.write(src.read())
-    except FileExistsError:
-        raise FacerecError(f"{path} exists; not overwritten, rerun") from None
-    except OSError as exc:
-        raise FacerecError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    return path
-
-
-def _gallery(ckpt: dict, k: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(features (N, D), labels (N,)) stored in the checkpoint, or None (older checkpoints)."""
-    g = ckpt.get(GALLERY_KEY)
-    if not isinstance(g, dict) or "features" not in g or "labels" not in g:
-        return None
-    z = np.asarray(g["features"], dtype=np.float32)
-    y = np.asarray(g["labels"], dtype=np.int64)
-    if z.ndim != 2 or z.shape[1] != dim or len(z) != len(y) or (len(y) and y.max() >= k):
-        return None
-    return z, y
-
-
 def _unit_rows(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
@@ -214,7 +141,10 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EnrollResult:
-    """What :func:`enroll` / :func:`forget` did."""
+    """What :func:`enroll` / :func:`forget` did. ``calibration``: the new threshold's record
+    (:func:`facerec.recognition.calibration.calibrate_threshold`); ``turned_unknown``: stored
+    faces of the other people that the old model recognised and the new one calls unknown (out
+    of ``stored_faces``)."""
 
     checkpoint: str
     name: str
@@ -228,6 +158,8 @@ class EnrollResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    turned_unknown: int = 0
+    stored_faces: int = 0
 
     def to_dict(self) -> dict:
         return {"checkpoint": self.checkpoint, "name": self.name, "action": self.action,
@@ -235,72 +167,80 @@ class EnrollResult:
                 "previous_threshold": self.previous_threshold, "faces_used": self.faces_used,
                 "photos": self.photos, "skipped": [list(s) for s in self.skipped],
                 "warnings": self.warnings, "seconds": round(self.seconds, 3),
+                "turned_unknown": self.turned_unknown, "stored_faces": self.stored_faces,
                 "calibration": self.calibration}
 
 
 class _Model:
     """The parts of a checkpoint that enroll/forget change, as numpy arrays."""
 
-    def __init__(self, ckpt: dict):
-        from facerec.recognition.model import FORMAT_KEY
-
-        info = ckpt["facerec"]
-        if FORMAT_KEY not in info:
-            raise FacerecError("not a facerec checkpoint")
-        sd = ckpt["state_dict"]
-        self.labels: list[str] = list(info["labels"])
-        self.weight = sd["model.head.weight"].detach().float().numpy().astype(np.float64)
-        self.protos = sd["model.prototypes"].detach().float().numpy().astype(np.float64)
-        self.frozen = info["backbone"].get("kind") != "timm"
+    def __init__(self, ckpt: Checkpoint):
+        self.ckpt = ckpt
+        self.labels: list[str] = ckpt.labels
+        self.weight = ckpt.head_weight.astype(np.float64)
+        self.protos = ckpt.prototypes.astype(np.float64)
+        self.frozen = backbone_of(ckpt.backbone).frozen
         self.dim = int(self.weight.shape[1])
-        enr = dict(info.get("enrollment") or {})
+        enr = dict(ckpt.info.get("enrollment") or {})
         self.enrolled: list[str] = list(enr.get("enrolled", []))  # prototypes that are plain means
         self.history: list[dict] = list(enr.get("history", []))
-        g = _gallery(ckpt, len(self.labels), self.dim)
-        self.gallery_source = (ckpt.get(GALLERY_KEY) or {}).get("source", "") if g else ""
-        self.z, self.y = g if g is not None else (None, None)
+        g = ckpt.gallery
+        self.gallery_source = g.source if g is not None else ""
+        self.z, self.y = (g.features, g.labels) if g is not None else (None, None)
 
     def mean_based(self) -> np.ndarray:
         """Per class: is its prototype the plain mean of its gallery rows (exact hold-out)?"""
         return np.array([self.frozen or lab in self.enrolled for lab in self.labels], bool)
 
-    def store(self, ckpt: dict, threshold: float, calibration: dict) -> None:
-        sd = ckpt["state_dict"]
+    def recognised(self, z: np.ndarray, y: np.ndarray, threshold: float | None) -> np.ndarray:
+        """Which of the faces ``z`` (labels ``y``) this model recognises as their own person:
+        nearest prototype right and its cosine at or above the threshold."""
+        if not len(z):
+            return np.zeros(0, bool)
+        cos = _unit_rows(z) @ _unit_rows(self.protos).T
+        best = cos.argmax(axis=1)
+        ok = best == y
+        if threshold is not None:
+            ok &= cos[np.arange(len(z)), best] >= threshold
+        return ok
+
+    def store(self, threshold: float, calibration: dict) -> dict:
+        """The checkpoint dict with this model's labels, weights, threshold and gallery."""
+        raw = dict(self.ckpt.raw)
+        sd = dict(raw["state_dict"])
         sd["model.head.weight"] = torch.from_numpy(self.weight.astype(np.float32))
         sd["model.prototypes"] = torch.from_numpy(_unit_rows(self.protos).astype(np.float32))
         sd["model.threshold_buf"] = torch.tensor(float(threshold))
-        info = dict(ckpt["facerec"])
+        raw["state_dict"] = sd
+        info = dict(raw[INFO_KEY])
         info["labels"] = list(self.labels)
         info["threshold"] = float(threshold)
         info["calibration"] = calibration
         info["enrollment"] = {"enrolled": list(self.enrolled), "history": self.history}
-        ckpt["facerec"] = info
-        hp = ckpt.get("hyper_parameters")
+        raw[INFO_KEY] = info
+        hp = raw.get("hyper_parameters")
         if isinstance(hp, dict) and isinstance(hp.get("model_config"), dict):
-            hp["model_config"] = {**hp["model_config"], "labels": list(self.labels)}
+            raw["hyper_parameters"] = {**hp, "model_config": {**hp["model_config"],
+                                                              "labels": list(self.labels)}}
         # the optimizer of the training run has the old number of classes: resuming training from
         # an enrolled checkpoint would fail on it, so it is not carried over
         for key in ("optimizer_states", "lr_schedulers"):
-            ckpt.pop(key, None)
+            raw.pop(key, None)
         if self.z is not None:
-            ckpt[GALLERY_KEY] = {"features": torch.from_numpy(self.z.astype(np.float32)),
-                                 "labels": torch.from_numpy(self.y.astype(np.int64)),
-                                 "source": self.gallery_source or "enroll"}
+            raw[GALLERY_KEY] = gallery_entry(self.z, self.y, self.gallery_source or "enroll")
         else:
-            ckpt.pop(GALLERY_KEY, None)
+            raw.pop(GALLERY_KEY, None)
+        return raw
 
 
-def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[float, dict, list[str]]:
+def _recalibrate(m: _Model, old_threshold: float | None) -> tuple[float, dict, list[str]]:
     """Threshold and calibration record for the updated model: training's hold-out procedure on
     the stored gallery. Without a gallery (checkpoints from before it was stored) the old
     threshold is kept, with a warning."""
-    from facerec.recognition.model import FALLBACK_PRIOR_THRESHOLD, PRIOR_THRESHOLDS, calibrate_threshold
-
-    info = ckpt["facerec"]
-    old_cal = dict(info.get("calibration") or {})
+    old_cal = m.ckpt.calibration
     target = float(old_cal.get("target_fpir", 0.01))
     confidence = float(old_cal.get("confidence", 0.99))
-    prior = PRIOR_THRESHOLDS.get(info["backbone"]["name"])
+    prior = backbone_of(m.ckpt.backbone).prior_threshold
     warnings: list[str] = []
     if m.z is None or not len(m.y):
         t = old_threshold if old_threshold is not None else (prior or FALLBACK_PRIOR_THRESHOLD)
@@ -314,9 +254,7 @@ def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[fl
     np.add.at(sums, m.y, m.z.astype(np.float64))
     counts = np.bincount(m.y, minlength=k).astype(np.float64)
     member = m.mean_based()[m.y]
-    zt = torch.from_numpy(m.z.astype(np.float32))
-    w = torch.from_numpy(_unit_rows(m.weight).astype(np.float32))
-    predicted = (torch.nn.functional.normalize(zt, dim=1) @ w.T).argmax(1).numpy()
+    predicted = (_unit_rows(m.z) @ _unit_rows(m.weight).T).argmax(axis=1)
     cal = calibrate_threshold(m.z, m.y, _unit_rows(m.protos), proto_sums=sums, proto_counts=counts,
                               member=member, predicted=predicted, target_fpir=target,
                               confidence=confidence, prior=prior)
@@ -325,52 +263,31 @@ def _recalibrate(m: _Model, ckpt: dict, old_threshold: float | None) -> tuple[fl
     return float(cal["threshold"]), cal, warnings
 
 
-
-def _read(checkpoint: str | os.PathLike) -> dict:
-    from facerec.recognition.model import read_checkpoint
-    from facerec.recognition.runtime import model_kind
-
+def _read(checkpoint: str | os.PathLike) -> Checkpoint:
     p = Path(checkpoint)
     if not p.is_file():
         raise FacerecError(f"checkpoint not found: {p}")
     if model_kind(p) == "onnx":
         raise FacerecError(f"{p} is an ONNX export: enroll/forget change a .ckpt (then export it "
                            "again)")
-    return read_checkpoint(p)
-
-
-def _old_threshold(ckpt: dict) -> float | None:
-    t = ckpt["facerec"].get("threshold")
-    return float(t) if t is not None and math.isfinite(float(t)) else None
+    return Checkpoint.read(p)
 
 
 def _check_name(name: str) -> str:
-    from facerec.recognition.model import UNKNOWN
-
-    name = str(name).strip()
-    if not name:
-        raise FacerecError("--name must not be empty")
+    name = check_person_name(str(name).strip(), "--name")
     if name == UNKNOWN:
         raise FacerecError(f"{UNKNOWN!r} is the label for strangers: choose another name")
-    if "/" in name or "\\" in name or name.startswith((".", "_")):
-        raise FacerecError(f"{name!r} is not a usable person name (no slashes, not starting with "
-                           "'.' or '_', as in dataset folders)")
     return name
 
 
-def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathLike], *,
-           pick: str | None = None, out: str | os.PathLike | None = None, device: str = "auto",
-           batch_size: int = 8) -> EnrollResult:
-    """Add ``name`` (or extend them) from ``photos``; write and return the new checkpoint."""
-    from facerec.inference.predict import Predictor
+#: a recalibration that makes more than this share of the stored faces of the other people
+#: unknown is refused (without --force): it would silently break the people the model knew
+MAX_TURNED_UNKNOWN = 0.01
 
-    t0 = time.perf_counter()
-    name = _check_name(name)
-    ckpt = _read(checkpoint)
-    if not photos:
-        raise FacerecError("no photos given")
-    predictor = Predictor(checkpoint, device=device)
-    clf = predictor.runtime.clf
+
+def _embed_photos(predictor, photos: list, name: str, pick: str | None, batch_size: int
+                  ) -> tuple[np.ndarray, list[PhotoFace], list[tuple[str, str]]]:
+    """(unit features of the usable faces, every photo's face, the photos skipped and why)."""
     faces = faces_of_photos(list(photos), predictor.detector, crop=predictor.crop, pick=pick,
                             batch_size=batch_size)
     ambiguous = [f for f in faces if f.reason and "group photo" in f.reason]
@@ -379,6 +296,7 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
         raise FacerecError(f"{len(ambiguous)} photo(s) show several faces of similar size "
                            f"({listing}): say which face is {name} with --pick largest or "
                            "--pick center, or leave them out")
+    clf = predictor.runtime.clf
     skipped = [(f.path, f.reason) for f in faces if f.crop is None]
     usable = [f for f in faces if f.crop is not None]
     z = clf.embed_crops([f.crop for f in usable]).numpy().astype(np.float64) if usable \
@@ -390,19 +308,35 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
     if not len(z):
         raise FacerecError(f"no usable face of {name} in the {len(faces)} photo(s) given"
                            + (f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
-    m = _Model(ckpt)
-    warnings: list[str] = []
-    # a new person who already looks like someone known is worth a word before it causes confusion
-    if name not in m.labels and len(m.labels):
-        cos = z @ _unit_rows(m.protos).T
-        best = cos.argmax(axis=1)
-        thr = _old_threshold(ckpt)
-        if thr is not None:
-            hits = [m.labels[b] for b, c in zip(best, cos.max(axis=1)) if c >= thr]
-            if hits and len(hits) * 2 >= len(z):
-                who = max(set(hits), key=hits.count)
-                warnings.append(f"{len(hits)} of {len(z)} face(s) are already recognised as "
-                                f"{who}: is {name} the same person?")
+    return z, faces, skipped
+
+
+def _refuse_known_faces(m: _Model, z: np.ndarray, name: str, threshold: float | None,
+                        force: bool) -> list[str]:
+    """Faces that the model already recognises as someone else: enrolling them under ``name``
+    would teach it that one person is two (every face of that person then sits between two
+    prototypes, and the recalibrated threshold rejects them all). Refused unless ``force``."""
+    others = [i for i, lab in enumerate(m.labels) if lab != name]
+    if threshold is None or not others or not len(z):
+        return []
+    cos = z @ _unit_rows(m.protos[others]).T
+    best = cos.argmax(axis=1)
+    hits = cos[np.arange(len(z)), best] >= threshold
+    if not hits.any():
+        return []
+    who = [m.labels[others[b]] for b in best[hits]]
+    top = max(set(who), key=who.count)
+    message = (f"{int(hits.sum())} of {len(z)} face(s) given for {name} are recognised as "
+               f"{top} (cosine {cos[hits].max():.4f} >= threshold {threshold:.4f})")
+    if not force:
+        raise FacerecError(f"{message}: enrolling them as {name} would confuse the two; leave "
+                           f"those photos out, or pass --force if {name} is another person")
+    return [f"{message}; enrolled anyway (--force)"]
+
+
+def _add_faces(m: _Model, name: str, z: np.ndarray) -> str:
+    """Add the unit features ``z`` to ``name``'s prototype (a new person: a new class, its
+    prototype imprinted as its head weight); returns ``enrolled`` or ``extended``."""
     if name in m.labels:
         c = m.labels.index(name)
         n_old = int((m.y == c).sum()) if m.z is not None else 0
@@ -437,27 +371,87 @@ def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathL
         # therefore takes its prototype as its weight: the head becomes nearest-prototype, the
         # rule the open-set score already uses. (timm heads are their prototypes already.)
         m.weight = _unit_rows(m.protos) * float(np.linalg.norm(m.weight, axis=1).mean())
-    old_t = _old_threshold(ckpt)
-    t, cal, more = _recalibrate(m, ckpt, old_t)
-    warnings += more
-    m.history.append({"op": "enroll", "name": name, "faces": int(len(z)),
-                      "photos": len(faces), "from": Path(checkpoint).name,
-                      "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    m.store(ckpt, t, cal)
-    target = Path(out) if out else new_checkpoint_path(checkpoint, f"enroll-{_slug(name)}")
-    _refuse_overwrite(target, checkpoint)
+    return action
+
+
+def _stored_before(m: _Model, skip: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The stored gallery faces of everyone but ``skip``, and their labels as names."""
+    if m.z is None:
+        return np.zeros((0, m.dim)), np.zeros(0, np.int64), []
+    keep = np.array([m.labels[y] != skip for y in m.y], bool)
+    return m.z[keep].astype(np.float64), m.y[keep], [m.labels[y] for y in m.y[keep]]
+
+
+def _turned_unknown(before: _Model, after: _Model, stored: tuple, old_t: float | None,
+                    new_t: float, force: bool) -> int:
+    """How many of the ``stored`` faces (of the other people) the old model recognised and the
+    new one does not; more than :data:`MAX_TURNED_UNKNOWN` of them is refused without
+    ``force``."""
+    z, y_old, names = stored
+    if not len(z):
+        return 0
+    y_new = np.array([after.labels.index(n) for n in names], np.int64)
+    lost = before.recognised(z, y_old, old_t) & ~after.recognised(z, y_new, new_t)
+    n = int(lost.sum())
+    if n > MAX_TURNED_UNKNOWN * len(z) and not force:
+        was = "none" if old_t is None else f"{old_t:.4f}"
+        raise FacerecError(f"the recalibrated threshold ({was} -> {new_t:.4f}) would make {n} of "
+                           f"the {len(z)} stored faces of the other people ({n / len(z):.1%}) "
+                           "unknown: the new faces look too much like people the model knows. "
+                           "Nothing was written; check the photos, or pass --force")
+    return n
+
+
+def _write(m: _Model, t: float, cal: dict, checkpoint, out, tag: str, photos=()) -> str:
+    target = Path(out) if out else new_checkpoint_path(checkpoint, tag)
+    _refuse_overwrite(target)
     for folder in (Path(x) for x in photos):
         if folder.is_dir() and target.resolve().is_relative_to(folder.resolve()):
             raise FacerecError(f"{target} is inside the photo folder {folder}: write the "
                                "checkpoint elsewhere (--out)")
-    write_new_checkpoint(ckpt, target)
-    return EnrollResult(checkpoint=str(target), name=name, action=action, labels=list(m.labels),
+    return str(write_new_checkpoint(m.store(t, cal), target))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def enroll(checkpoint: str | os.PathLike, name: str, photos: list[str | os.PathLike], *,
+           pick: str | None = None, out: str | os.PathLike | None = None, device: str = "auto",
+           batch_size: int = 8, force: bool = False) -> EnrollResult:
+    """Add ``name`` (or extend them) from ``photos``; write and return the new checkpoint.
+
+    Refused (one :class:`FacerecError`, nothing written) unless ``force``: faces that the model
+    already recognises as another person, and a recalibration that would make more than
+    :data:`MAX_TURNED_UNKNOWN` of the other people's stored faces unknown."""
+    from facerec.inference.predict import Predictor
+
+    t0 = time.perf_counter()
+    name = _check_name(name)
+    ckpt = _read(checkpoint)
+    if not photos:
+        raise FacerecError("no photos given")
+    predictor = Predictor(checkpoint, device=device)
+    z, faces, skipped = _embed_photos(predictor, photos, name, pick, batch_size)
+    before, m = _Model(ckpt), _Model(ckpt)
+    old_t = ckpt.threshold
+    warnings = _refuse_known_faces(m, z, name, old_t, force)
+    stored = _stored_before(m, skip=name)
+    action = _add_faces(m, name, z)
+    t, cal, more = _recalibrate(m, old_t)
+    warnings += more
+    turned = _turned_unknown(before, m, stored, old_t, t, force)
+    m.history.append({"op": "enroll", "name": name, "faces": int(len(z)), "photos": len(faces),
+                      "from": Path(checkpoint).name, "time": _now()})
+    target = _write(m, t, cal, checkpoint, out, f"enroll-{name}", photos)
+    return EnrollResult(checkpoint=target, name=name, action=action, labels=list(m.labels),
                         threshold=t, previous_threshold=old_t, calibration=cal,
                         faces_used=int(len(z)), photos=len(faces), skipped=skipped,
-                        warnings=warnings, seconds=time.perf_counter() - t0)
+                        warnings=warnings, seconds=time.perf_counter() - t0,
+                        turned_unknown=turned, stored_faces=len(stored[0]))
 
 
-def _refuse_overwrite(target: Path, source: str | os.PathLike) -> None:
+def _refuse_overwrite(target: Path) -> None:
     if target.exists():
         raise FacerecError(f"{target} exists; it is never overwritten: choose another --out")
     if not target.parent.is_dir():
@@ -476,6 +470,8 @@ def forget(checkpoint: str | os.PathLike, name: str, *, out: str | os.PathLike |
                            f"{', '.join(m.labels[:20])}{' ...' if len(m.labels) > 20 else ''})")
     if len(m.labels) == 1:
         raise FacerecError(f"{name!r} is the only person in this checkpoint: nothing would remain")
+    before = _Model(ckpt)
+    stored = _stored_before(m, skip=name)
     c = m.labels.index(name)
     keep = np.arange(len(m.labels)) != c
     m.labels.pop(c)
@@ -486,35 +482,61 @@ def forget(checkpoint: str | os.PathLike, name: str, *, out: str | os.PathLike |
         rows = m.y != c
         m.z, m.y = m.z[rows], m.y[rows]
         m.y = np.where(m.y > c, m.y - 1, m.y)
-    old_t = _old_threshold(ckpt)
-    t, cal, warnings = _recalibrate(m, ckpt, old_t)
+    old_t = ckpt.threshold
+    t, cal, warnings = _recalibrate(m, old_t)
+    # forgetting only removes impostors: it never needs refusing, but the count is reported
+    turned = _turned_unknown(before, m, stored, old_t, t, force=True)
     m.history.append({"op": "forget", "name": name, "from": Path(checkpoint).name,
-                      "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    m.store(ckpt, t, cal)
-    target = Path(out) if out else new_checkpoint_path(checkpoint, f"forget-{_slug(name)}")
-    _refuse_overwrite(target, checkpoint)
-    write_new_checkpoint(ckpt, target)
-    return EnrollResult(checkpoint=str(target), name=name, action="forgotten",
+                      "time": _now()})
+    target = _write(m, t, cal, checkpoint, out, f"forget-{name}")
+    return EnrollResult(checkpoint=target, name=name, action="forgotten",
                         labels=list(m.labels), threshold=t, previous_threshold=old_t,
-                        calibration=cal, warnings=warnings, seconds=time.perf_counter() - t0)
+                        calibration=cal, warnings=warnings, seconds=time.perf_counter() - t0,
+                        turned_unknown=turned, stored_faces=len(stored[0]))
+
+
+def threshold_line(threshold: float, previous: float | None, cal: dict) -> str:
+    """``Unknown threshold: T (...)``: what changed, and what the calibration measured."""
+    if previous is None:
+        change = "new"
+    elif abs(threshold - previous) < 5e-5:
+        change = "unchanged"
+    else:
+        change = f"was {previous:.4f}"
+    method = cal.get("method", "")
+    if method == "hold-out-person" and cal.get("est_fpir") is not None:
+        n_faces, n_people = cal.get("n_faces"), cal.get("n_people")
+        above = round(float(cal["est_fpir"]) * int(n_faces or 0))
+        how = (f"calibrated on {n_faces} stored faces of {n_people} people, each person held "
+               f"out in turn: {above} of {n_faces} impostor scores at or above it; FPIR upper "
+               f"bound {float(cal['est_fpir_upper']):.2%} at "
+               f"{float(cal.get('confidence', 0.99)):.0%} confidence, target "
+               f"{float(cal.get('target_fpir', 0.01)):.0%}")
+    elif method == "prior":
+        how = f"a prior, not calibrated: {cal.get('reason', 'no other people')}"
+    elif method == "kept":
+        how = f"kept: {cal.get('reason', 'not recalibrated')}"
+    else:
+        how = method or "as stored"
+    return f"Unknown threshold: {threshold:.4f} ({change}; {how})"
 
 
 def print_enroll_result(r: EnrollResult, file=None) -> None:
     """The summary ``facerec enroll/forget`` prints; the last line is ``Saved checkpoint: PATH``."""
     out = file or sys.stdout
     err = sys.stderr
+    command = "forget" if r.action == "forgotten" else "enroll"
     for path, reason in r.skipped:
         print(f"facerec enroll: skipped {path}: {reason}", file=err)
     for w in r.warnings:
-        print(f"facerec {'forget' if r.action == 'forgotten' else 'enroll'}: warning: {w}", file=err)
+        print(f"facerec {command}: warning: {w}", file=err)
     if r.action == "forgotten":
         print(f"Forgot {r.name}: {len(r.labels)} people remain", file=out)
     else:
         print(f"{'Enrolled' if r.action == 'enrolled' else 'Extended'} {r.name} from "
               f"{r.faces_used} face(s) of {r.photos} photo(s); {len(r.labels)} people", file=out)
-    prev = "none" if r.previous_threshold is None else f"{r.previous_threshold:.4f}"
-    how = r.calibration.get("method", "")
-    fpir = r.calibration.get("est_fpir_upper")
-    extra = f", FPIR <= {fpir:.2%} at 99% confidence" if isinstance(fpir, float) else ""
-    print(f"Unknown threshold: {r.threshold:.4f} (was {prev}; {how}{extra})", file=out)
+    print(threshold_line(r.threshold, r.previous_threshold, r.calibration), file=out)
+    if r.stored_faces:
+        print(f"Stored faces of the others now unknown: {r.turned_unknown} of {r.stored_faces}",
+              file=out)
     print(f"Saved checkpoint: {r.checkpoint}", file=out, flush=True)

@@ -142,7 +142,7 @@ def evaluate(checkpoint: str | os.PathLike, data_path: str | os.PathLike = "data
              device: str = "auto", batch_size: int = 16, progress: bool = True,
              predictor: Any = None) -> EvalReport:
     """Predict every image of ``data_path/<person>/`` (and ``unknown_dir``) and score it."""
-    from facerec.recognition.model import UNKNOWN
+    from facerec.recognition.decision import UNKNOWN
     from facerec.inference.predict import Predictor, collect_images, main_face
 
     if input not in ("auto", "crops", "photos"):
@@ -196,45 +196,11 @@ def evaluate(checkpoint: str | os.PathLike, data_path: str | os.PathLike = "data
     accuracy = float(np.mean([a == b for a, b in zip(y_true, y_pred)])) if gen else None
     closed = float(np.mean([r["candidate"] == r["truth"] for r in gen])) if gen else None
     present = [p for p in labels if p in set(y_true)]
-    per_person: dict[str, dict[str, float]] = {}
-    macro_f1 = None
-    if gen:
-        from sklearn.metrics import precision_recall_fscore_support
-
-        # predictions over the genuine images and the impostors (an impostor named alice is a
-        # false positive for alice)
-        all_true = y_true + [r["truth"] for r in imp]
-        all_pred = y_pred + [r["predicted"] for r in imp]
-        p, rc, f1, sup = precision_recall_fscore_support(all_true, all_pred, labels=present,
-                                                          zero_division=0)
-        for k, name in enumerate(present):
-            per_person[name] = {"precision": float(p[k]), "recall": float(rc[k]),
-                                "f1": float(f1[k]), "support": int(sup[k])}
-        macro_f1 = float(np.mean(f1)) if len(f1) else None
-    # confusion matrix: truth rows (people present, then unknown), predicted columns
-    row_names = present + ([UNKNOWN] if imp else [])
-    col_names = labels + [UNKNOWN, NO_FACE]
-    ri = {n: i for i, n in enumerate(row_names)}
-    ci = {n: i for i, n in enumerate(col_names)}
-    matrix = np.zeros((len(row_names), len(col_names)), dtype=int)
-    for r in ok_rows:
-        matrix[ri[r["truth"]], ci[r["predicted"]]] += 1
+    per_person, macro_f1 = _per_person(gen, imp, present)
+    row_names, col_names, matrix = _confusion(ok_rows, present, labels, bool(imp))
     misclassified = [{k: r[k] for k in ("image", "truth", "predicted", "candidate", "confidence")}
                      for r in ok_rows if r["predicted"] != r["truth"]]
-    open_set = None
-    if imp:
-        t = pred.threshold
-        open_set = open_set_figures(
-            correct=np.array([r["candidate"] == r["truth"] for r in gen], bool),
-            genuine_score=np.array([np.nan if r["confidence"] is None else r["confidence"]
-                                    for r in gen], float),
-            genuine_accept=np.array([r["predicted"] == r["candidate"] for r in gen], bool),
-            impostor_score=np.array([np.nan if r["confidence"] is None else r["confidence"]
-                                     for r in imp], float),
-            impostor_accept=np.array([r["predicted"] not in (UNKNOWN, NO_FACE) for r in imp],
-                                     bool))
-        open_set["threshold"] = t
-        open_set["impostor_no_face"] = sum(r["predicted"] == NO_FACE for r in imp)
+    open_set = _open_set(gen, imp, pred.threshold) if imp else None
     timings = dict(pred.timings)
     timings["total"] = seconds
     return EvalReport(
@@ -247,6 +213,58 @@ def evaluate(checkpoint: str | os.PathLike, data_path: str | os.PathLike = "data
         misclassified=misclassified, open_set=open_set,
         no_face=sum(r["predicted"] == NO_FACE for r in ok_rows), unreadable=unreadable,
         predictions=rows, timings=timings, warnings=warns)
+
+
+def _per_person(gen: list[dict], imp: list[dict], present: list[str]
+                ) -> tuple[dict[str, dict[str, float]], float | None]:
+    """Precision, recall, F1 and support per person present, over the genuine images and the
+    impostors (an impostor named alice is a false positive for alice); and their macro F1."""
+    if not gen:
+        return {}, None
+    from sklearn.metrics import precision_recall_fscore_support
+
+    all_true = [r["truth"] for r in gen + imp]
+    all_pred = [r["predicted"] for r in gen + imp]
+    p, rc, f1, sup = precision_recall_fscore_support(all_true, all_pred, labels=present,
+                                                      zero_division=0)
+    per_person = {name: {"precision": float(p[k]), "recall": float(rc[k]), "f1": float(f1[k]),
+                         "support": int(sup[k])} for k, name in enumerate(present)}
+    return per_person, float(np.mean(f1)) if len(f1) else None
+
+
+def _confusion(ok_rows: list[dict], present: list[str], labels: list[str], impostors: bool
+               ) -> tuple[list[str], list[str], np.ndarray]:
+    """Truth rows (people present, then unknown), predicted columns (every label, unknown, no
+    face), counts."""
+    from facerec.recognition.decision import UNKNOWN
+
+    row_names = present + ([UNKNOWN] if impostors else [])
+    col_names = labels + [UNKNOWN, NO_FACE]
+    ri = {n: i for i, n in enumerate(row_names)}
+    ci = {n: i for i, n in enumerate(col_names)}
+    matrix = np.zeros((len(row_names), len(col_names)), dtype=int)
+    for r in ok_rows:
+        matrix[ri[r["truth"]], ci[r["predicted"]]] += 1
+    return row_names, col_names, matrix
+
+
+def _open_set(gen: list[dict], imp: list[dict], threshold: float | None) -> dict:
+    """The open-set figures (:func:`open_set_figures`) of genuine and impostor rows."""
+    from facerec.recognition.decision import UNKNOWN
+
+    def scores(rows: list[dict]) -> np.ndarray:
+        return np.array([np.nan if r["confidence"] is None else r["confidence"] for r in rows],
+                        float)
+
+    figures = open_set_figures(
+        correct=np.array([r["candidate"] == r["truth"] for r in gen], bool),
+        genuine_score=scores(gen),
+        genuine_accept=np.array([r["predicted"] == r["candidate"] for r in gen], bool),
+        impostor_score=scores(imp),
+        impostor_accept=np.array([r["predicted"] not in (UNKNOWN, NO_FACE) for r in imp], bool))
+    figures["threshold"] = threshold
+    figures["impostor_no_face"] = sum(r["predicted"] == NO_FACE for r in imp)
+    return figures
 
 
 # -------------------------------------------------------------------------------------- output
@@ -312,13 +330,13 @@ def confusion_png(confusion: dict, path: str | os.PathLike, title: str = "") -> 
     as a PNG with Pillow."""
     from PIL import Image, ImageDraw
 
-    from facerec.inference.predict import _font
+    from facerec.inference.predict import label_font
 
     rows, cols = confusion["rows"], confusion["columns"]
     m = np.asarray(confusion["matrix"], dtype=float).reshape(len(rows), len(cols))
     cell = 44 if max(len(rows), len(cols)) <= 20 else 24
-    font = _font(13 if cell > 30 else 10)
-    small = _font(11 if cell > 30 else 9)
+    font = label_font(13 if cell > 30 else 10)
+    small = label_font(11 if cell > 30 else 9)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def tw(text, f=font):

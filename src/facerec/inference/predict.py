@@ -16,7 +16,7 @@ How an image is read (:meth:`Predictor.predict_paths`):
    that cannot be read gives an :class:`ImageResult` with ``error`` set, never an exception.
 2. Every face is found with the detector that found the training faces (the checkpoint's crop
    spec names it, :func:`facerec.detection.detect.get_detector`: MTCNN, batched, CUDA when available) and
-   cropped exactly as ``facerec detect`` crops for training (:func:`facerec.detection.detect.crop_face`, a
+   cropped exactly as ``facerec detect`` crops for training (:func:`facerec.detection.cropping.crop_faces`, a
    160-pixel square with the checkpoint's crop margin, 0.2 by default).
 3. An image in which no face is found and whose sides are both at most ``crop_max_side`` (400)
    pixels is taken to be an already cropped face (the tutorial's crops), *if* the detector
@@ -49,8 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from facerec.cropspec import CropSpec
 from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE, resolve_device
+from facerec.detection.cropping import CROP_MAX_SIDE
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import sha256_file
@@ -70,8 +73,6 @@ __all__ = [
     "annotated_paths",
 ]
 
-#: an image with no face found whose sides are both at most this many pixels may be a crop
-CROP_MAX_SIDE = 400
 CSV_COLUMNS = ("image", "face", "x", "y", "w", "h", "label", "confidence", "candidate",
                "probability", "detection_score", "source", "error")
 
@@ -176,7 +177,8 @@ class Predictor:
                  threshold: float | None = None, mode: str = "auto", batch_size: int = 16,
                  min_face_size: int = MIN_FACE_SIZE, max_side: int | None = MAX_SIDE,
                  crop_max_side: int = CROP_MAX_SIDE, detector: Any = None) -> None:
-        from facerec.recognition.runtime import RUNTIMES, load_runtime
+        from facerec.recognition.loader import load_runtime
+        from facerec.recognition.runtime import RUNTIMES
 
         if runtime not in RUNTIMES:
             raise FacerecError(f"unknown runtime {runtime!r}: use torch or onnx")
@@ -268,7 +270,7 @@ class Predictor:
         idx, score, prob, known = self.runtime.decide(z, t)
         self.timings["embed"] += t1 - t0
         self.timings["classify"] += time.perf_counter() - t1
-        from facerec.recognition.model import UNKNOWN
+        from facerec.recognition.decision import UNKNOWN
 
         out = []
         for i in range(len(crops)):
@@ -336,10 +338,26 @@ class Predictor:
             if bar is not None:
                 bar.close()
 
+    def face_crops(self, images: Sequence[Any], whole_images: bool = True) -> list[list[Any]]:
+        """The faces of loaded images, cut as the checkpoint's training crops were
+        (:func:`facerec.detection.cropping.crop_faces`), left to right; ``whole_images``: a small
+        face-like image without a detected face is itself one crop (mode ``crops``: every image
+        is)."""
+        from facerec.detection.cropping import crop_faces
+
+        if self.mode == "crops":
+            from facerec.detection.cropping import FaceCrop
+
+            return [[FaceCrop(im.image, (0.0, 0.0, float(im.width), float(im.height)), None,
+                              None, np.eye(2, 3), "whole_image")] for im in images]
+        t0 = time.perf_counter()
+        found = crop_faces(images, self.detector, self.crop,
+                           crop_max_side=self.crop_max_side if whole_images else 0)
+        self.timings["detect"] += time.perf_counter() - t0
+        return [sorted(faces, key=lambda f: (f.box[0], f.box[1])) for faces in found]
+
     def _predict_loaded(self, work: list[tuple[str, Any, str | None]], keep_images: bool = False
                         ) -> list[ImageResult]:
-        from facerec.detection.detect import crop_face
-
         results = [ImageResult(image=name, error=err,
                                width=None if img is None else img.width,
                                height=None if img is None else img.height,
@@ -348,42 +366,14 @@ class Predictor:
         ok = [i for i, (_, img, _) in enumerate(work) if img is not None]
         self.counts["images"] += len(work)
         self.counts["errors"] += len(work) - len(ok)
-        # (image index, box, detection score, source, crop)
-        faces: list[tuple[int, tuple, float | None, str, Any]] = []
-        if self.mode == "crops":
-            for i in ok:
-                im = work[i][1].image
-                faces.append((i, (0.0, 0.0, float(im.width), float(im.height)), None,
-                              "whole_image", im))
-        elif ok:
-            t0 = time.perf_counter()
-            found = self.detector.detect_batch([work[i][1] for i in ok])
-            small = []
-            for i, dets in zip(ok, found):
-                img = work[i][1]
-                for face in sorted(dets, key=lambda f: (f.box[0], f.box[1])):
-                    crop, _ = crop_face(img.image, face, self.crop_size, self.crop_margin,
-                                        self.align)
-                    faces.append((i, face.box, face.score, "detected", crop))
-                if not dets and self.crop_max_side and \
-                        max(img.image.width, img.image.height) <= self.crop_max_side:
-                    small.append(i)
-            if small:
-                scores = self.detector.score_crops([work[i][1].image for i in small],
-                                                   self.crop_margin)
-                for i, s in zip(small, scores):
-                    if s >= self.detector.face_threshold:
-                        im = work[i][1].image
-                        faces.append((i, (0.0, 0.0, float(im.width), float(im.height)), float(s),
-                                      "whole_image", im))
-            self.timings["detect"] += time.perf_counter() - t0
-        preds = self.classify_crops([f[4] for f in faces])
-        for (i, box, det, source, _), (label, score, cand, prob) in zip(faces, preds):
+        found = self.face_crops([work[i][1] for i in ok]) if ok else []
+        faces = [(i, face) for i, crops in zip(ok, found) for face in crops]
+        preds = self.classify_crops([face.crop for _, face in faces])
+        for (i, face), (label, score, cand, prob) in zip(faces, preds):
             results[i].faces.append(FaceResult(
-                box=tuple(float(v) for v in box), label=label,
-                confidence=score if math.isfinite(score) else None, candidate=cand,
-                probability=prob if math.isfinite(prob) else None,
-                detection_score=det, source=source))
+                box=face.box, label=label, confidence=score if math.isfinite(score) else None,
+                candidate=cand, probability=prob if math.isfinite(prob) else None,
+                detection_score=face.score, source=face.source))
         self.counts["faces"] += len(faces)
         return results
 
@@ -444,7 +434,7 @@ def write_csv(results: Iterable[ImageResult], target) -> None:
             handle.close()
 
 
-def _font(size: int):
+def label_font(size: int):
     from PIL import ImageFont
 
     try:
@@ -458,13 +448,13 @@ def draw_faces(image, faces: Sequence[FaceResult]):
     orange: unknown)."""
     from PIL import ImageDraw
 
-    from facerec.recognition.model import UNKNOWN
+    from facerec.recognition.decision import UNKNOWN
 
     im = image.convert("RGB").copy()
     draw = ImageDraw.Draw(im)
     side = min(im.size)
     width = max(2, side // 250)
-    font = _font(max(11, side // 40))
+    font = label_font(max(11, side // 40))
     for f in faces:
         x, y, w, h = f.box
         colour = (255, 140, 0) if f.label == UNKNOWN else (40, 200, 60)

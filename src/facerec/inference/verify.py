@@ -15,9 +15,10 @@ largest when it is clearly the largest, else ``pick``).
 
 Thresholds:
 
-- 1:1 without a checkpoint: :data:`DEFAULT_THRESHOLDS`, measured by ``bench/verify_lfw.py`` on every
-  pair of ``lfw-dev`` photos (the largest distance at which at most 1% of different-person pairs
-  are accepted; the rates it gives are in docs/verify.md).
+- 1:1 without a checkpoint: the embedder's ``verify_threshold``
+  (:func:`default_pair_threshold`), measured by ``bench/verify_lfw.py`` on every pair of
+  ``lfw-dev`` photos (the largest distance at which at most 1% of different-person pairs are
+  accepted; the rates it gives are in docs/enroll-verify.md).
 - 1:1 with a checkpoint: the same rule (:func:`pair_threshold`) on the faces the checkpoint was
   calibrated on (its stored gallery), so a timm checkpoint gets a threshold in its own feature space.
 - 1:N: the checkpoint's own unknown threshold (cosine to a person's prototype), as a distance.
@@ -34,16 +35,23 @@ from pathlib import Path
 
 import numpy as np
 
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError
 
-__all__ = ["DEFAULT_THRESHOLDS", "TARGET_FAR", "IdentifyResult", "PairResult", "Verifier",
-           "pair_threshold", "pair_rates"]
+__all__ = ["TARGET_FAR", "IdentifyResult", "PairResult", "Verifier", "default_pair_threshold",
+           "checkpoint_pair_threshold", "pair_threshold", "pair_rates"]
 
-#: cosine-distance threshold per embedder for 1:1 verification without a checkpoint, from
-#: bench/verify_lfw.py on all lfw-dev pairs (<= 1% false accepts); see docs/verify.md
-DEFAULT_THRESHOLDS = {"dlib_face": 0.0883}
 #: the false-accept rate the thresholds are set at
 TARGET_FAR = 0.01
+
+
+def default_pair_threshold(backbone: str) -> float | None:
+    """The 1:1 cosine-distance threshold of a face embedder without a checkpoint (its
+    ``verify_threshold``, from bench/verify_lfw.py on all lfw-dev pairs, <= 1% false accepts);
+    None for other backbones."""
+    from facerec.recognition.embed import EMBEDDERS
+
+    return EMBEDDERS.get(backbone).verify_threshold if backbone in EMBEDDERS else None
 
 
 def pair_threshold(z: np.ndarray, y: np.ndarray, target_far: float = TARGET_FAR,
@@ -66,6 +74,23 @@ def pair_threshold(z: np.ndarray, y: np.ndarray, target_far: float = TARGET_FAR,
     d = np.sort(1.0 - (z[i] * z[j]).sum(axis=1))
     k = int(math.floor(target_far * len(d)))  # accept d < d[k]: at most k impostor pairs
     return float(d[k]) - 1e-9 if k < len(d) else float(d[-1])
+
+
+def checkpoint_pair_threshold(ckpt, clf) -> tuple[float | None, str]:
+    """(1:1 cosine-distance threshold for a checkpoint's features, where it comes from): the
+    pairs of its stored calibration faces at <= :data:`TARGET_FAR` false accepts, else its
+    embedder's default, else its unknown threshold as a distance; (None, "") without any."""
+    g = ckpt.gallery
+    t = pair_threshold(g.features, g.labels) if g is not None else None
+    if t is not None:
+        return t, (f"checkpoint: pairs of its {len(g.labels)} calibration faces, "
+                   f"<= {TARGET_FAR:.0%} false accepts")
+    t = default_pair_threshold(clf.backbone_name)
+    if t is not None:
+        return t, f"default for {clf.backbone_name} (lfw-dev pairs, <= {TARGET_FAR:.0%} false accepts)"
+    if np.isfinite(clf.threshold):
+        return 1.0 - clf.threshold, "checkpoint's unknown threshold (no pair calibration)"
+    return None, ""
 
 
 def pair_rates(z: np.ndarray, y: np.ndarray, threshold: float) -> dict:
@@ -117,9 +142,9 @@ class IdentifyResult:
 class Verifier:
     """Features of one face per photo, and the thresholds to compare them (see the module doc)."""
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, *, backbone: str = "dlib_face",
-                 threshold: float | None = None, pick: str | None = None, device: str = "auto"):
-        from facerec.cropspec import CropSpec
+    def __init__(self, checkpoint: str | os.PathLike | None = None, *,
+                 backbone: str = DEFAULT_BACKBONE, threshold: float | None = None,
+                 pick: str | None = None, device: str = "auto"):
         from facerec.defaults import resolve_device
         from facerec.detection.detect import get_detector
 
@@ -127,22 +152,22 @@ class Verifier:
         self.threshold_override = threshold
         self.device = resolve_device(device)
         self.clf = None
-        self.gallery = None
-        spec = CropSpec()  # without a checkpoint: the crops `facerec detect` makes by default
+        self.ckpt = None
         if checkpoint is not None:
-            from facerec.inference.enroll import _gallery, _read
+            from facerec.recognition.checkpoint import Checkpoint
             from facerec.recognition.model import load_checkpoint
 
-            ckpt = _read(checkpoint)
-            self.clf = load_checkpoint(checkpoint, map_location=self.device)
-            self.gallery = _gallery(ckpt, len(self.clf.labels), int(self.clf.prototypes.shape[1]))
+            self.ckpt = Checkpoint.read(checkpoint)
+            self.clf = load_checkpoint(self.ckpt, map_location=self.device)
             self.backbone = self.clf.backbone_name
             # faces are cropped as the checkpoint's training crops were (its CropSpec)
-            spec = CropSpec.from_preprocess(self.clf.config.get("preprocess"))
+            spec = self.ckpt.crop
         else:
-            from facerec.recognition.embed import get_embedder
+            from facerec.recognition.backbones import backbone_for
 
-            self.embedder = get_embedder(backbone)
+            kind = backbone_for(backbone)
+            spec = kind.new_work_crop()  # the crops `facerec detect` makes for this model
+            self.embedder = kind.embedder(crop=spec, device=self.device)
             self.backbone = backbone
         self.crop = spec
         self.detector = get_detector(spec.detector_name, device=self.device)
@@ -164,7 +189,7 @@ class Verifier:
         if self.clf is not None:
             z = self.clf.embed_crops(crops).numpy().astype(np.float64)
         else:
-            from facerec.recognition.model import embed_pil
+            from facerec.recognition.features import embed_pil
 
             z = embed_pil(self.embedder, crops, True).astype(np.float64)
         for f, row in zip(found, z):
@@ -180,16 +205,13 @@ class Verifier:
         """(cosine-distance threshold for 1:1, where it comes from)."""
         if self.threshold_override is not None:
             return float(self.threshold_override), "--threshold"
-        if self.gallery is not None:
-            t = pair_threshold(*self.gallery)
-            if t is not None:
-                return t, (f"checkpoint: pairs of its {len(self.gallery[1])} calibration faces, "
-                           f"<= {TARGET_FAR:.0%} false accepts")
-        if self.backbone in DEFAULT_THRESHOLDS:
-            return DEFAULT_THRESHOLDS[self.backbone], (f"default for {self.backbone} (lfw-dev "
-                                                       f"pairs, <= {TARGET_FAR:.0%} false accepts)")
-        if self.clf is not None and math.isfinite(self.clf.threshold):
-            return 1.0 - self.clf.threshold, "checkpoint's unknown threshold (no pair calibration)"
+        if self.ckpt is not None:
+            t, source = checkpoint_pair_threshold(self.ckpt, self.clf)
+        else:
+            t = default_pair_threshold(self.backbone)
+            source = f"default for {self.backbone} (lfw-dev pairs, <= {TARGET_FAR:.0%} false accepts)"
+        if t is not None:
+            return t, source
         raise FacerecError(f"no calibrated verification threshold for {self.backbone}: give "
                            "--threshold (a cosine distance)")
 
@@ -211,7 +233,7 @@ class Verifier:
         if self.clf is None:
             raise FacerecError("one photo: give a second photo to compare with, or "
                                "--checkpoint_path to rank the enrolled people (1:N)")
-        from facerec.recognition.model import UNKNOWN
+        from facerec.recognition.decision import UNKNOWN
 
         z, info = self.faces([a])
         protos = self.clf.prototypes.detach().cpu().numpy().astype(np.float64)
@@ -226,7 +248,7 @@ class Verifier:
 
 
 def run_verify(paths: list[str], *, checkpoint: str | None = None, threshold: float | None = None,
-               backbone: str = "dlib_face", pick: str | None = None, as_json: bool = False,
+               backbone: str = DEFAULT_BACKBONE, pick: str | None = None, as_json: bool = False,
                top: int = 10, device: str = "auto", out=None) -> PairResult | IdentifyResult:
     """What ``facerec verify`` does: 1:1 with two photos, 1:N with one and a checkpoint."""
     out = out or sys.stdout

@@ -345,23 +345,9 @@ def link_distance_for(predictor) -> float | None:
     None with the ONNX runtime (it gives no features: boxes only)."""
     if predictor.runtime_name != "torch":
         return None
-    from facerec.inference.enroll import _gallery
-    from facerec.inference.verify import DEFAULT_THRESHOLDS, pair_threshold
+    from facerec.inference.verify import checkpoint_pair_threshold
 
-    clf = predictor.runtime.clf
-    import torch
-
-    try:
-        ckpt = torch.load(predictor.checkpoint, map_location="cpu", weights_only=True)
-        g = _gallery(ckpt, len(clf.labels), int(clf.prototypes.shape[1]))
-    except Exception:  # noqa: BLE001 - already loaded once; a gallery is optional
-        g = None
-    t = pair_threshold(*g) if g is not None else None
-    if t is None:
-        t = DEFAULT_THRESHOLDS.get(clf.backbone_name)
-    if t is None and math.isfinite(clf.threshold):
-        t = 1.0 - clf.threshold
-    return t
+    return checkpoint_pair_threshold(predictor.runtime.checkpoint, predictor.runtime.clf)[0]
 
 
 def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate: Path | None = None,
@@ -370,7 +356,6 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
     file; a file that cannot be opened at all raises :class:`FacerecError`."""
     from PIL import Image
 
-    from facerec.detection.detect import crop_face
     from facerec.inference.predict import FaceResult
 
     if not fps or fps <= 0:
@@ -401,16 +386,9 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
     def flush(batch: list[tuple[float, Any]]) -> None:
         nonlocal writer
         images = [Image.fromarray(a) for _, a in batch]
-        t0 = time.perf_counter()
-        found = predictor.detector.detect_batch(images)
-        predictor.timings["detect"] += time.perf_counter() - t0
-        crops, where = [], []
-        for k, (im, faces) in enumerate(zip(images, found)):
-            for face in sorted(faces, key=lambda f: (f.box[0], f.box[1])):
-                crop, _ = crop_face(im, face, predictor.crop_size, predictor.crop_margin,
-                                    predictor.align)
-                crops.append(crop)
-                where.append((k, face))
+        where = [(k, face) for k, faces in
+                 enumerate(predictor.face_crops(images, whole_images=False)) for face in faces]
+        crops = [face.crop for _, face in where]
         z, preds = predictor.classify_features(crops)
         feats = None  # the tracker's appearance features: the torch runtime's unit features
         if crops and predictor.runtime_name == "torch":

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from facerec.cropspec import CropSpec
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError
 from facerec.registry import Registry
 
 __all__ = [
     "Embedder",
-    "DlibFaceEmbedder",
     "EmbeddingCache",
     "FaceQuality",
     "EmbedStats",
@@ -56,7 +57,7 @@ __all__ = [
     "register_embedder",
 ]
 
-DEFAULT_EMBEDDER = "dlib_face"
+DEFAULT_EMBEDDER = DEFAULT_BACKBONE  # the frozen face model new work uses (facerec.defaults)
 
 
 # ---------------------------------------------------------------------------------------- quality
@@ -102,6 +103,10 @@ _INSTANCES_LOCK = threading.Lock()
 #: class decorator: make an :class:`Embedder` subclass available to :func:`get_embedder`
 register_embedder = EMBEDDERS.register
 available_embedders = EMBEDDERS.names
+#: the class registered as NAME (its class attributes, without loading a model)
+embedder_class = EMBEDDERS.get
+# the built-in models, one file each, imported when first asked for by name
+EMBEDDERS.register_lazy("dlib_face", "facerec.recognition.dlib_face:DlibFaceEmbedder")
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", **kwargs: Any) -> Embedder:
@@ -122,7 +127,19 @@ class Embedder(abc.ABC):
 
     Subclasses set ``name``, ``dim``, ``version`` (part of the cache key: bump it when the output
     changes), ``metric`` and ``same_person_threshold`` (the distance below which two faces are
-    usually the same person), and implement :meth:`embed_with_quality`.
+    usually the same person), and implement :meth:`embed_raw`. What the rest of facerec needs to
+    know of a model is said here, by class attributes, never by testing its name:
+
+    * ``crop``: the crop new work should cut for it (size, margin, alignment; the detector is
+      chosen separately), see :mod:`facerec.cropspec`;
+    * ``prior_threshold``: the cosine-to-prototype threshold of a model with a single person
+      (nobody to calibrate against); ``verify_threshold``: the 1:1 cosine-distance threshold
+      without a checkpoint (both measured on lfw-dev by the benches named where they are set);
+    * ``finetune_levels``: how many of its last levels ``train --finetune N`` can train (0: none);
+    * ``settings``: its constructor's options that a checkpoint may record, with their types and
+      ranges (a checkpoint's ``embedder_kwargs`` are checked against them);
+    * :meth:`input_cutter` / :meth:`torch_network`: the input its network takes and the network
+      itself, for an ONNX export of the whole classifier (without them the head alone is).
     """
 
     name: str = ""
@@ -130,6 +147,41 @@ class Embedder(abc.ABC):
     version: str = "1"
     metric: str = "euclidean"
     same_person_threshold: float = 0.6
+    crop: CropSpec = CropSpec()
+    prior_threshold: float | None = None
+    verify_threshold: float | None = None
+    finetune_levels: int = 0
+    #: option -> (type, lowest, highest) of the options a checkpoint may record
+    settings: dict[str, tuple[type, float, float]] = {}
+    #: side of the square RGB uint8 input of :meth:`torch_network` (0: no whole-model export)
+    network_input_size: int = 0
+
+    def options(self) -> dict:
+        """This instance's values of its ``settings`` (what a checkpoint records)."""
+        return {key: getattr(self, key) for key in self.settings if hasattr(self, key)}
+
+    @classmethod
+    def input_cutter(cls, settings: dict) -> Callable[[Sequence[Any]], tuple[list, list[int]]]:
+        """A function from face crops to the inputs of :meth:`torch_network`, without torch (an
+        ONNX export runs on it alone): (HxWx3 uint8 arrays, the indices of the crops they come
+        from; a crop that cannot be used has none). ``settings``: the embedder's options."""
+        raise NotImplementedError(f"{cls.name} has no exportable network")
+
+    def torch_network(self, tail: Any = None):
+        """The network (CPU, float32, eval) mapping (N, 3, S, S) RGB 0..255 floats to raw
+        embeddings; ``tail``: fine-tuned last levels (``finetune_levels`` > 0)."""
+        raise NotImplementedError(f"{self.name} has no exportable network")
+
+    @classmethod
+    def finetune_tail(cls, levels: int, pretrained: bool = False):
+        """The module of the last ``levels`` levels (``train --finetune``): the model's own
+        weights with ``pretrained``, else to be loaded from a checkpoint."""
+        raise NotImplementedError(f"{cls.name} has no levels to fine-tune")
+
+    def trunk(self, inputs: np.ndarray, upto: int, mirror: bool = True) -> np.ndarray:
+        """The activations entering level ``upto`` for :meth:`network_input`'s arrays: (N, 2 or
+        1, C, H, W) float32 on the CPU (crop and mirror image with ``mirror``)."""
+        raise NotImplementedError(f"{self.name} has no levels to fine-tune")
 
     @property
     def cache_id(self) -> str:
@@ -226,7 +278,7 @@ class Embedder(abc.ABC):
 def to_rgb_array(image: Any) -> np.ndarray:
     """HxWx3 uint8 C-contiguous array from a PIL image, an array (grey, RGB, RGBA) or a path."""
     if isinstance(image, (str, os.PathLike)):
-        image = _open_image(Path(image).read_bytes())
+        image = open_image(Path(image).read_bytes())
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
@@ -245,289 +297,11 @@ def _as_pil(image: Any) -> Image.Image:
     return image if isinstance(image, Image.Image) else Image.fromarray(to_rgb_array(image))
 
 
-def _open_image(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
+    """An upright RGB image from encoded bytes (EXIF orientation applied)."""
     img = Image.open(io.BytesIO(data))
     img = ImageOps.exif_transpose(img)
     return img.convert("RGB")
-
-
-# ------------------------------------------------------------------------------------------- dlib
-def dlib_models_dir() -> Path:
-    """Folder holding the dlib model files of ``face_recognition_models`` (located, never imported:
-    importing it needs ``pkg_resources``)."""
-    from facerec.weights import WHEEL_FILES
-
-    return WHEEL_FILES["dlib_shape5"].located().parent
-
-
-class DlibChipper:
-    """dlib's 5-point landmark fit and aligned face chip (``dlib.get_face_chip``, 150x150, padding
-    0.25): what dlib's face ResNet is fed. dlib only; no network (ONNX runtimes use it alone).
-
-    The fit runs inside a face rectangle on the crop: the given box, else the box ``facerec
-    detect`` leaves in the middle of every crop (``margin`` of context around it).
-    """
-
-    chip_size = 150
-    chip_padding = 0.25
-
-    def __init__(self, margin: float = 0.2) -> None:
-        import dlib
-
-        self.margin = float(margin)
-        from facerec.weights import wheel_file
-
-        path = wheel_file("dlib_shape5")
-        try:
-            self._shape = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:  # corrupt or another kind of file
-            raise FacerecError(f"cannot load dlib landmark model {path}: {exc}") from exc
-        self._dlib = dlib
-        self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
-
-    def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """The face box ``facerec detect`` leaves in a crop: centred, 1/(1+margin) of its side
-        (detect crops a square of side max(w, h) * (1 + margin) around the box)."""
-        fw, fh = width / (1 + self.margin), height / (1 + self.margin)
-        return ((width - fw) / 2, (height - fh) / 2, (width + fw) / 2, (height + fh) / 2)
-
-    def fit_landmarks(self, img: np.ndarray, box: Sequence[float] | None = None):
-        """dlib ``full_object_detection`` (5 points) fitted inside ``box`` (default: centred box)."""
-        h, w = img.shape[:2]
-        x0, y0, x1, y1 = box if box is not None else self.default_box(w, h)
-        rect = self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
-        with self._lock:
-            return self._shape(img, rect)
-
-    def chip(self, image: Any, box: Any = None) -> np.ndarray:
-        """The aligned 150x150 RGB uint8 chip of one crop."""
-        img = to_rgb_array(image)
-        shape = self.fit_landmarks(img, box)
-        return self._dlib.get_face_chip(img, shape, size=self.chip_size, padding=self.chip_padding)
-
-    def chips(self, images: Sequence[Any], boxes: Sequence[Any] | None = None
-              ) -> tuple[list[np.ndarray], list[int], list[dict[str, Any]]]:
-        """(chips, the indices of the images they come from, a meta dict per image: the fitted
-        points and the image size, or ``{"error": ...}`` for an image that could not be used)."""
-        chips: list[np.ndarray] = []
-        rows: list[int] = []
-        metas: list[dict[str, Any]] = [{} for _ in images]
-        for i, image in enumerate(images):
-            try:
-                img = to_rgb_array(image)
-                shape = self.fit_landmarks(img, boxes[i] if boxes is not None else None)
-                chips.append(self._dlib.get_face_chip(img, shape, size=self.chip_size,
-                                                      padding=self.chip_padding))
-                metas[i] = {"points": [[p.x, p.y] for p in shape.parts()],
-                            "size": [int(img.shape[1]), int(img.shape[0])]}
-                rows.append(i)
-            except Exception as exc:  # noqa: BLE001 - unreadable/odd input: NaN row, see meta
-                metas[i] = {"error": f"{type(exc).__name__}: {exc}", "reason": "could not embed"}
-        return chips, rows, metas
-
-
-@register_embedder("dlib_face")
-class DlibFaceEmbedder(Embedder):
-    """dlib's 128-d ResNet face descriptor (99.38% on LFW; same person below ~0.6 euclidean).
-
-    dlib-bin fits the 5 landmarks and cuts the aligned 150x150 chip (``dlib.get_face_chip``); the
-    network itself is our PyTorch port (:mod:`facerec.recognition.dlib_net`, the same descriptors to ~1e-6),
-    batched (``batch_size`` chips per forward pass), channels-last, on ``device`` (``auto``: CUDA
-    when available, in float16 there). ``margin`` is the context ``facerec detect`` left around the
-    face box in each crop (used when no box is given); ``num_jitters`` > 0 averages that many
-    jittered copies of each chip (``dlib.jitter_image``; slower, a bit better).
-    """
-
-    name = "dlib_face"
-    dim = 128
-    # 2: landmark fit in the box detect leaves (1/(1+margin) of the crop)
-    # 3: the torch network; the mirror view is the mirrored chip (one batch with the chip)
-    version = "3"
-    metric = "euclidean"
-    same_person_threshold = 0.6
-    chip_size = 150
-    chip_padding = 0.25
-    #: a fit whose eye centres are further than this (x inter-ocular distance) from MTCNN's fails
-    max_fit_error = 0.45
-    #: torch parallelises one batch over the cores itself: no worker processes in embed_files
-    uses_processes = False
-    #: "" for dlib's network; "-ft<N>-<digest of the weights>" for a fine-tuned copy (with_tail)
-    _tuned_id = ""
-
-    def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0,
-                 batch_size: int = 64, half: bool | None = None) -> None:
-        self.chipper = DlibChipper(margin=margin)
-        self.margin = self.chipper.margin
-        self.num_jitters = int(num_jitters)
-        self.batch_size = max(1, int(batch_size))
-        self._half = half
-        self._net = None
-        self._net_lock = threading.Lock()
-        from facerec.defaults import resolve_device
-
-        self.torch_device = resolve_device(device)
-        self.device = str(self.torch_device)
-
-    @property
-    def cache_id(self) -> str:
-        extra = "" if (self.margin, self.num_jitters) == (0.2, 0) else f"-m{self.margin:g}-j{self.num_jitters}"
-        # a fine-tuned network's descriptors are keyed by its weights: never mixed with dlib's
-        return f"{self.name}-v{self.version}{extra}{self._tuned_id}"
-
-    def with_tail(self, tail: Any) -> DlibFaceEmbedder:
-        """This embedder (same landmarks, chips, batching, device) with the last levels of its
-        network replaced by a copy of ``tail`` (a :class:`facerec.recognition.dlib_net.DlibTail`, from
-        ``facerec train --finetune``). Its cache id names the weights' digest."""
-        import copy
-
-        import torch
-
-        from facerec.recognition.dlib_net import load_dlib_resnet
-
-        self.net  # noqa: B018 - loads the base network: sets the dtype used below
-        clone = copy.copy(self)  # shares the landmark model
-        clone._net_lock = threading.Lock()
-        net = load_dlib_resnet().with_tail(tail)
-        clone._net = net.to(self.torch_device, dtype=self.dtype,
-                            memory_format=torch.channels_last).eval()
-        digest = hashlib.sha256()
-        for key, value in sorted(tail.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().float().cpu().numpy().tobytes())
-        clone._tuned_id = f"-ft{len(tail.levels)}-{digest.hexdigest()[:16]}"
-        return clone
-
-    def trunk(self, chips: np.ndarray, upto: int, mirror: bool = True) -> np.ndarray:
-        """The activations entering level ``upto`` of dlib's network for 150x150 RGB uint8 chips:
-        (N, 2, C, H, W) with ``mirror`` (chip, mirror image), else (N, 1, C, H, W); float32 on
-        the CPU. What ``facerec train --finetune`` computes once per crop."""
-        import torch
-
-        net = self.net
-        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
-        step = max(1, self.batch_size // (2 if mirror else 1))
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(chips), step):
-                x = torch.from_numpy(chips[s:s + step]).to(self.torch_device).permute(0, 3, 1, 2)
-                n = len(x)
-                if mirror:
-                    x = torch.cat([x, x.flip(3)])
-                x = x.to(self.dtype, memory_format=torch.channels_last)
-                a = net.trunk(x, upto).float().contiguous().cpu()
-                out.append(torch.stack([a[:n], a[n:]], 1) if mirror else a[:, None])
-        return torch.cat(out).numpy()
-
-    @property
-    def net(self):
-        """The torch network on this embedder's device (loaded at first use)."""
-        if self._net is None:
-            with self._net_lock:
-                if self._net is None:
-                    import torch
-
-                    from facerec.recognition.dlib_net import load_dlib_resnet
-
-                    net = load_dlib_resnet().to(self.torch_device)
-                    half = self._half if self._half is not None else self.torch_device.type == "cuda"
-                    self.dtype = torch.float16 if half else torch.float32
-                    self._net = net.to(dtype=self.dtype, memory_format=torch.channels_last).eval()
-        return self._net
-
-    def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
-        return self.chipper.default_box(width, height)
-
-    def fit_landmarks(self, img: np.ndarray, box: Sequence[float] | None = None):
-        return self.chipper.fit_landmarks(img, box)
-
-    def chip(self, image: Any, box: Any = None) -> np.ndarray:
-        """dlib's aligned 150x150 face chip for one crop (what the network sees)."""
-        return self.chipper.chip(image, box)
-
-    def embed_chips(self, chips: np.ndarray | Sequence[np.ndarray], mirror: bool = False
-                    ) -> np.ndarray:
-        """Descriptors of 150x150 RGB uint8 chips: (N, 128), or (N, 2, 128) with ``mirror`` (each
-        chip and its left-right mirror image, computed in the same batches)."""
-        chips = np.asarray(chips, dtype=np.uint8).reshape(-1, self.chip_size, self.chip_size, 3)
-        if len(chips) == 0:
-            return np.zeros((0, 2, self.dim) if mirror else (0, self.dim), dtype=np.float32)
-        if self.num_jitters > 0:  # dlib's jittering (random crops, flips, scales), averaged
-            import dlib
-
-            return np.asarray([self._forward(np.asarray(dlib.jitter_image(
-                np.ascontiguousarray(c), self.num_jitters)), mirror).mean(axis=0)
-                for c in chips], dtype=np.float32)
-        return self._forward(chips, mirror)
-
-    def _forward(self, chips: np.ndarray, mirror: bool) -> np.ndarray:
-        import torch
-
-        net = self.net
-        views = 2 if mirror else 1
-        step = max(1, self.batch_size // views)  # a batch holds whole (chip, mirror) pairs
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(chips), step):
-                x = torch.from_numpy(chips[s:s + step]).to(self.torch_device)
-                x = x.permute(0, 3, 1, 2)  # NHWC bytes viewed as NCHW: already channels-last
-                if mirror:
-                    x = torch.cat([x, x.flip(3)])
-                x = x.to(self.dtype, memory_format=torch.channels_last)
-                y = net(x).float().cpu().numpy()
-                out.append(np.stack([y[:len(y) // 2], y[len(y) // 2:]], axis=1) if mirror
-                           else y)
-        return np.concatenate(out).astype(np.float32)
-
-    def embed_raw(self, images, boxes=None):
-        vecs, metas = self._embed(images, boxes, mirror=False)
-        return vecs, metas
-
-    def embed_views(self, images, boxes=None):
-        return self._embed(images, boxes, mirror=True)
-
-    def _embed(self, images, boxes, mirror: bool):
-        n = len(images)
-        shape = (n, 2, self.dim) if mirror else (n, self.dim)
-        vecs = np.full(shape, np.nan, dtype=np.float32)
-        chips, rows, metas = self.chipper.chips(images, boxes)
-        if rows:
-            vecs[rows] = self.embed_chips(np.stack(chips), mirror=mirror)
-        return vecs, metas
-
-    def assess(self, meta, landmarks=None):
-        """Checks the 5-point fit: plausible geometry, and agreement with MTCNN's eyes if given.
-
-        dlib's points: 0-1 and 2-3 are the corners of each eye, 4 the base of the nose.
-        """
-        if meta.get("error") or "points" not in meta:
-            return super().assess(meta if meta.get("error") else {"error": "no landmark fit"})
-        pts = np.asarray(meta["points"], dtype=np.float64)
-        width, height = meta["size"]
-        eye_a, eye_b, nose = pts[0:2].mean(0), pts[2:4].mean(0), pts[4]
-        iod = float(np.linalg.norm(eye_a - eye_b))
-        q = FaceQuality(eye_distance=iod)
-        side = min(width, height)
-        mid = (eye_a + eye_b) / 2
-        axis = (eye_b - eye_a) / max(iod, 1e-6)
-        normal = np.array([-axis[1], axis[0]])
-        nose_drop = abs(float((nose - mid) @ normal))
-        inside = bool(np.all(pts >= -0.1 * side) and np.all(pts[:, 0] <= width * 1.1)
-                      and np.all(pts[:, 1] <= height * 1.1))
-        if iod < 0.12 * side or iod > 0.8 * side or nose_drop < 0.25 * iod or not inside:
-            q.geometry_ok = False
-            q.reasons.append("implausible landmark fit")
-        if landmarks is not None:
-            lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-            if lm.shape[0] >= 2 and np.all(np.isfinite(lm[:2])):
-                ref_iod = max(float(np.linalg.norm(lm[0] - lm[1])), 1e-6)
-                # which eye dlib lists first differs from MTCNN's order: take the better pairing
-                e1 = max(np.linalg.norm(eye_a - lm[0]), np.linalg.norm(eye_b - lm[1]))
-                e2 = max(np.linalg.norm(eye_a - lm[1]), np.linalg.norm(eye_b - lm[0]))
-                q.fit_error = float(min(e1, e2) / ref_iod)
-                if q.fit_error > self.max_fit_error:
-                    q.reasons.append("landmark fit disagrees with the detector")
-        q.ok = not q.reasons
-        return q
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -648,7 +422,7 @@ def _embed_bytes(emb: Embedder, datas: list[bytes], boxes: list, mirror: bool = 
     bad: dict[int, str] = {}
     for i, data in enumerate(datas):
         try:
-            images.append(_open_image(data))
+            images.append(open_image(data))
         except Exception as exc:  # noqa: BLE001 - reported per file
             bad[i] = f"unreadable image ({type(exc).__name__}: {exc})"
             images.append(np.zeros((8, 8, 3), dtype=np.uint8))
@@ -695,77 +469,24 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
     vecs = np.full((n, 2, emb.dim) if mirror else (n, emb.dim), np.nan, dtype=np.float32)
     if n == 0:
         return (vecs, []) if return_quality else vecs
-
-    keys: list[str] = []
-    datas: dict[str, bytes] = {}
-    unread: dict[int, str] = {}
-    for i, p in enumerate(paths):
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            if on_error == "raise":
-                raise FacerecError(f"cannot read {p}: {exc.strerror or exc}") from exc
-            unread[i] = f"cannot read file ({exc.strerror or exc})"
-            keys.append("")
-            continue
-        key = hashlib.sha256(data).hexdigest() + _box_digest(boxes[i] if boxes is not None else None)
-        keys.append(key)
-        datas.setdefault(key, data)
-
+    keys, datas, unread = _read_files(paths, boxes, on_error)
     wanted = [k for k in keys if k]
     found = store.get_many(emb.cache_id, wanted)
     if mirror:  # a crop counts as cached only with both views
         mirrors = store.get_many(_mirror_id(emb), wanted)
         found = {k: (np.stack([v, mirrors[k][0]]), m) for k, (v, m) in found.items()
                  if k in mirrors}
-    todo = [k for k in dict.fromkeys(wanted) if k not in found]
-    first = {k: keys.index(k) for k in todo}
     stats.cached = sum(1 for k in wanted if k in found)
-
-    if todo:
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key and key not in found:
+            first.setdefault(key, i)
+    if first:
         t0 = time.perf_counter()
-        batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
-
-        def args_for(batch):
-            return ([datas[k] for k in batch],
-                    [boxes[first[k]] if boxes is not None else None for k in batch])
-
-        if not getattr(emb, "uses_processes", True):
-            workers = 1
-        elif workers is None:
-            workers = min(4, os.cpu_count() or 1) if len(todo) > 64 else 1
-        workers = max(1, min(int(workers), len(batches)))
-        bar = _progress(len(todo), f"embedding ({emb.name})", progress)
-        try:
-            done: set[int] = set()
-            if workers > 1 and _can_fork():
-                import multiprocessing as mp
-                from concurrent.futures.process import BrokenProcessPool
-
-                # fork (not spawn): works from any caller without a __main__ guard; the children
-                # only run dlib, numpy and PIL. A broken pool falls back to this process.
-                global _FORK_EMBEDDER
-                _FORK_EMBEDDER = emb
-                try:
-                    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                        futures = [pool.submit(_worker_embed, *args_for(b), mirror)
-                                   for b in batches]
-                        for j, (batch, fut) in enumerate(zip(batches, futures)):
-                            _store_batch(store, emb, batch, *fut.result(), found, mirror)
-                            done.add(j)
-                            bar.update(len(batch))
-                except (BrokenProcessPool, OSError):
-                    pass
-                finally:
-                    _FORK_EMBEDDER = None
-            for j, batch in enumerate(batches):
-                if j not in done:
-                    _store_batch(store, emb, batch,
-                                 *_embed_bytes(emb, *args_for(batch), mirror), found, mirror)
-                    bar.update(len(batch))
-        finally:
-            bar.close()
-        stats.computed = len(todo)
+        work = _Work(emb, store, datas, {k: boxes[i] if boxes is not None else None
+                                         for k, i in first.items()}, mirror, found)
+        work.run(list(first), batch_size, workers, progress)
+        stats.computed = len(first)
         stats.seconds = time.perf_counter() - t0
 
     quality: list[FaceQuality] = []
@@ -783,6 +504,87 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
         i = failed[0]
         raise FacerecError(f"cannot embed {paths[i]}: {quality[i].error}")
     return (vecs, quality) if return_quality else vecs
+
+
+def _read_files(paths: list[Path], boxes: Sequence[Any] | None, on_error: str
+                ) -> tuple[list[str], dict[str, bytes], dict[int, str]]:
+    """(cache key per file ("" when unreadable), bytes per key, why each unreadable file
+    failed); with ``on_error="raise"`` an unreadable file raises."""
+    keys: list[str] = []
+    datas: dict[str, bytes] = {}
+    unread: dict[int, str] = {}
+    for i, p in enumerate(paths):
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            if on_error == "raise":
+                raise FacerecError(f"cannot read {p}: {exc.strerror or exc}") from exc
+            unread[i] = f"cannot read file ({exc.strerror or exc})"
+            keys.append("")
+            continue
+        key = hashlib.sha256(data).hexdigest() + _box_digest(boxes[i] if boxes is not None else None)
+        keys.append(key)
+        datas.setdefault(key, data)
+    return keys, datas, unread
+
+
+@dataclass
+class _Work:
+    """The cache misses of one :func:`embed_files` call: computed in batches (in forked worker
+    processes when that helps), stored in the cache and in ``found``."""
+
+    emb: Embedder
+    store: EmbeddingCache
+    datas: dict[str, bytes]
+    boxes: dict[str, Any]
+    mirror: bool
+    found: dict
+
+    def args(self, batch: list[str]) -> tuple[list[bytes], list]:
+        return [self.datas[k] for k in batch], [self.boxes[k] for k in batch]
+
+    def run(self, todo: list[str], batch_size: int, workers: int | None, progress: bool) -> None:
+        batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+        if not getattr(self.emb, "uses_processes", True):
+            workers = 1
+        elif workers is None:
+            workers = min(4, os.cpu_count() or 1) if len(todo) > 64 else 1
+        workers = max(1, min(int(workers), len(batches)))
+        bar = _progress(len(todo), f"embedding ({self.emb.name})", progress)
+        try:
+            done = self._in_workers(batches, workers, bar) if workers > 1 and _can_fork() else set()
+            for j, batch in enumerate(batches):
+                if j not in done:
+                    self.keep(batch, *_embed_bytes(self.emb, *self.args(batch), self.mirror))
+                    bar.update(len(batch))
+        finally:
+            bar.close()
+
+    def _in_workers(self, batches: list[list[str]], workers: int, bar) -> set[int]:
+        """The batches done by forked workers (fork, not spawn: works from any caller without
+        a __main__ guard; the children only run dlib, numpy and PIL). A broken pool leaves the
+        rest to this process."""
+        import multiprocessing as mp
+        from concurrent.futures.process import BrokenProcessPool
+
+        global _FORK_EMBEDDER
+        _FORK_EMBEDDER = self.emb
+        done: set[int] = set()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                futures = [pool.submit(_worker_embed, *self.args(b), self.mirror) for b in batches]
+                for j, (batch, fut) in enumerate(zip(batches, futures)):
+                    self.keep(batch, *fut.result())
+                    done.add(j)
+                    bar.update(len(batch))
+        except (BrokenProcessPool, OSError):
+            pass
+        finally:
+            _FORK_EMBEDDER = None
+        return done
+
+    def keep(self, batch: list[str], vecs, metas) -> None:
+        _store_batch(self.store, self.emb, batch, vecs, metas, self.found, self.mirror)
 
 
 def _mirror_id(emb: Embedder) -> str:

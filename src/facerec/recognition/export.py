@@ -54,13 +54,6 @@ DEFAULT_OPSET = 17
 
 
 # ------------------------------------------------------------------------------------------ graphs
-def _export_kind(clf) -> str:
-    """``"full"`` (timm), ``"chips"`` (dlib_face: chip -> network -> head) or ``"head"``."""
-    if clf.backbone is not None:
-        return "full"
-    return "chips" if clf.config["backbone"].get("embedder") == "dlib_face" else "head"
-
-
 def _graph(clf):
     """The torch module that is exported: full classifier (timm), dlib's network + head
     (dlib_face) or the head alone (another frozen embedder)."""
@@ -95,7 +88,7 @@ def _graph(clf):
     class Chips(Head):
         def __init__(self) -> None:
             super().__init__()
-            self.net = clf.dlib_network()  # dlib's weights, or the --finetune ones
+            self.net = clf.export_network()  # the embedder's weights, or the --finetune ones
             self.mirror_tta = bool(clf.config["backbone"].get("mirror_tta", True))
 
         def forward(self, chips: torch.Tensor):
@@ -110,7 +103,7 @@ def _graph(clf):
             logits, proto = self.decide(z)
             return logits, proto, z, emb
 
-    module = {"full": Full, "chips": Chips, "head": Head}[_export_kind(clf)]()
+    module = {"full": Full, "chips": Chips, "head": Head}[clf.kind.export_kind]()
     return module.to("cpu").eval()
 
 
@@ -129,7 +122,7 @@ def _export_info(clf, opset: int) -> dict:
     from facerec._version import __version__
 
     info = _clean(dict(clf.info))
-    kind = _export_kind(clf)
+    kind = clf.kind.export_kind
     pre = info.get("preprocess") or {}
     dim = int(info["backbone"]["dim"])
     exp: dict[str, Any] = {"format": "onnx", "kind": kind, "opset": int(opset),
@@ -142,16 +135,19 @@ def _export_info(clf, opset: int) -> dict:
                      "embedder_kwargs": info["backbone"].get("embedder_kwargs", {}),
                      "mirror_tta": bool(info["backbone"].get("mirror_tta", True))}
         if kind == "chips":
-            embedding["chip"] = {"size": 150, "padding": 0.25, "layout": "N, 3 (RGB), 150, 150",
-                                 "values": "0..255", "landmarks": "dlib 5-point shape predictor"}
-            embedding["note"] = ("chips = dlib.get_face_chip(crop, 5-point fit) "
-                                 "(facerec.recognition.embed.DlibChipper); features = unit(unit(net(chip)) + "
-                                 "unit(net(mirror(chip)))) inside the model")
-            exp.update(input="chips", input_shape=["N", 3, 150, 150],
+            side = int(clf.kind.embedder_cls.network_input_size)
+            embedding["chip"] = {"size": side, "layout": f"N, 3 (RGB), {side}, {side}",
+                                 "values": "0..255",
+                                 "cut_by": f"{embedding['embedder']}'s input_cutter"}
+            embedding["note"] = ("chips = the embedder's network input cut from the crop "
+                                 "(facerec.recognition.embed.Embedder.input_cutter; dlib_face: "
+                                 "dlib.get_face_chip after its 5-point fit); features = "
+                                 "unit(unit(net(chip)) + unit(net(mirror(chip)))) inside the model")
+            exp.update(input="chips", input_shape=["N", 3, side, side],
                        outputs=["logits", "prototype_cosine", "features", "embedding"])
         else:
             embedding["note"] = ("features = unit(unit(embed(crop)) + unit(embed(mirror(crop)))) "
-                                 "(facerec.recognition.model.embed_pil), computed outside the ONNX model")
+                                 "(facerec.recognition.features.embed_pil), computed outside the ONNX model")
             exp.update(input="features", input_shape=["N", dim],
                        outputs=["logits", "prototype_cosine"])
         exp["embedding"] = embedding
@@ -219,7 +215,7 @@ def _verify(clf, data: bytes) -> float:
     """Largest |torch - onnxruntime| over logits and prototype cosines on a random input."""
     import torch
 
-    from facerec.recognition.runtime import OnnxClassifier
+    from facerec.recognition.onnx_runtime import OnnxClassifier
 
     model = OnnxClassifier(data)
     graph = _graph(clf)
@@ -228,7 +224,8 @@ def _verify(clf, data: bytes) -> float:
         size = int(model.info["preprocess"]["input_size"])
         x = torch.randn(3, 3, size, size, generator=gen)
     elif model.kind == "chips":
-        x = torch.rand(3, 3, 150, 150, generator=gen) * 255
+        side = int(model.info["export"]["input_shape"][-1])
+        x = torch.rand(3, 3, side, side, generator=gen) * 255
     else:
         x = torch.nn.functional.normalize(
             torch.randn(3, int(model.info["backbone"]["dim"]), generator=gen), dim=1)

@@ -22,14 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from facerec.cropspec import CropSpec, read_dataset_spec
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
-from facerec.recognition.model import (
-    DEFAULT_BACKBONE,
-    UNKNOWN,
-    FaceClassifier,
-    backbone_kind,
-    combine_views,
-    embed_crop_files,
-)
+from facerec.defaults import DEFAULT_BACKBONE
+from facerec.recognition.backbones import backbone_for, eval_transform
+from facerec.recognition.decision import UNKNOWN
+from facerec.recognition.features import combine_views, embed_crop_files
+from facerec.recognition.model import FaceClassifier
 from facerec.safeio import first_line
 
 SPLITS = ("train", "val", "test")
@@ -185,20 +182,21 @@ def compute_activations(paths: Sequence[Path], embedder, upto: int, mirror: bool
     files: the same chips as the embedding path (landmarks in the crop's default box), computed
     once (and kept for this process's next run on the same files). Kept out of the embedding
     cache on purpose: they are not descriptors."""
-    from facerec.recognition.embed import _open_image
+    from facerec.recognition.embed import open_image
 
     key = _activations_key(paths, upto, mirror)
     if key in _ACTIVATIONS:
         return _ACTIVATIONS[key]
+    cutter = embedder.input_cutter(embedder.options())
     chips, rows = [], []
     for i, p in enumerate(paths):
         try:
-            img = _open_image(p.read_bytes())
+            img = open_image(p.read_bytes())
         except OSError as exc:
             raise FacerecError(f"cannot read {p}: {first_line(exc)}") from None
         except Exception:  # noqa: BLE001 - not an image: left out like an unembeddable crop
             continue
-        got, ok_rows, _ = embedder.chipper.chips([img])
+        got, ok_rows = cutter([img])
         if ok_rows:
             chips.append(got[0])
             rows.append(i)
@@ -241,8 +239,6 @@ def face_transforms(size: int, mean, std, augment: bool):
     from torchvision import transforms as T
 
     if not augment:
-        from facerec.recognition.runtime import eval_transform
-
         return eval_transform(size, mean, std)
     return T.Compose([
         T.RandomResizedCrop(size, scale=(0.75, 1.0), ratio=(0.9, 1.1)),
@@ -256,39 +252,54 @@ def face_transforms(size: int, mean, std, augment: bool):
     ])
 
 
+#: how each kind of backbone's training data reaches the model
+#: (:attr:`facerec.recognition.backbones.Backbone.data`): the :class:`FaceDataModule` method that
+#: loads its cached rows per split (None: augmented images read from disk every epoch), and the
+#: view an evaluation batch takes (-1: the mean of crop and mirror; None: every view)
+SOURCES: dict[str, tuple[str | None, int | None]] = {
+    "features": ("load_features", -1),
+    "activations": ("load_activations", None),
+    "images": (None, None),
+}
+
+
 class FaceDataModule(L.LightningDataModule):
     """``dataset/{train,val,test}/<person>/`` crops + ``labels.json`` (see :func:`scan_dataset`).
 
     Frozen backbones (``dlib_face``): :meth:`prepare_data` embeds every crop and its mirror once
-    (cached by content, see :func:`facerec.recognition.model.embed_crop_files`); batches are feature vectors.
+    (cached by content, see :func:`facerec.recognition.features.embed_crop_files`); batches are
+    feature vectors. ``--finetune``: the activations entering the tuned levels, computed once.
     timm backbones: batches are augmented image tensors, loaded by ``num_workers`` processes.
     """
 
     def __init__(self, data_path: str | os.PathLike = "dataset", backbone: str = DEFAULT_BACKBONE,
                  batch_size: int = 32, num_workers: int | None = None, image_size: int = 160,
                  mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-                 augment: bool = True, mirror_tta: bool = True, embedder_kwargs: dict | None = None,
-                 progress: bool = True, info: DatasetInfo | None = None, finetune: int = 0):
+                 augment: bool = True, mirror_tta: bool = True, progress: bool = True,
+                 info: DatasetInfo | None = None, finetune: int = 0):
         super().__init__()
         self.info = info or scan_dataset(data_path)
         self.labels = self.info.labels
         self.backbone = backbone
-        self.kind = backbone_kind(backbone)
+        self.finetune = int(finetune or 0)
+        self.kind = backbone_for(backbone, self.finetune)
+        self.loader_name, self.eval_view = SOURCES[self.kind.data]
         self.batch_size = int(batch_size)
-        if num_workers is None:
-            num_workers = 0 if self.kind == "embedder" else min(4, max(0, (os.cpu_count() or 1) - 1))
-        self.num_workers = int(num_workers)
+        self.num_workers = int(self.kind.default_num_workers() if num_workers is None
+                               else num_workers)
         self.image_size = int(image_size)
         self.mean, self.std = list(mean), list(std)
         self.augment = augment
         self.mirror_tta = mirror_tta
-        self.embedder_kwargs = dict(embedder_kwargs or {})
         self.progress = progress
         self.features: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-        self.finetune = int(finetune or 0)
         self.activations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.dropped: list[Path] = []
         self.datasets: dict[str, Dataset] = {}
+
+    def embedder(self):
+        """The frozen embedder, for crops made by the dataset's crop spec."""
+        return self.kind.embedder(crop=self.info.crop)
 
     # ---- frozen features
     def load_features(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -296,9 +307,7 @@ class FaceDataModule(L.LightningDataModule):
         dropped with a warning."""
         if self.features is not None:
             return self.features
-        from facerec.recognition.embed import get_embedder
-
-        emb = get_embedder(self.backbone, **self.embedder_kwargs)
+        emb = self.embedder()
         paths = self._all_paths()
         raw = embed_crop_files(paths, emb, mirror=self.mirror_tta,
                                progress=self.progress and is_rank_zero())
@@ -336,11 +345,8 @@ class FaceDataModule(L.LightningDataModule):
         :meth:`load_features`)."""
         if self.activations is not None:
             return self.activations
-        from facerec.recognition.dlib_net import LEVELS
-        from facerec.recognition.embed import get_embedder
-
-        emb = get_embedder(self.backbone, **self.embedder_kwargs)
-        acts, ok = compute_activations(self._all_paths(), emb, len(LEVELS) - self.finetune,
+        emb = self.embedder()
+        acts, ok = compute_activations(self._all_paths(), emb, emb.finetune_levels - self.finetune,
                                        mirror=self.mirror_tta,
                                        progress=self.progress and is_rank_zero())
         self.activations = self._per_split(acts, np.asarray(ok, bool))
@@ -366,24 +372,23 @@ class FaceDataModule(L.LightningDataModule):
         model.train(was_training)
         return out
 
+    def _cached(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """The cached rows per split of this backbone's source (None: images, or not loaded)."""
+        return {"load_features": self.features, "load_activations": self.activations
+                }.get(self.loader_name or "")
+
     def prepare_data(self) -> None:
-        if self.kind == "embedder" and self.finetune:
-            self.load_activations()
-        elif self.kind == "embedder":
-            self.load_features()
+        if self.loader_name:
+            getattr(self, self.loader_name)()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        if self.kind == "embedder" and self.finetune:
-            acts = self.load_activations()
+        if self.loader_name:
+            rows = getattr(self, self.loader_name)()
             for s in SPLITS:
-                self.datasets[s] = ViewDataset(*acts[s], augment=(s == "train" and self.augment),
-                                               eval_view=None)
-        elif self.kind == "embedder":
-            feats = self.load_features()
-            for s in SPLITS:
-                self.datasets[s] = ViewDataset(*feats[s], augment=(s == "train" and self.augment))
+                self.datasets[s] = ViewDataset(*rows[s], augment=(s == "train" and self.augment),
+                                               eval_view=self.eval_view)
         else:
             for s in SPLITS:
                 tf = face_transforms(self.image_size, self.mean, self.std,
@@ -391,15 +396,13 @@ class FaceDataModule(L.LightningDataModule):
                 self.datasets[s] = ImageDataset(self.info.samples[s], tf)
 
     def count(self, split: str) -> int:
-        if self.kind == "embedder" and self.finetune and self.activations is not None:
-            return len(self.activations[split][1])
-        if self.kind == "embedder" and self.features is not None:
-            return len(self.features[split][1])
-        return self.info.count(split)
+        cached = self._cached()
+        return len(cached[split][1]) if cached is not None else self.info.count(split)
 
     def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         self.setup()
-        workers = 0 if self.kind == "embedder" else self.num_workers
+        # cached rows are in memory already: worker processes would only copy them
+        workers = 0 if self.loader_name else self.num_workers
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=False, drop_last=drop_last)
@@ -408,7 +411,7 @@ class FaceDataModule(L.LightningDataModule):
         # a trainable backbone has batch norm, which fails on a trailing batch of one: drop the
         # incomplete last batch (reshuffled every epoch, so every crop is still seen)
         drop = False
-        if self.kind != "embedder":
+        if self.kind.drops_last_batch:
             world = getattr(getattr(self, "trainer", None), "world_size", 1) or 1
             drop = math.ceil(len(self.datasets.get("train", ()) or self.info.samples["train"])
                              / world) > self.batch_size

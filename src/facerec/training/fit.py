@@ -37,14 +37,11 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError
-from facerec.recognition.model import (
-    FALLBACK_PRIOR_THRESHOLD,
-    PRIOR_THRESHOLDS,
-    backbone_kind,
-    build_model_config,
-    create_timm_model,
-)
+from facerec.recognition.backbones import Backbone, backbone_for
+from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD
+from facerec.recognition.model import build_model_config
 from facerec.safeio import first_line, folder_lock
 from facerec.training.config import TrainConfig
 from facerec.training.data import (
@@ -57,14 +54,14 @@ from facerec.training.data import (
 )
 from facerec.training.module import EpochTimer, FaceModule
 from facerec.training.runs import (
-    _absolute,
-    _check_resume,
-    _checkpoint_io,
-    _is_url,
-    _launcher_rank_zero,
-    _lightning_output,
-    _resume_target,
-    _truly_best,
+    absolute_path,
+    check_resume,
+    atomic_checkpoint_io,
+    is_url,
+    owns_run_folder,
+    lightning_output,
+    resume_target,
+    truly_best,
     resolve_run_name,
 )
 
@@ -146,18 +143,19 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         data_path = resolve_data_path(data_path, progress=cfg.progress and is_rank_zero())
     except ImportError:  # pragma: no cover - datastore is part of facerec
         pass
-    kind = backbone_kind(cfg.backbone)
+    kind = backbone_for(cfg.backbone, int(cfg.finetune))
     info = scan_dataset(data_path)
     pending = list(info.warnings)  # printed once every check passed (an error stays one line)
     info.warnings = warns
     k = len(info.labels)
     if k == 1:
-        if kind != "embedder":
+        if not kind.single_person:
             raise FacerecError(
                 f"the dataset has a single person ({info.labels[0]!r}): a {cfg.backbone} backbone "
                 "learns from the differences between people, so it needs at least two; add "
-                "photos of other people, or use --backbone dlib_face (person-vs-unknown)")
-        prior = PRIOR_THRESHOLDS.get(cfg.backbone, FALLBACK_PRIOR_THRESHOLD)
+                "photos of other people, or use a face embedder such as --backbone "
+                f"{DEFAULT_BACKBONE} (person-vs-unknown)")
+        prior = kind.prior_threshold or FALLBACK_PRIOR_THRESHOLD
         pending.append(f"the dataset has a single person ({info.labels[0]!r}): training a "
                        f"person-vs-unknown model whose threshold is {cfg.backbone}'s prior "
                        f"({prior}), not calibrated (no other people to calibrate on); add other "
@@ -165,9 +163,9 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     # run paths are absolute before Lightning sees them: a checkpoint records its folder, and a
     # resume from another working directory (or with the same relative --runs_dir) must find the
     # same folder, else Lightning forgets which checkpoint was best
-    runs_dir, ckpt_path = _absolute(cfg.runs_dir), _absolute(cfg.ckpt_path)
+    runs_dir, ckpt_path = absolute_path(cfg.runs_dir), absolute_path(cfg.ckpt_path)
     if ckpt_path:
-        _check_resume(ckpt_path, info.labels, cfg.backbone, int(cfg.finetune))
+        check_resume(ckpt_path, info.labels, cfg.backbone, int(cfg.finetune))
     if cfg.gpus and not torch.cuda.is_available():
         raise FacerecError(f"--gpus {cfg.gpus}: no GPU is available here (CUDA not found); "
                            "drop --gpus to train on the CPU")
@@ -184,23 +182,20 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
     # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
     lock = (folder_lock(Path(save_dir) / name, "train")
-            if _launcher_rank_zero() and not _is_url(save_dir) else contextlib.nullcontext())
-    with lock, _lightning_output(quiet=not cfg.progress):
+            if owns_run_folder() and not is_url(save_dir) else contextlib.nullcontext())
+    with lock, lightning_output(quiet=not cfg.progress):
         return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
                     has_val, pending, pre, warns)
 
 
-def _build_module(cfg: TrainConfig, info: DatasetInfo, kind: str, warns: list[str],
+def _build_module(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, warns: list[str],
                   pending: list[str]) -> FaceModule:
-    """The LightningModule for CFG's backbone and INFO's people (timm weights created, dlib's
-    trained levels loaded for --finetune)."""
-    lr = cfg.learning_rate if cfg.learning_rate is not None else (1e-2 if kind == "embedder" else 1e-3)
-    timm_model = None
-    if kind == "timm":
-        timm_model = create_timm_model(cfg.backbone, pretrained=cfg.pretrained)
-    elif cfg.pretrained:
-        warn_user(f"--pretrained ignored: {cfg.backbone} is a frozen, already trained face "
-                  "embedding", warns)
+    """The LightningModule for CFG's backbone and INFO's people (timm weights created, the
+    embedder's own weights in the tuned levels for --finetune)."""
+    lr = cfg.learning_rate if cfg.learning_rate is not None else kind.default_learning_rate
+    timm_model = kind.create_network(pretrained=cfg.pretrained)
+    for warning in kind.training_warnings(pretrained=cfg.pretrained, backbone_lr=cfg.backbone_lr):
+        warn_user(warning, warns)
     model_config = build_model_config(info.labels, cfg.backbone, pretrained=cfg.pretrained,
                                       image_size=cfg.image_size, scale=cfg.scale,
                                       margin=cfg.margin, dropout=cfg.dropout,
@@ -208,17 +203,11 @@ def _build_module(cfg: TrainConfig, info: DatasetInfo, kind: str, warns: list[st
                                       timm_model=timm_model, finetune=int(cfg.finetune))
     module = FaceModule(model_config, learning_rate=lr, weight_decay=cfg.weight_decay,
                         label_smoothing=cfg.label_smoothing, warmup_epochs=cfg.warmup_epochs,
-                        backbone_lr_mult=0.1 if cfg.pretrained and kind == "timm" else 1.0,
+                        backbone_lr_mult=kind.learning_rate_multiplier(cfg.pretrained),
                         target_fpir=cfg.target_fpir, timm_model=timm_model,
                         backbone_lr=cfg.backbone_lr, train_config=cfg.hparams())
-    if module.model.tail is not None:  # --finetune starts from dlib's trained weights
-        from facerec.recognition.dlib_net import DlibTail, load_dlib_resnet
-
-        module.model.tail.load_state_dict(
-            DlibTail(int(cfg.finetune), load_dlib_resnet()).state_dict())
-    elif cfg.backbone_lr is not None:
-        warn_user("--backbone_lr ignored: it is the learning rate of --finetune's levels", warns)
-    if module.model.tail is not None:
+    if module.model.tail is not None:  # --finetune starts from the embedder's trained weights
+        module.model.tail.load_state_dict(kind.initial_tail_state())
         # measured (bench/recognition.py --only lfw --finetune 0,1,2): the FPIR of unseen people
         # at the calibrated threshold was 7-47% against a 1% target (docs/training.md)
         pending.append(f"--finetune {cfg.finetune}: the unknown threshold is calibrated on the "
@@ -233,14 +222,14 @@ def _run_folder(cfg: TrainConfig, runs_dir: str, ckpt_path: str | None
     """(save_dir, run name, version): a resume without --name continues its own run folder."""
     save_dir, name, version = runs_dir, cfg.name, None
     if ckpt_path and not cfg.name:
-        rdir, rname, rversion = _resume_target(ckpt_path, runs_dir)
+        rdir, rname, rversion = resume_target(ckpt_path, runs_dir)
         if rname:
             save_dir, name, version = rdir, rname, rversion
             os.environ["FACEREC_RUN_NAME"] = rname
     return save_dir, resolve_run_name(name), version
 
 
-def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: str, save_dir: str, name: str,
+def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, save_dir: str, name: str,
              version: int | None, monitor: str, mode: str, has_val: bool):
     """Lightning's Trainer for CFG, with its logger and the callbacks the run reads back:
     (trainer, logger, best checkpoint, last checkpoint, epoch timer)."""
@@ -271,14 +260,14 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: str, save_dir: str, name
         else:
             accelerator, devices = "gpu", int(cfg.gpus)
     n = info.count("train")
-    steps_per_epoch = max(1, n // cfg.batch_size if kind == "timm" and n > cfg.batch_size
+    steps_per_epoch = max(1, n // cfg.batch_size if kind.drops_last_batch and n > cfg.batch_size
                           else math.ceil(n / cfg.batch_size))  # see train_dataloader's drop_last
     try:
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, strategy=cfg.strategy,
             num_nodes=cfg.num_nodes, precision=cfg.precision, max_epochs=int(cfg.max_epochs),
             logger=logger, callbacks=callbacks, enable_progress_bar=cfg.progress,
-            plugins=[_checkpoint_io()],
+            plugins=[atomic_checkpoint_io()],
             enable_model_summary=cfg.progress, num_sanity_val_steps=0,
             limit_val_batches=1.0 if has_val else 0,
             log_every_n_steps=max(1, min(cfg.log_every_n_steps, steps_per_epoch)),
@@ -292,7 +281,7 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: str, save_dir: str, name
     return trainer, logger, ckpt_cb, last_cb, timer
 
 
-def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, save_dir: str,
+def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: Backbone, save_dir: str,
          name: str, version: int | None, ckpt_path: str | None, monitor: str, mode: str,
          has_val: bool, pending: list[str], pre: dict, warns: list[str]) -> TrainResult:
     trainer, logger, ckpt_cb, last_cb, timer = _trainer(cfg, info, kind, save_dir, name, version,
@@ -316,7 +305,7 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
     # a frozen backbone trains a (K x D) head: one intra-op thread is faster than several (whose
     # fork/join costs more than these tiny matrix products, badly so on a busy machine)
     threads = torch.get_num_threads()
-    if kind == "embedder" and not cfg.finetune:  # --finetune runs convolutions: every core
+    if kind.single_thread_training:
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
@@ -326,7 +315,7 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: str, sav
 
         best = ckpt_cb.best_model_path or last_cb.best_model_path
         if ckpt_cb.best_model_path:
-            best = _truly_best(best, monitor, mode)
+            best = truly_best(best, monitor, mode)
         last = last_cb.best_model_path or None
         metrics: dict[str, float] = {}
         if best and has_val:

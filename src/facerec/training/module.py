@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facerec.recognition.model import (
-    PRIOR_THRESHOLDS,
-    FaceClassifier,
-    calibrate_threshold,
-)
+from facerec.recognition.calibration import calibrate_threshold
+from facerec.recognition.checkpoint import GALLERY_KEY, gallery_entry
+from facerec.recognition.model import FaceClassifier
 
 
 # ------------------------------------------------------------------------------------ LightningModule
@@ -28,7 +25,7 @@ class FaceModule(L.LightningModule):
                  label_smoothing: float = 0.1, warmup_epochs: float = 1.0,
                  backbone_lr_mult: float = 1.0, target_fpir: float = 0.01,
                  timm_model: torch.nn.Module | None = None, backbone_lr: float | None = None,
-                 **extra_hparams: Any):
+                 train_config: dict | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["timm_model"])
         self.model = FaceClassifier(model_config, timm_model=timm_model)
@@ -43,10 +40,11 @@ class FaceModule(L.LightningModule):
         self._stash: dict[str, list] = {"train": [], "val": []}
 
     @property
-    def frozen(self) -> bool:
-        """A frozen embedder's features, or --finetune's (its calibration follows the frozen
-        path: prototypes are the means of the current features, each person held out in turn)."""
-        return not self.model.trainable_backbone
+    def means(self) -> bool:
+        """Prototypes are the means of the people's features (a frozen embedder's, or
+        --finetune's as they are now): calibration holds each face out exactly. Otherwise they are
+        the trained head's class weights."""
+        return self.model.kind.prototypes_are_means
 
     @property
     def tuned(self) -> bool:
@@ -96,7 +94,7 @@ class FaceModule(L.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(y))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
-        if not self.frozen and not self._has_val():
+        if not self.means and not self._has_val():
             self._stash["train"].append((z.detach().float(), y.detach()))
         return loss
 
@@ -118,7 +116,7 @@ class FaceModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         z, y, _ = self._eval_step(batch, "val")
-        if not self.frozen:
+        if not self.means:
             self._stash["val"].append((z.detach().float(), y.detach()))
 
     def test_step(self, batch, batch_idx):
@@ -133,9 +131,9 @@ class FaceModule(L.LightningModule):
         return bool(dm is not None and dm.count("val") > 0)
 
     def _prior(self) -> float | None:
-        return PRIOR_THRESHOLDS.get(self.model.backbone_name)
+        return self.model.kind.prior_threshold
 
-    def _calibrate_frozen(self, log: bool = True) -> None:
+    def _calibrate_means(self, log: bool = True) -> None:
         """Exact hold-out calibration on the cached train+val features (prototypes are means).
         ``--finetune``: the features of the network as it is now (recomputed from the cached
         activations), and the prototypes follow them."""
@@ -199,30 +197,30 @@ class FaceModule(L.LightningModule):
             self.log("threshold", float(cal["threshold"]), sync_dist=True)
 
     def on_fit_start(self) -> None:
-        if self.frozen:
+        if self.means:
             sums, counts, _, _ = self.trainer.datamodule.prototype_sums(
                 ("train", "val"), self.model if self.tuned else None)
             protos = torch.from_numpy(sums / np.maximum(counts, 1)[:, None]).float()
             self.model.set_prototypes(protos)
             if self.trainer.ckpt_path is None:  # fresh run: start from the prototypes
                 self.model.head.imprint(self.model.prototypes)
-            self._calibrate_frozen(log=False)
+            self._calibrate_means(log=False)
 
     def on_train_epoch_start(self) -> None:
         self._stash = {"train": [], "val": []}
 
     def on_train_epoch_end(self) -> None:
-        if not self.frozen and not self._has_val():
+        if not self.means and not self._has_val():
             self._calibrate_trained("train")
-        elif self.frozen and not self._has_val():
-            self._calibrate_frozen()
+        elif self.means and not self._has_val():
+            self._calibrate_means()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self._stash["val"] = []
             return
-        if self.frozen:
-            self._calibrate_frozen()
+        if self.means:
+            self._calibrate_means()
         else:
             self._calibrate_trained("val")
 
@@ -242,9 +240,7 @@ class FaceModule(L.LightningModule):
             # that `facerec enroll/forget` can recalibrate with the same held-out procedure
             z, y, source = gallery
             z, y = _cap_gallery(np.asarray(z), np.asarray(y))
-            checkpoint["facerec_gallery"] = {
-                "features": torch.as_tensor(np.asarray(z, dtype=np.float32)),
-                "labels": torch.as_tensor(np.asarray(y, dtype=np.int64)), "source": str(source)}
+            checkpoint[GALLERY_KEY] = gallery_entry(z, y, source)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         info = checkpoint.get("facerec") or {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from facerec.errors import FacerecError
-from facerec.recognition.model import read_checkpoint
+from facerec.recognition.checkpoint import Checkpoint
 from facerec.safeio import atomic_write
 
 # ------------------------------------------------------------------------------------------ run names
@@ -74,7 +74,7 @@ def resolve_run_name(name: str | None) -> str:
     return name
 
 
-def _resume_target(ckpt_path: str, runs_dir: str) -> tuple[str, str, int | None]:
+def resume_target(ckpt_path: str, runs_dir: str) -> tuple[str, str, int | None]:
     """(save_dir, name, version) of ``<save_dir>/<name>/version_N/checkpoints/x.ckpt``."""
     p = Path(ckpt_path).resolve()
     parts = p.parts
@@ -87,9 +87,8 @@ def _resume_target(ckpt_path: str, runs_dir: str) -> tuple[str, str, int | None]
     return runs_dir, "", None
 
 
-def _check_resume(ckpt_path: str, labels: list[str], backbone: str, finetune: int = 0) -> None:
-    ckpt = read_checkpoint(ckpt_path)
-    info = ckpt["facerec"]
+def check_resume(ckpt_path: str, labels: list[str], backbone: str, finetune: int = 0) -> None:
+    info = Checkpoint.read(ckpt_path).info
     if info["backbone"]["name"] != backbone:
         raise FacerecError(f"--ckpt_path {ckpt_path} was trained with backbone "
                            f"{info['backbone']['name']}, not {backbone}: pass --backbone "
@@ -104,18 +103,18 @@ def _check_resume(ckpt_path: str, labels: list[str], backbone: str, finetune: in
                            f"{finetune}: pass --finetune {stored}")
 
 
-def _is_url(path: str | os.PathLike) -> bool:
+def is_url(path: str | os.PathLike) -> bool:
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(path)) is not None
 
 
-def _absolute(path: str | os.PathLike | None) -> str | None:
+def absolute_path(path: str | os.PathLike | None) -> str | None:
     """A local path made absolute (symlinks resolved); a URL (s3://...) as it is."""
-    if path is None or _is_url(path):
+    if path is None or is_url(path):
         return None if path is None else str(path)
     return str(Path(path).expanduser().resolve())
 
 
-def _checkpoint_io():
+def atomic_checkpoint_io():
     """Lightning's checkpoint writer, made atomic for local files: a checkpoint is written beside
     its final name and renamed, so a full or read-only disk never leaves a torn ``.ckpt`` (Lightning
     writes a temporary file in /tmp and copies it over, which fails halfway on a full disk), and
@@ -124,7 +123,7 @@ def _checkpoint_io():
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            if _is_url(path):
+            if is_url(path):
                 return super().save_checkpoint(checkpoint, path, storage_options)
             target = Path(path)
             buffer = io.BytesIO()  # torch.save straight to a file fails with a C++ error, no errno
@@ -139,7 +138,7 @@ def _checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def _launcher_rank_zero() -> bool:
+def owns_run_folder() -> bool:
     """This process is the one that owns the run folder: not a worker started by Lightning's DDP
     launcher, torchrun or SLURM (they share the folder the first process locked)."""
     for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
@@ -149,7 +148,7 @@ def _launcher_rank_zero() -> bool:
 
 
 @contextlib.contextmanager
-def _lightning_output(quiet: bool) -> Iterator[None]:
+def lightning_output(quiet: bool) -> Iterator[None]:
     """Lightning's own chatter: its tips and start-up notes (INFO log records) are dropped when
     ``quiet``; a deprecation warning that Lightning raises about its own code (nothing the user
     can act on) always."""
@@ -183,7 +182,7 @@ def _checkpoint_score(path: Path, monitor: str) -> float | None:
     return None
 
 
-def _truly_best(best: str, monitor: str, mode: str) -> str:
+def truly_best(best: str, monitor: str, mode: str) -> str:
     """The best checkpoint among the ``epoch=*`` files beside ``best``.
 
     Lightning keeps one best file per run, but a run resumed from a checkpoint written under

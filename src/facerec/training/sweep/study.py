@@ -691,11 +691,11 @@ def _check_train_options(spec: SweepSpec) -> None:
         raise FacerecError("facerec sweep cannot pass these flags to training: "
                            + ", ".join(spec.options.get(n, n) for n in unknown))
     # a typo in one backbone of a list would otherwise only show once its trial runs
-    from facerec.recognition.model import backbone_kind
+    from facerec.recognition.backbones import backbone_for
 
     for backbone in spec.grid.get("backbone") or [spec.fixed.get("backbone")]:
         if backbone is not None:
-            backbone_kind(backbone)
+            backbone_for(backbone)
 
 
 def _mismatch(name: str, stored: SweepSpec, spec: SweepSpec) -> str:
