@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.errors import FacerecError
+from facerec.errors import InvalidInputError, NotFoundError
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import read_manifest, sha256_file
 
@@ -137,7 +137,7 @@ def _landmarks_in_crop(face: dict, path: Path, size: tuple[int, int] | None) -> 
 def require_folder(processed: str | os.PathLike, what: str = "processed folder") -> Path:
     path = Path(processed)
     if not path.exists():
-        raise FacerecError(f"{what} not found: {path}")
+        raise NotFoundError(f"{what} not found: {path}")
     if not path.is_dir():
-        raise FacerecError(f"{what} is not a folder: {path}")
+        raise InvalidInputError(f"{what} is not a folder: {path}")
     return path

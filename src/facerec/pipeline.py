@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facerec.errors import FacerecError
+from facerec.errors import NotFoundError
 from facerec.safeio import check_output_location
 
 
@@ -76,15 +76,16 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     print_detect_summary(summary, file=out)
     done("detect")
     if summary.faces == 0:
-        raise FacerecError(f"no faces found in {photos} ({summary.photos_read} photos read, "
-                           f"{sum(summary.skipped.values())} files skipped): nothing to train on")
+        raise NotFoundError(f"no faces found in {photos} ({summary.photos_read} photos read, "
+                            f"{sum(summary.skipped.values())} files skipped): nothing to train on")
 
     stage("annotate")
     print_annotate_summary(annotate(processed, progress=progress), file=out)
     done("annotate")
     people = sorted(p.name for p in processed.iterdir() if p.is_dir() and is_person_folder(p.name))
     if not people:
-        raise FacerecError(f"no person folders in {processed}: no usable faces were found in {photos}")
+        raise NotFoundError(f"no person folders in {processed}: no usable faces were found in "
+                            f"{photos}")
 
     stage("split")
     print_split_summary(split_dataset(processed, dataset, val=val, test=test, seed=seed, force=True,
