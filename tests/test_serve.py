@@ -246,6 +246,24 @@ def test_bad_edit_requests(client, work):
     assert r.status_code == 409 and "nothing to undo" in r.json()["detail"]
 
 
+def test_http_status_comes_from_the_error_type_not_its_text(tmp_path, monkeypatch):
+    import facerec.annotate as ann
+    from facerec.errors import ConflictError, InvalidInputError, NotFoundError
+
+    (tmp_path / "processed").mkdir()
+    client = client_for(tmp_path)
+    for error, status in ((ConflictError("no such luck: the folder is busy"), 409),
+                          (NotFoundError("nobody is called that"), 404),
+                          (InvalidInputError("no such thing as a bad name"), 400)):
+        def fail(*args, error=error):
+            raise error
+        monkeypatch.setattr(ann, "rename_person", fail)
+        monkeypatch.setattr(ann, "undo", fail)
+        r = client.post("/api/people/person_01/rename", json={"new_name": "x"})
+        assert (r.status_code, r.json()) == (status, {"detail": str(error)})
+        assert client.post("/api/undo").status_code == status
+
+
 def test_concurrent_renames_of_one_folder(client, work):
     """Eight clients rename person_01 at once: one wins, the others find it gone; one logged op."""
     barrier = threading.Barrier(8)

@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from facerec.errors import FacerecError
+from facerec.errors import (FacerecError, InvalidInputError, NotFoundError, UnavailableError,
+                            http_status)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "facerec_token"
@@ -113,8 +114,8 @@ def create_app(config: ServeConfig):
     work = config.work_dir
     processed = config.processed
     if not processed.is_dir():
-        raise FacerecError(f"no processed/ folder in {work} (give a `facerec run` work folder, "
-                           "or any folder with processed/)")
+        raise NotFoundError(f"no processed/ folder in {work} (give a `facerec run` work folder, "
+                            "or any folder with processed/)")
     recogniser = Recogniser(device=config.device)
     checkpoint = config.checkpoint or find_checkpoint(work)
     if checkpoint is not None:
@@ -128,6 +129,7 @@ def create_app(config: ServeConfig):
                   "TOKEN` when the server was started with a token.")
     app.state.config, app.state.recogniser, app.state.trainer = config, recogniser, trainer
     app.state.edit_lock = edit_lock
+    app.add_exception_handler(FacerecError, facerec_error_response)
 
     # ---- token, Host and Origin checks, for every route (pages, files, API, docs)
     @app.middleware("http")
@@ -180,7 +182,7 @@ def create_app(config: ServeConfig):
         try:
             return FileResponse(safe_file(work, path))
         except UnsafePath:
-            raise HTTPException(404, "not found") from None
+            raise NotFoundError("not found") from None
 
     @app.get("/photos/{path:path}", include_in_schema=False)
     def photo_file(path: str):
@@ -189,7 +191,7 @@ def create_app(config: ServeConfig):
         try:
             return FileResponse(safe_file(config.photos_dir, path))
         except UnsafePath:
-            raise HTTPException(404, "not found") from None
+            raise NotFoundError("not found") from None
 
     # ---- API: health, people
     @app.get("/api/health")
@@ -213,7 +215,7 @@ def create_app(config: ServeConfig):
         try:
             safe_folder(processed, folder)
         except UnsafePath:
-            raise HTTPException(404, f"no such folder: {folder}") from None
+            raise NotFoundError(f"no such folder: {folder}") from None
         return list_crops(processed, folder, offset, limit)
 
     @app.get("/api/crops/info")
@@ -222,7 +224,7 @@ def create_app(config: ServeConfig):
         try:
             safe_file(processed, path)
         except UnsafePath:
-            raise HTTPException(404, f"no such crop: {path}") from None
+            raise NotFoundError(f"no such crop: {path}") from None
         return crop_info(manifest.get(), path, config.photos_dir)
 
 
@@ -231,10 +233,9 @@ def create_app(config: ServeConfig):
         with edit_lock:
             try:
                 result = fn(*args)
-            except FacerecError as exc:
-                raise HTTPException(_status_of(str(exc)), str(exc)) from None
             except OSError as exc:
-                raise HTTPException(500, f"{exc.strerror or exc}: {exc.filename or ''}") from None
+                raise HTTPException(http_status(exc), f"{exc.strerror or exc}: "
+                                    f"{exc.filename or ''}") from None
         return _edit_dict(result)
 
     @app.post("/api/people/{name}/rename")
@@ -252,20 +253,17 @@ def create_app(config: ServeConfig):
             try:
                 safe_folder(processed, body.folder)
             except UnsafePath:
-                raise HTTPException(404, f"no such folder: {body.folder}") from None
+                raise NotFoundError(f"no such folder: {body.folder}") from None
             crops += list_crops(processed, body.folder, 0, 10**9)["crops"]
         if not crops:
-            raise HTTPException(400, "no crops given")
+            raise InvalidInputError("no crops given")
         return edit(ann.move_crops, processed, crops, body.to)
 
     @app.post("/api/undo")
     def undo() -> dict[str, Any]:
         """Undo the last logged operation (a page action or an annotate run)."""
         with edit_lock:
-            try:
-                result = ann.undo(processed)
-            except FacerecError as exc:
-                raise HTTPException(_status_of(str(exc)), str(exc)) from None
+            result = ann.undo(processed)
         return {"op": result.op, "restored": result.restored, "removed_dirs": result.removed_dirs}
 
     # ---- API: predict
@@ -276,8 +274,8 @@ def create_app(config: ServeConfig):
         "detection_score", "source"}], "error", "width", "height"}]`. One unreadable image:
         4xx with the reason; several: each unreadable one has `error` set."""
         if not recogniser.ready:
-            raise HTTPException(503, "no model yet: train one on the Train page (or `facerec "
-                                "train`), or restart with --checkpoint_path CKPT")
+            raise UnavailableError("no model yet: train one on the Train page (or `facerec "
+                                   "train`), or restart with --checkpoint_path CKPT")
         uploads = await _read_uploads(request, config)
         results = await run_in_threadpool(recogniser.predict, uploads)
         if len(results) == 1 and results[0].error:
@@ -291,18 +289,14 @@ def create_app(config: ServeConfig):
     def train(body: TrainBody) -> dict[str, Any]:
         """Start split + train + evaluate on the person folders; the new model then recognises.
         Poll `GET /api/train/{id}`."""
-        try:
-            job = trainer.start(TrainOptions(**body.model_dump()))
-        except FacerecError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return job.to_dict()
+        return trainer.start(TrainOptions(**body.model_dump())).to_dict()
 
     @app.get("/api/train/{job_id}")
     def train_status(job_id: str) -> dict[str, Any]:
         """state (running, done, failed), stage, epoch, per-epoch metrics, result or error."""
         job = trainer.jobs.get(job_id)
         if job is None:
-            raise HTTPException(404, f"no such training job: {job_id}")
+            raise NotFoundError(f"no such training job: {job_id}")
         return job.to_dict()
 
     @app.get("/api/train")
@@ -367,13 +361,12 @@ def _same_origin(request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def _status_of(message: str) -> int:
-    """HTTP status for a :class:`FacerecError` of :mod:`facerec.annotate`."""
-    if message.startswith(("no such", "nothing to undo")):
-        return 404 if message.startswith("no such") else 409
-    if message.startswith("cannot undo") or "appeared while" in message:
-        return 409
-    return 400
+def facerec_error_response(request, exc: FacerecError):
+    """A :class:`FacerecError` raised by a route: ``{"detail": message}`` with the HTTP status of
+    its class (:data:`facerec.errors.ERROR_STATUS`)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
 
 
 def _edit_dict(result) -> dict[str, Any]:

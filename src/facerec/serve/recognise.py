@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facerec.errors import FacerecError
+from facerec.errors import UnavailableError
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Recogniser:
         from facerec.inference.predict import ImageResult
 
         if self._predictor is None:
-            raise FacerecError("no model yet")
+            raise UnavailableError("no model yet")
         decoded = []
         for up in uploads:
             try:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerec.errors import FacerecError
+from facerec.errors import ConflictError, FacerecError
 
 
 @dataclass
@@ -84,7 +84,7 @@ class TrainManager:
     def start(self, options: TrainOptions) -> TrainJob:
         with self._lock:
             if self.running() is not None:
-                raise FacerecError("a training job is already running")
+                raise ConflictError("a training job is already running")
             job = TrainJob(id=uuid.uuid4().hex[:12], options=options)
             self.jobs[job.id] = job
             self._thread = threading.Thread(target=self._run, args=(job,), daemon=True,
