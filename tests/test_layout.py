@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facerec"
 LAYERS = [
     ("foundation", ["facerec._version", "facerec.errors", "facerec.safeio", "facerec.cache",
                     "facerec.images", "facerec.manifest", "facerec.cropspec", "facerec.crops",
-                    "facerec.registry", "facerec.weights"]),
+                    "facerec.registry", "facerec.weights", "facerec.workspace"]),
     ("detection", ["facerec.detection"]),
     ("recognition", ["facerec.recognition"]),
     ("annotate", ["facerec.annotate"]),

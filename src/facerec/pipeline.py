@@ -24,6 +24,7 @@ from pathlib import Path
 
 from facerec.errors import NotFoundError
 from facerec.safeio import check_output_location
+from facerec.workspace import Workspace
 
 
 @dataclass
@@ -58,10 +59,11 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     from facerec.training import TrainConfig, train
 
     out = out or sys.stdout
-    work = Path(work_dir)
+    ws = Workspace(Path(work_dir), photos=Path(photos))
+    work = ws.root
     if Path(photos).is_dir():
         check_output_location(work, [photos], "--work folder")
-    processed, dataset = work / "processed", work / "dataset"
+    processed, dataset = ws.processed, ws.dataset
     seconds: dict[str, float] = {}
 
     def stage(name: str):
@@ -94,17 +96,16 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
 
     stage("train")
     accelerator, devices = lightning_devices(device)
-    result = train(TrainConfig(data_path=str(dataset), runs_dir=str(work / "runs"), backbone=backbone,
+    result = train(TrainConfig(data_path=str(dataset), runs_dir=str(ws.runs), backbone=backbone,
                                max_epochs=max_epochs, seed=seed, progress=progress,
                                accelerator=accelerator, devices=devices))
     done("train")  # train() printed its own summary (Best checkpoint, metrics, threshold)
 
     stage("evaluate")
-    report_dir = work / "report"
-    test_dir = dataset / "test"
+    report_dir = ws.report
     accuracy = None
-    if any(test_dir.glob("*/*")):
-        report = evaluate(result.best_checkpoint, test_dir, device=device, progress=progress)
+    if ws.has_test_split():
+        report = evaluate(result.best_checkpoint, ws.test_split, device=device, progress=progress)
         write_report(report, report_dir)
         print_report(report, file=out)
         accuracy = report.accuracy

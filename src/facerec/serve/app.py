@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from facerec.errors import (FacerecError, InvalidInputError, NotFoundError, UnavailableError,
                             http_status)
+from facerec.workspace import Workspace
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "facerec_token"
@@ -63,8 +64,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
 
     @property
-    def processed(self) -> Path:
-        return self.work_dir / "processed"
+    def workspace(self) -> Workspace:
+        return Workspace(self.work_dir, photos=self.photos_dir)
 
 
 def is_loopback(host: str) -> bool:
@@ -108,20 +109,20 @@ def create_app(config: ServeConfig):
     import facerec.annotate as ann
     from facerec.serve.files import UnsafePath, safe_file, safe_folder
     from facerec.serve.people import ManifestCache, crop_info, list_crops, list_groups
-    from facerec.serve.recognise import Recogniser, find_checkpoint
+    from facerec.serve.recognise import Recogniser
     from facerec.serve.training import TrainManager, TrainOptions
 
-    work = config.work_dir
-    processed = config.processed
+    workspace = config.workspace
+    work, processed = workspace.root, workspace.processed
     if not processed.is_dir():
         raise NotFoundError(f"no processed/ folder in {work} (give a `facerec run` work folder, "
                             "or any folder with processed/)")
     recogniser = Recogniser(device=config.device)
-    checkpoint = config.checkpoint or find_checkpoint(work)
+    checkpoint = config.checkpoint or workspace.best_checkpoint()
     if checkpoint is not None:
         recogniser.load(checkpoint)
     edit_lock = threading.Lock()
-    trainer = TrainManager(work, processed, recogniser, edit_lock, device=config.device)
+    trainer = TrainManager(workspace, recogniser, edit_lock, device=config.device)
     manifest = ManifestCache(processed)
 
     app = FastAPI(title="facerec", version=_version(),

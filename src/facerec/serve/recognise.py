@@ -24,21 +24,6 @@ class Upload:
     data: bytes
 
 
-def find_checkpoint(work: Path) -> Path | None:
-    """The best checkpoint of the newest run under ``work/runs`` (``last.ckpt`` only when a run has
-    nothing else), or None."""
-    runs = work / "runs"
-    if not runs.is_dir():
-        return None
-    found = [p for p in runs.glob("**/checkpoints/*.ckpt") if p.is_file()]
-    if not found:
-        return None
-    newest_dir = max((p.parent for p in found), key=lambda d: max(f.stat().st_mtime for f in
-                                                                   d.glob("*.ckpt")))
-    best = [p for p in newest_dir.glob("*.ckpt") if p.name != "last.ckpt"]
-    return max(best or list(newest_dir.glob("*.ckpt")), key=lambda p: p.stat().st_mtime)
-
-
 class Recogniser:
     """Holds the current :class:`~facerec.inference.predict.Predictor` (or none) behind a lock."""
 

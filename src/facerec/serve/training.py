@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec.errors import ConflictError, FacerecError
+from facerec.workspace import Workspace
 
 
 @dataclass
@@ -68,9 +69,9 @@ def _progress_callback(job: TrainJob):
 class TrainManager:
     """Starts and tracks train jobs for one work folder."""
 
-    def __init__(self, work: Path, processed: Path, recogniser: Any, edit_lock: threading.Lock,
+    def __init__(self, workspace: Workspace, recogniser: Any, edit_lock: threading.Lock,
                  device: str = "auto") -> None:
-        self.work, self.processed = work, processed
+        self.workspace = workspace
         self.recogniser = recogniser
         self.edit_lock = edit_lock   # split reads processed/: no page edits meanwhile
         self.device = device
@@ -115,14 +116,14 @@ class TrainManager:
         from facerec.training import TrainConfig, train
 
         opt = job.options
-        dataset = self.work / "dataset"
+        ws = self.workspace
         job.stage = "split"
         with self.edit_lock:
-            split = split_dataset(self.processed, dataset, val=opt.val, test=opt.test,
+            split = split_dataset(ws.processed, ws.dataset, val=opt.val, test=opt.test,
                                   seed=opt.seed, force=True, progress=False)
         job.stage = "train"
         accelerator = "cpu" if self.device == "cpu" else "auto"
-        result = train(TrainConfig(data_path=str(dataset), runs_dir=str(self.work / "runs"),
+        result = train(TrainConfig(data_path=str(ws.dataset), runs_dir=str(ws.runs),
                                    backbone=opt.backbone, max_epochs=opt.max_epochs,
                                    seed=opt.seed, progress=False, accelerator=accelerator,
                                    callbacks=[_progress_callback(job)]))
@@ -132,15 +133,14 @@ class TrainManager:
                                "confusion_png": None, "people": len(result.labels),
                                "split": getattr(split, "counts", None)}
         job.stage = "evaluate"
-        test_dir = dataset / "test"
-        if any(test_dir.glob("*/*")):
-            report = evaluate(result.best_checkpoint, test_dir, device=self.device,
+        if ws.has_test_split():
+            report = evaluate(result.best_checkpoint, ws.test_split, device=self.device,
                               progress=False)
-            report_dir = write_report(report, self.work / "report")
+            report_dir = write_report(report, ws.report)
             out["accuracy"] = report.accuracy
             png = Path(report_dir) / "confusion_matrix.png"
             if png.is_file():
-                out["confusion_png"] = png.relative_to(self.work).as_posix()
+                out["confusion_png"] = ws.relative(png)
         job.stage = "load"
         self.recogniser.load(result.best_checkpoint)
         return out
