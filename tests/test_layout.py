@@ -20,7 +20,7 @@ LAYERS = [
     ("datastore", ["facerec.datastore"]),
     ("training", ["facerec.training"]),
     ("inference", ["facerec.inference"]),
-    ("apps", ["facerec.pipeline", "facerec.serve"]),
+    ("apps", ["facerec.workflow", "facerec.pipeline", "facerec.serve"]),
     ("cli", ["facerec.cli"]),
 ]
 

@@ -110,7 +110,8 @@ def create_app(config: ServeConfig):
     from facerec.serve.files import UnsafePath, safe_file, safe_folder
     from facerec.serve.people import ManifestCache, crop_info, list_crops, list_groups
     from facerec.serve.recognise import Recogniser
-    from facerec.serve.training import TrainManager, TrainOptions
+    from facerec.serve.training import TrainManager
+    from facerec.workflow import TrainOptions
 
     workspace = config.workspace
     work, processed = workspace.root, workspace.processed

@@ -2,10 +2,11 @@
 of ``processed/``, in a background thread, with live progress, then the new checkpoint is swapped
 into the :class:`~facerec.serve.recognise.Recogniser`.
 
-Same stages and outputs as ``facerec run`` (``WORK/dataset``, ``WORK/runs/<run>/...``,
-``WORK/report/``). One job at a time: a second start while one runs is refused. A thread (not a
-process) keeps progress a plain shared object; Lightning runs fine off the main thread (it only
-installs signal handlers on the main thread).
+The stages are :func:`facerec.workflow.train_and_evaluate`, the same as ``facerec run``'s (same
+outputs: ``WORK/dataset``, ``WORK/runs/<run>/...``, ``WORK/report/``; same device mapping). One
+job at a time: a second start while one runs is refused. A thread (not a process) keeps progress
+a plain shared object; Lightning runs fine off the main thread (it only installs signal handlers
+on the main thread).
 """
 
 from __future__ import annotations
@@ -16,20 +17,11 @@ import time
 import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from facerec.errors import ConflictError, FacerecError
+from facerec.workflow import TrainOptions
 from facerec.workspace import Workspace
-
-
-@dataclass
-class TrainOptions:
-    max_epochs: int = 30
-    backbone: str = "dlib_face"
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 42
 
 
 @dataclass
@@ -111,36 +103,23 @@ class TrainManager:
             job.finished = time.time()
 
     def _stages(self, job: TrainJob) -> dict[str, Any]:
-        from facerec.inference.evaluate import evaluate, write_report
-        from facerec.split import split_dataset
-        from facerec.training import TrainConfig, train
+        from facerec.workflow import train_and_evaluate
 
-        opt = job.options
+        def on_stage(name: str) -> None:
+            job.stage = name
+
         ws = self.workspace
-        job.stage = "split"
-        with self.edit_lock:
-            split = split_dataset(ws.processed, ws.dataset, val=opt.val, test=opt.test,
-                                  seed=opt.seed, force=True, progress=False)
-        job.stage = "train"
-        accelerator = "cpu" if self.device == "cpu" else "auto"
-        result = train(TrainConfig(data_path=str(ws.dataset), runs_dir=str(ws.runs),
-                                   backbone=opt.backbone, max_epochs=opt.max_epochs,
-                                   seed=opt.seed, progress=False, accelerator=accelerator,
-                                   callbacks=[_progress_callback(job)]))
-        out: dict[str, Any] = {"checkpoint": result.best_checkpoint, "labels": result.labels,
-                               "threshold": result.threshold, "metrics": result.metrics,
-                               "epochs": result.epochs, "accuracy": None,
-                               "confusion_png": None, "people": len(result.labels),
-                               "split": getattr(split, "counts", None)}
-        job.stage = "evaluate"
-        if ws.has_test_split():
-            report = evaluate(result.best_checkpoint, ws.test_split, device=self.device,
-                              progress=False)
-            report_dir = write_report(report, ws.report)
-            out["accuracy"] = report.accuracy
-            png = Path(report_dir) / "confusion_matrix.png"
-            if png.is_file():
-                out["confusion_png"] = ws.relative(png)
+        done = train_and_evaluate(ws, job.options, device=self.device, progress=False,
+                                  callbacks=[_progress_callback(job)], on_stage=on_stage,
+                                  split_lock=self.edit_lock)  # no page edits while split reads
+        trained = done.train
+        png = done.report_dir / "confusion_matrix.png" if done.report_dir else None
+        out: dict[str, Any] = {"checkpoint": trained.best_checkpoint, "labels": trained.labels,
+                               "threshold": trained.threshold, "metrics": trained.metrics,
+                               "epochs": trained.epochs, "accuracy": done.accuracy,
+                               "confusion_png": ws.relative(png) if png and png.is_file() else None,
+                               "people": len(trained.labels),
+                               "split": getattr(done.split, "counts", None)}
         job.stage = "load"
-        self.recogniser.load(result.best_checkpoint)
+        self.recogniser.load(trained.best_checkpoint)
         return out
