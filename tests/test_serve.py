@@ -383,7 +383,7 @@ def test_predict_gives_predict_json_schema(model_client, celebrities, capsys):
                                                            "image/jpeg")})
     assert r.status_code == 200
     body = r.json()
-    assert main(["predict", "--checkpoint_path", model_client.app.state.recogniser.checkpoint,
+    assert main(["predict", "--checkpoint_path", model_client.app.state.serve.recogniser.checkpoint,
                  "--image_path", str(photo), "--json", "--device", "cpu", "--quiet"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert body[0]["image"] == photo.name
@@ -468,7 +468,7 @@ def test_train_from_the_api_swaps_the_model(client, work, celebrities):
     job = r.json()
     assert job["state"] in ("queued", "running") and job["max_epochs"] == 4
     assert client.post("/api/train", json={"max_epochs": 4}).status_code == 409  # one at a time
-    client.app.state.trainer.wait(600)
+    client.app.state.serve.trainer.wait(600)
     status = client.get(f"/api/train/{job['id']}").json()
     assert status["state"] == "done", status["error"]
     assert [h["epoch"] for h in status["history"]] == [1, 2, 3, 4]
@@ -490,7 +490,7 @@ def test_train_failure_is_reported(client, work):
         for p in folder.glob("*.jpg"):
             p.unlink()
     job = client.post("/api/train", json={"max_epochs": 1}).json()
-    client.app.state.trainer.wait(120)
+    client.app.state.serve.trainer.wait(120)
     status = client.get(f"/api/train/{job['id']}").json()
     assert status["state"] == "failed" and status["error"]
     assert client.get("/api/health").json()["model"]["checkpoint"] is None
