@@ -164,9 +164,9 @@ def main() -> None:
     work = Path(args.work)
     make_work(work, args.epochs)
     sys.path.insert(0, str(REPO / "src"))
-    from facerec.serve.recognise import find_checkpoint
+    from facerec.workspace import Workspace
 
-    checkpoint = str(find_checkpoint(work))
+    checkpoint = str(Workspace(work).best_checkpoint())
     photos = sorted((DATA / "celebrities" / "val").glob("*/*.jpg"))
     n = args.clients * args.requests
 

@@ -13,7 +13,7 @@ LAYERS = [
     ("foundation", ["facerec._version", "facerec.errors", "facerec.safeio", "facerec.cache",
                     "facerec.images", "facerec.manifest", "facerec.cropspec", "facerec.crops",
                     "facerec.registry", "facerec.weights", "facerec.defaults",
-                    "facerec.extras"]),
+                    "facerec.extras", "facerec.workspace"]),
     ("detection", ["facerec.detection"]),
     ("recognition", ["facerec.recognition"]),
     ("annotate", ["facerec.annotate"]),
@@ -21,7 +21,7 @@ LAYERS = [
     ("datastore", ["facerec.datastore"]),
     ("training", ["facerec.training"]),
     ("inference", ["facerec.inference"]),
-    ("apps", ["facerec.pipeline", "facerec.serve"]),
+    ("apps", ["facerec.workflow", "facerec.pipeline", "facerec.serve"]),
     ("cli", ["facerec.cli"]),
 ]
 

@@ -51,7 +51,7 @@ def test_run_on_a_folder_without_faces_is_a_clear_error(tmp_path, data_dir, caps
 
 
 def test_run_device_picks_that_gpu_only_for_training():
-    from facerec.pipeline import lightning_devices
+    from facerec.workflow import lightning_devices
 
     assert lightning_devices("cuda:1") == ("gpu", [1])  # GPU 1, not every GPU
     assert lightning_devices("cuda") == ("gpu", "1")

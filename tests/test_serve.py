@@ -246,6 +246,24 @@ def test_bad_edit_requests(client, work):
     assert r.status_code == 409 and "nothing to undo" in r.json()["detail"]
 
 
+def test_http_status_comes_from_the_error_type_not_its_text(tmp_path, monkeypatch):
+    import facerec.annotate as ann
+    from facerec.errors import ConflictError, InvalidInputError, NotFoundError
+
+    (tmp_path / "processed").mkdir()
+    client = client_for(tmp_path)
+    for error, status in ((ConflictError("no such luck: the folder is busy"), 409),
+                          (NotFoundError("nobody is called that"), 404),
+                          (InvalidInputError("no such thing as a bad name"), 400)):
+        def fail(*args, error=error):
+            raise error
+        monkeypatch.setattr(ann, "rename_person", fail)
+        monkeypatch.setattr(ann, "undo", fail)
+        r = client.post("/api/people/person_01/rename", json={"new_name": "x"})
+        assert (r.status_code, r.json()) == (status, {"detail": str(error)})
+        assert client.post("/api/undo").status_code == status
+
+
 def test_concurrent_renames_of_one_folder(client, work):
     """Eight clients rename person_01 at once: one wins, the others find it gone; one logged op."""
     barrier = threading.Barrier(8)
@@ -365,7 +383,7 @@ def test_predict_gives_predict_json_schema(model_client, celebrities, capsys):
                                                            "image/jpeg")})
     assert r.status_code == 200
     body = r.json()
-    assert main(["predict", "--checkpoint_path", model_client.app.state.recogniser.checkpoint,
+    assert main(["predict", "--checkpoint_path", model_client.app.state.serve.recogniser.checkpoint,
                  "--image_path", str(photo), "--json", "--device", "cpu", "--quiet"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert body[0]["image"] == photo.name
@@ -450,7 +468,7 @@ def test_train_from_the_api_swaps_the_model(client, work, celebrities):
     job = r.json()
     assert job["state"] in ("queued", "running") and job["max_epochs"] == 4
     assert client.post("/api/train", json={"max_epochs": 4}).status_code == 409  # one at a time
-    client.app.state.trainer.wait(600)
+    client.app.state.serve.trainer.wait(600)
     status = client.get(f"/api/train/{job['id']}").json()
     assert status["state"] == "done", status["error"]
     assert [h["epoch"] for h in status["history"]] == [1, 2, 3, 4]
@@ -472,7 +490,7 @@ def test_train_failure_is_reported(client, work):
         for p in folder.glob("*.jpg"):
             p.unlink()
     job = client.post("/api/train", json={"max_epochs": 1}).json()
-    client.app.state.trainer.wait(120)
+    client.app.state.serve.trainer.wait(120)
     status = client.get(f"/api/train/{job['id']}").json()
     assert status["state"] == "failed" and status["error"]
     assert client.get("/api/health").json()["model"]["checkpoint"] is None

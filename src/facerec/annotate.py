@@ -47,7 +47,7 @@ from facerec.crops import (
     person_folders,
     require_folder,
 )
-from facerec.errors import FacerecError
+from facerec.errors import ConflictError, InvalidInputError, NotFoundError
 from facerec.safeio import META_DIR, display_path, folder_lock
 
 MOVES_LOG = "moves.jsonl"
@@ -243,8 +243,8 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     result.loose = len(loose_paths)
     result.known_people = sum(1 for files in people.values() if files)
     if not loose_paths and not any(people.values()):
-        raise FacerecError(f"no face crops in {processed} (run `facerec detect PHOTOS --out "
-                           f"{processed}` first)")
+        raise NotFoundError(f"no face crops in {processed} (run `facerec detect PHOTOS --out "
+                            f"{processed}` first)")
 
     infos: list[CropInfo] = [manifest.info(p) for p in loose_paths]
     person_of: list[str | None] = [None] * len(infos)
@@ -489,14 +489,14 @@ def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "
         (processed / d).mkdir(exist_ok=True)
     for m in renames:
         if (processed / m.dst).exists():
-            raise FacerecError(f"{processed / m.dst} appeared while renaming; run `facerec "
-                               "annotate --undo` to put back what was moved")
+            raise ConflictError(f"{processed / m.dst} appeared while renaming; run `facerec "
+                                "annotate --undo` to put back what was moved")
         os.rename(processed / m.src, processed / m.dst)
     for m in moves:
         src, dst = processed / m.src, processed / m.dst
         if dst.exists():  # appeared since planning: never overwrite
-            raise FacerecError(f"{dst} appeared while annotating; run `facerec annotate --undo` "
-                               "to put back what was moved")
+            raise ConflictError(f"{dst} appeared while annotating; run `facerec annotate --undo` "
+                                "to put back what was moved")
         os.rename(src, dst)
     for d in rmdirs:
         try:
@@ -530,8 +530,8 @@ def check_person_name(name: str) -> str:
     name = str(name).strip()
     if (not name or len(name) > _NAME_MAX or not is_person_folder(name) or name in (".", "..")
             or any(c in name for c in '/\\\0') or any(ord(c) < 32 for c in name)):
-        raise FacerecError(f"invalid person name {name!r}: one folder name, not starting with "
-                           f"'_' or '.', at most {_NAME_MAX} characters, no '/' or '\\'")
+        raise InvalidInputError(f"invalid person name {name!r}: one folder name, not starting with "
+                                f"'_' or '.', at most {_NAME_MAX} characters, no '/' or '\\'")
     return name
 
 
@@ -541,11 +541,11 @@ def check_crop_path(processed: Path, rel: str) -> Path:
     parts = str(rel).split("/")
     if (not rel or "\\" in rel or "\0" in rel
             or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
-        raise FacerecError(f"invalid crop path {rel!r}")
+        raise InvalidInputError(f"invalid crop path {rel!r}")
     path = processed / Path(*parts)
     if path.is_symlink() or not is_image(path) \
             or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
-        raise FacerecError(f"no such crop: {rel}")
+        raise NotFoundError(f"no such crop: {rel}")
     return path
 
 
@@ -588,14 +588,14 @@ def rename_person(processed_dir: str | os.PathLike, name: str, new_name: str) ->
     processed = require_folder(processed_dir)
     name, new_name = check_person_name(name), check_person_name(new_name)
     if not (processed / name).is_dir() or (processed / name).is_symlink():
-        raise FacerecError(f"no such person folder: {name}")
+        raise NotFoundError(f"no such person folder: {name}")
     if name == new_name:
-        raise FacerecError(f"{name} is already called {new_name}")
+        raise InvalidInputError(f"{name} is already called {new_name}")
     renames: list[Move] = []
     moves: list[Move] = []
     rmdirs: list[str] = []
     if (processed / new_name).exists() and not (processed / new_name).is_dir():
-        raise FacerecError(f"{new_name} exists and is not a folder")
+        raise InvalidInputError(f"{new_name} exists and is not a folder")
     merged = (processed / new_name).exists()
     for src, dst in ((name, new_name), (f"{SUGGESTED}/{name}", f"{SUGGESTED}/{new_name}")):
         if not (processed / src).is_dir():
@@ -624,7 +624,7 @@ def undo(processed_dir: str | os.PathLike) -> UndoResult:
         undone = {ev["op"] for ev in events if ev.get("event") == "undo"}
         ops = [ev["op"] for ev in events if ev.get("event") == "begin" and ev["op"] not in undone]
         if not ops:
-            raise FacerecError(f"nothing to undo in {processed} (no annotate run recorded)")
+            raise ConflictError(f"nothing to undo in {processed} (no annotate run recorded)")
         return _rollback(processed, log, events, ops[-1])
 
 
@@ -694,8 +694,8 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
         elif src.exists() and not dst.exists():
             continue  # never moved (the run stopped before it)
         elif src.exists() and dst.exists():
-            raise FacerecError(f"cannot undo: both {ev['src']} and {ev['dst']} exist; "
-                               "move one of them away and retry")
+            raise ConflictError(f"cannot undo: both {ev['src']} and {ev['dst']} exist; "
+                                "move one of them away and retry")
         else:
             # the file was moved on since, e.g. its person_06/ folder renamed to alice/ by hand:
             # crop names are unique (facerec detect makes them so), so find it by name
@@ -703,8 +703,8 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
                 found = _files_by_name(processed)
             hits = found.get(dst.name, []) if ev.get("event") == "move" else []
             if len(hits) != 1:
-                raise FacerecError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
-                                   "put it back and retry")
+                raise ConflictError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
+                                    "put it back and retry")
             todo.append((hits[0], src))
     log.append([{"op": op, "event": "undo_begin", "time": time.time()}])
     for dst, src in todo:

@@ -16,8 +16,9 @@ from typing import Any  # an argparse subparsers action (its class is private)
 from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
 from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE
-from facerec.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
-                            EXIT_USAGE, FacerecError)
+from facerec.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE,
+                            FacerecError, InvalidInputError, NotFoundError, UnsupportedError,
+                            exit_status)
 from facerec.safeio import oserror_message
 from facerec.training.config import add_train_arguments, config_from_args
 
@@ -485,14 +486,15 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     paths = list(args.image_path or []) + ([args.source] if args.source else [])
     if not paths:
-        raise FacerecError("give --image_path PATH (photos, folders or videos) or --source URL")
+        raise InvalidInputError("give --image_path PATH (photos, folders or videos) or --source "
+                                "URL")
     videos = [p for p in args.image_path or [] if is_video(p)]
     if args.source or videos:
         if len(videos) != len(args.image_path or []):
-            raise FacerecError("give videos and photos in separate calls")
+            raise InvalidInputError("give videos and photos in separate calls")
         if args.csv or args.crops:
-            raise FacerecError(f"{'--csv' if args.csv else '--crops'} is for photos; videos "
-                               "report tracks (text or --json)")
+            raise InvalidInputError(f"{'--csv' if args.csv else '--crops'} is for photos; "
+                                    "videos report tracks (text or --json)")
         run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
                   device=args.device, runtime=args.runtime, as_json=args.json,
                   annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
@@ -762,10 +764,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         from facerec.serve import ServeConfig, run_server
     except ImportError as exc:
-        raise FacerecError(f"facerec serve needs the serve extra ({exc.name} is missing): "
-                           "pip install 'facerec[serve]'") from None
+        raise UnsupportedError(f"facerec serve needs the serve extra ({exc.name} is missing): "
+                               "pip install 'facerec[serve]'") from None
     if args.photos and not Path(args.photos).is_dir():
-        raise FacerecError(f"photos folder not found: {args.photos}")
+        raise NotFoundError(f"photos folder not found: {args.photos}")
     config = ServeConfig(work_dir=Path(args.work_dir),
                          checkpoint=Path(args.checkpoint_path) if args.checkpoint_path else None,
                          photos_dir=Path(args.photos) if args.photos else None,
@@ -830,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"facerec {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return exit_status(exc)
     except ModuleNotFoundError as exc:  # an optional dependency (extra) is not installed
         from facerec.extras import missing_extra
 
@@ -838,12 +840,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or error is None:
             raise
         print(f"facerec {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
+        return exit_status(error)
     except OSError as exc:  # read-only or full disk, permissions, too many open files...
         if debug:
             raise
         print(f"facerec {args.command}: error: {oserror_message(exc)}", file=sys.stderr)
-        return EXIT_INPUT
+        return exit_status(exc)
     except KeyboardInterrupt:
         print(f"facerec {args.command}: interrupted (rerun to resume)", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.errors import FacerecError
+from facerec.errors import InvalidInputError, NotFoundError
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import read_manifest, sha256_file
 
@@ -52,12 +52,9 @@ class CropInfo:
     path: Path                      # absolute path now
     rel: str                        # posix path relative to processed/
     source: str                     # source photo (manifest path) or "sha256:<content hash>"
-    in_manifest: bool = False
-    manifest_crop: str | None = None  # where detect wrote it (posix, relative to processed/)
     score: float | None = None
     face_size: float | None = None  # min(w, h) of the detector box, original pixels
     landmarks: np.ndarray | None = None  # 5x2, crop pixels
-    face_index: int | None = None
 
     @property
     def folder(self) -> str:
@@ -89,9 +86,8 @@ class Manifest:
         hit = self.by_name.get(path.name)
         if hit is None:
             return CropInfo(path=path, rel=rel, source="sha256:" + sha256_file(path))
-        record, face, index = hit
-        info = CropInfo(path=path, rel=rel, source=record["path"], in_manifest=True,
-                        manifest_crop=face.get("crop"), face_index=index)
+        record, face, _ = hit
+        info = CropInfo(path=path, rel=rel, source=record["path"])
         score = face.get("score")
         info.score = float(score) if isinstance(score, (int, float)) else None
         box = face.get("box")
@@ -137,7 +133,7 @@ def _landmarks_in_crop(face: dict, path: Path, size: tuple[int, int] | None) -> 
 def require_folder(processed: str | os.PathLike, what: str = "processed folder") -> Path:
     path = Path(processed)
     if not path.exists():
-        raise FacerecError(f"{what} not found: {path}")
+        raise NotFoundError(f"{what} not found: {path}")
     if not path.is_dir():
-        raise FacerecError(f"{what} is not a folder: {path}")
+        raise InvalidInputError(f"{what} is not a folder: {path}")
     return path

@@ -47,7 +47,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from facerec.errors import FacerecError
+from facerec.errors import (ConflictError, FacerecError, InvalidInputError, NotFoundError,
+                            UnsupportedError)
 from facerec.manifest import sha256_file
 from facerec.safeio import (META_DIR, atomic_write, atomic_write_bytes, check_output_location,
                             display_path, folder_lock, oserror_message, remove_temporaries)
@@ -168,9 +169,9 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise FacerecError(
-            f"invalid datastore name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(starting with a letter or digit, at most 100 characters)")
+        raise InvalidInputError(
+                 f"invalid datastore name {name!r}: use letters, digits, '.', '_' or '-' "
+                 "(starting with a letter or digit, at most 100 characters)")
     return name
 
 
@@ -180,9 +181,10 @@ def _parse_version(version: int | str | None) -> int | None:
     try:
         v = int(version)
     except (TypeError, ValueError):
-        raise FacerecError(f"invalid datastore version {version!r}: a number such as 1, or 'latest'")
+        raise InvalidInputError(f"invalid datastore version {version!r}: a number such as 1, or "
+                                "'latest'")
     if v < 1:
-        raise FacerecError(f"invalid datastore version {version!r}: versions start at 1")
+        raise InvalidInputError(f"invalid datastore version {version!r}: versions start at 1")
     return v
 
 
@@ -198,13 +200,13 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 def parse_data_url(url: str) -> tuple[str, int | None]:
     """``datastore://NAME``, ``datastore://NAME/3`` (or ``NAME:3``, ``NAME/latest``) -> (NAME, version)."""
     if not str(url).startswith(SCHEME):
-        raise FacerecError(f"not a datastore URL: {url!r} (expected {SCHEME}NAME[/VERSION])")
+        raise InvalidInputError(f"not a datastore URL: {url!r} (expected {SCHEME}NAME[/VERSION])")
     rest = str(url)[len(SCHEME):].strip("/")
     name, sep, version = rest.partition("/")
     if not sep:
         name, _, version = rest.partition(":")
     if "/" in version:
-        raise FacerecError(f"invalid datastore URL {url!r}: expected {SCHEME}NAME[/VERSION]")
+        raise InvalidInputError(f"invalid datastore URL {url!r}: expected {SCHEME}NAME[/VERSION]")
     return validate_name(name), _parse_version(version)
 
 
@@ -234,7 +236,7 @@ def _safe_relpath(path: str) -> str:
     """Reject manifest paths that could write outside the target folder."""
     p = PurePosixPath(path)
     if not path or p.is_absolute() or ".." in p.parts or "\\" in path or p.as_posix() != path:
-        raise FacerecError(f"refusing unsafe path {path!r} in a datastore manifest")
+        raise InvalidInputError(f"refusing unsafe path {path!r} in a datastore manifest")
     return path
 
 
@@ -360,8 +362,8 @@ class Datastore:
             if create:
                 self._write_bytes(path, _json_bytes({"format": FORMAT, "created": _now()}))
         elif int(meta.get("format", 0)) > FORMAT:
-            raise FacerecError(f"store {self.url} uses format {meta.get('format')}, newer than this "
-                               f"facerec understands ({FORMAT}): upgrade facerec")
+            raise UnsupportedError(f"store {self.url} uses format {meta.get('format')}, newer "
+                                   f"than this facerec understands ({FORMAT}): upgrade facerec")
 
     # --------------------------------------------------------------------------------- versions
     def _scan(self, name: str | None = None) -> dict[tuple[str, int], dict[str, str]]:
@@ -423,16 +425,16 @@ class Datastore:
         if not infos:
             names = sorted({i.name for i in self.list()})
             known = f" (datastores there: {', '.join(names)})" if names else " (the store is empty)"
-            raise FacerecError(f"no datastore named {name!r} in {self.url}{known}")
+            raise NotFoundError(f"no datastore named {name!r} in {self.url}{known}")
         if version is None:
             ok = [i.version for i in infos if i.status == SUCCEEDED]
             if not ok:
                 states = ", ".join(f"{i.version} {i.status}" for i in infos)
-                raise FacerecError(f"datastore {name!r} has no succeeded version yet ({states})")
+                raise NotFoundError(f"datastore {name!r} has no succeeded version yet ({states})")
             return max(ok)
         if version not in {i.version for i in infos}:
             have = ", ".join(str(i.version) for i in infos)
-            raise FacerecError(f"datastore {name!r} has no version {version} (versions: {have})")
+            raise NotFoundError(f"datastore {name!r} has no version {version} (versions: {have})")
         return version
 
     def show(self, name: str, version: int | str | None = None) -> VersionInfo:
@@ -450,13 +452,13 @@ class Datastore:
         manifest = self._read_json(self._p("datastores", name, str(version), "manifest.json"))
         if manifest is None:
             status = self._read_json(self._p("datastores", name, str(version), "status.json")) or {}
-            raise FacerecError(
-                f"datastore {name}:{version} is {status.get('status', FAILED)}, not Succeeded: "
-                "it cannot be used (rerun `facerec datastore create` to finish it)")
+            raise ConflictError(
+                 f"datastore {name}:{version} is {status.get('status', FAILED)}, not Succeeded: "
+                 "it cannot be used (rerun `facerec datastore create` to finish it)")
         for f in manifest.get("files", []):
             _safe_relpath(f["path"])
             if not _SHA_RE.fullmatch(f["sha256"]):
-                raise FacerecError(f"bad sha256 {f['sha256']!r} in {name}:{version} manifest")
+                raise InvalidInputError(f"bad sha256 {f['sha256']!r} in {name}:{version} manifest")
         return manifest
 
     # ----------------------------------------------------------------------------------- create
@@ -465,10 +467,10 @@ class Datastore:
         validate_name(name)
         src = Path(source).expanduser()
         if not src.is_dir():
-            raise FacerecError(f"source folder not found: {src}")
+            raise NotFoundError(f"source folder not found: {src}")
         paths = _scan_source(src)
         if not paths:
-            raise FacerecError(f"source folder is empty: {src}")
+            raise NotFoundError(f"source folder is empty: {src}")
 
         try:
             total = sum(p.stat().st_size for p in paths)
@@ -595,7 +597,8 @@ class Datastore:
                     continue
                 data = local.read_bytes()
                 if len(data) != e.size or hashlib.sha256(data).hexdigest() != e.sha256:
-                    raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
+                    raise ConflictError(f"{local} changed during the upload: rerun to upload it "
+                                        "again")
                 batch[self._object_path(e.sha256)] = data
                 batch_bytes += e.size
                 if len(batch) >= self.batch_files or batch_bytes >= self.batch_bytes:
@@ -613,21 +616,22 @@ class Datastore:
             def write(tmp: Path) -> None:
                 shutil.copyfile(local, tmp)
                 if sha256_file(tmp) != e.sha256:
-                    raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
+                    raise ConflictError(f"{local} changed during the upload: rerun to upload it "
+                                        "again")
 
             atomic_write(dest, write)
             return
         self.fs.put_file(str(local), remote)
         if sha256_file(local) != e.sha256:
             self.fs.rm_file(remote)
-            raise FacerecError(f"{local} changed during the upload: rerun to upload it again")
+            raise ConflictError(f"{local} changed during the upload: rerun to upload it again")
 
     def _commit(self, name: str, version: int, created: str, digest: str,
                 entries: list[FileEntry]) -> None:
         path = self._p("datastores", name, str(version), "manifest.json")
         if self.fs.exists(path):  # another writer committed this version: never overwrite it
-            raise FacerecError(f"datastore {name}:{version} was committed by another upload; "
-                               "rerun to create a new version")
+            raise ConflictError(f"datastore {name}:{version} was committed by another upload; "
+                                "rerun to create a new version")
         manifest = {"format": FORMAT, "name": name, "version": version, "created": created,
                     "committed": _now(), "digest": digest, "size": sum(e.size for e in entries),
                     "num_files": len(entries),
@@ -650,7 +654,7 @@ class Datastore:
             raise FacerecError(f"cannot read store {self.url}: {exc}") from exc
         target = Path(to).expanduser() if to is not None else default_cache_dir() / "datastores" / name / str(v)
         if target.exists() and not target.is_dir():
-            raise FacerecError(f"{target} exists and is not a folder")
+            raise InvalidInputError(f"{target} exists and is not a folder")
         if self._local:
             check_output_location(target, [self.root], what="--to")
         try:
@@ -671,12 +675,12 @@ class Datastore:
         marker_path = target / MARKER
         old = _read_marker(target)
         if target.exists() and not target.is_dir():
-            raise FacerecError(f"{target} exists and is not a folder")
+            raise InvalidInputError(f"{target} exists and is not a folder")
         if old is None and target.is_dir() and any(
                 not c.name.startswith(f".{MARKER}.") and c.name != META_DIR
                 for c in target.iterdir()):
-            raise FacerecError(f"refusing to pull {name}:{version} into {target}: the folder is not "
-                               "empty and was not filled by `facerec datastore pull`")
+            raise ConflictError(f"refusing to pull {name}:{version} into {target}: the folder is "
+                                "not empty and was not filled by `facerec datastore pull`")
         if old is not None:  # half-written files of a killed pull (we hold the folder's lock)
             remove_temporaries(target)
         wanted = {f.path for f in files}
@@ -713,7 +717,7 @@ class Datastore:
                 for sha, group in chunk:
                     data = blobs.get(sha)
                     if isinstance(data, FileNotFoundError) or data is None:
-                        raise FacerecError(self._missing_msg(name, version, sha, group[0].path))
+                        raise NotFoundError(self._missing_msg(name, version, sha, group[0].path))
                     if isinstance(data, BaseException):
                         raise data
                     got = hashlib.sha256(data).hexdigest()
@@ -734,7 +738,7 @@ class Datastore:
             try:
                 self.fs.get_file(self._object_path(sha), str(tmp))
             except FileNotFoundError:
-                raise FacerecError(self._missing_msg(name, version, sha, group[0].path)) from None
+                raise NotFoundError(self._missing_msg(name, version, sha, group[0].path)) from None
             got = sha256_file(tmp)
             if got != sha:
                 raise FacerecError(self._corrupt_msg(name, version, sha, got, group[0].path))
@@ -852,9 +856,9 @@ def resolve_data_path(data_path: str | os.PathLike, *, store_url: str | None = N
     text = os.fspath(data_path)
     if not text.startswith(SCHEME):
         if _URL_RE.match(text):
-            raise FacerecError(
-                f"unsupported data path {text!r}: use a local folder or {SCHEME}NAME[/VERSION] "
-                "(upload remote data with `facerec datastore create` first)")
+            raise UnsupportedError(
+                    f"unsupported data path {text!r}: use a local folder or {SCHEME}NAME[/VERSION] "
+                    "(upload remote data with `facerec datastore create` first)")
         return Path(text)
     name, version = parse_data_url(text)
     return Datastore(store_url, storage_options).resolve(name, version, cache_dir=cache_dir,

@@ -1,4 +1,16 @@
-"""Errors that the CLI turns into a one-line message, and the exit statuses of every command."""
+"""Errors that the CLI turns into a one-line message, the exit statuses of every command, and the
+one table that maps each error class to its exit status and its HTTP status (``facerec serve``).
+
+Raise the most specific class: :class:`NotFoundError` (a path, person, crop, job, datastore that
+is not there), :class:`ConflictError` (the state forbids it now: a job already running, nothing to
+undo, a file that appeared meanwhile, a folder locked by another writer, an output that must be
+forced), :class:`InvalidInputError` (a bad value or name), :class:`UnsupportedError` (a kind of
+input or a feature this install cannot handle), :class:`UnavailableError` (the server lacks what
+the request needs yet, e.g. a model). A plain :class:`FacerecError` is bad input, like
+:class:`InvalidInputError`; every ``except FacerecError`` catches them all.
+"""
+
+from __future__ import annotations
 
 #: the command did what was asked
 EXIT_OK = 0
@@ -17,3 +29,61 @@ EXIT_INTERRUPTED = 130
 
 class FacerecError(Exception):
     """A user-facing error: bad input, missing folder, wrong checkpoint... (message is shown as is)."""
+
+
+class InvalidInputError(FacerecError):
+    """A bad value: an invalid name, path, fraction, version..."""
+
+
+class NotFoundError(FacerecError):
+    """What was asked for is not there: a folder, a person, a crop, a job, a datastore..."""
+
+
+class ConflictError(FacerecError):
+    """The current state forbids it: already running, nothing to undo, appeared while writing,
+    a folder being written by another process, an output that needs ``--force``..."""
+
+
+class UnsupportedError(FacerecError):
+    """A kind of input, format or feature this facerec (or this install) cannot handle."""
+
+
+class UnavailableError(FacerecError):
+    """Not possible yet: what it needs is not ready (the server has no model yet)."""
+
+
+class MissingExtraError(UnavailableError):
+    """An optional dependency (a ``facerec[extra]``) is not installed; the message names it."""
+
+
+#: error class -> (exit status of the CLI, HTTP status of ``facerec serve``). The most specific
+#: class of an error's MRO wins (:func:`exit_status`, :func:`http_status`). ``OSError`` (a full or
+#: read-only disk, a missing permission) is one line and bad input for the CLI; on the server it
+#: is the server's own failure.
+ERROR_STATUS: dict[type[BaseException], tuple[int, int]] = {
+    FacerecError: (EXIT_INPUT, 400),
+    InvalidInputError: (EXIT_INPUT, 400),
+    NotFoundError: (EXIT_INPUT, 404),
+    ConflictError: (EXIT_INPUT, 409),
+    UnsupportedError: (EXIT_INPUT, 415),
+    UnavailableError: (EXIT_INPUT, 503),
+    MissingExtraError: (EXIT_INPUT, 503),
+    OSError: (EXIT_INPUT, 500),
+}
+
+
+def _statuses(exc: BaseException) -> tuple[int, int]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    raise TypeError(f"{type(exc).__name__} is not in facerec.errors.ERROR_STATUS")
+
+
+def exit_status(exc: BaseException) -> int:
+    """The CLI's exit status for ``exc`` (a :class:`FacerecError` or an ``OSError``)."""
+    return _statuses(exc)[0]
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status ``facerec serve`` answers ``exc`` with."""
+    return _statuses(exc)[1]

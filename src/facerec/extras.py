@@ -8,7 +8,7 @@ not an ``ImportError`` traceback. Light module: nothing imported.
 
 from __future__ import annotations
 
-from facerec.errors import FacerecError
+from facerec.errors import MissingExtraError
 
 #: top-level module -> the extra that installs it
 EXTRA_OF = {
@@ -20,10 +20,6 @@ EXTRA_OF = {
     "av": "video", "scipy": "video",
     "s3fs": "s3", "gcsfs": "gcs", "sky": "cloud", "ray": "ray",
 }
-
-
-class MissingExtraError(FacerecError):
-    """An optional dependency is not installed (the message names the extra)."""
 
 
 def missing_extra(exc: ModuleNotFoundError, what: str = "this") -> MissingExtraError | None:

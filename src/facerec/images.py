@@ -27,9 +27,8 @@ try:  # HEIC/HEIF (iPhone photos); optional at import time so a broken install s
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-    HEIF_SUPPORTED = True
 except Exception:  # pragma: no cover - depends on the platform's wheel
-    HEIF_SUPPORTED = False
+    pass
 
 #: file types taken for images when a folder is searched (a file named on the command line, or a
 #: photo under detect's input, is tried whatever its name)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from facerec.errors import FacerecError
+from facerec.errors import ConflictError, InvalidInputError
 
 META_DIR = ".facerec"  # facerec's own files inside an output folder (hidden: never a person/photo)
 _LOCK = "lock"
@@ -103,7 +103,7 @@ def check_output_location(output: str | os.PathLike, inputs: Iterable[str | os.P
         source = Path(os.path.realpath(raw))
         folder = source if source.is_dir() else source.parent
         if _overlap(out, folder) or out == source:
-            raise FacerecError(
+            raise InvalidInputError(
                 f"{what} {display_path(output)} overlaps the input {display_path(raw)}: choose a "
                 "folder outside it (facerec never writes into or over the photos it reads)")
 
@@ -123,9 +123,10 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the writer lock of ``folder`` (created if needed) for the duration of the block.
 
     A second writer, in this or another process, is refused at once with a
-    :class:`FacerecError` naming the holder. Re-entrant within one thread (``facerec run`` holds
-    processed/ while detect and annotate take it again); another thread of the same process is
-    refused like another process (flock locks belong to the open file, not the process)."""
+    :class:`~facerec.errors.ConflictError` naming the holder. Re-entrant within one thread
+    (``facerec run`` holds processed/ while detect and annotate take it again); another thread of
+    the same process is refused like another process (flock locks belong to the open file, not the
+    process)."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
@@ -144,8 +145,8 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise FacerecError(f"{display_path(folder)} is being written by {_holder(meta)}; wait for "
-                           "it to finish, or use another folder") from None
+        raise ConflictError(f"{display_path(folder)} is being written by {_holder(meta)}; wait for "
+                            "it to finish, or use another folder") from None
     held[key] = 1
     try:
         info = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),

@@ -38,7 +38,7 @@ from facerec._version import __version__
 from facerec.cropspec import read_processed_spec
 from facerec.crops import Manifest, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file
-from facerec.errors import FacerecError
+from facerec.errors import ConflictError, InvalidInputError, NotFoundError
 from facerec.safeio import META_DIR, atomic_write, display_path, folder_lock, remove_temporaries
 
 SPLITS = ("train", "val", "test")
@@ -122,11 +122,12 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
     out = Path(out_dir)
     for name, frac in (("val", val), ("test", test)):
         if not 0.0 <= float(frac) < 1.0:
-            raise FacerecError(f"--{name} must be between 0 and 1, got {frac}")
+            raise InvalidInputError(f"--{name} must be between 0 and 1, got {frac}")
     if val + test >= 1.0:
-        raise FacerecError(f"--val + --test must leave something for train, got {val + test:g}")
+        raise InvalidInputError("--val + --test must leave something for train, got "
+                                f"{val + test:g}")
     if dedup not in ("embedding", "none"):
-        raise FacerecError(f"--dedup must be 'embedding' or 'none', got {dedup!r}")
+        raise InvalidInputError(f"--dedup must be 'embedding' or 'none', got {dedup!r}")
     _check_out_dir(processed, out)
     existed = out.exists()
     try:
@@ -180,10 +181,10 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
         force = True  # its train/val/test are facerec's own, half written
     if _has_content(out) and not force:
         if previous is None:
-            raise FacerecError(f"{out} exists and was not made by `facerec split`; "
-                               "choose another --out or use --force to replace its train/val/test")
-        raise FacerecError(f"{out} was built from other input or settings (or changed since); "
-                           "use --force to rebuild it")
+            raise ConflictError(f"{out} exists and was not made by `facerec split`; "
+                                "choose another --out or use --force to replace its train/val/test")
+        raise ConflictError(f"{out} was built from other input or settings (or changed since); "
+                            "use --force to rebuild it")
 
     # ---- groups: same source photo, plus near-duplicates of one person
     uf = _UnionFind()
@@ -242,7 +243,7 @@ def _labelled_crops(processed: Path, result: SplitResult) -> list[_Crop]:
         loose = len(list_images(processed))
         hint = (f" ({loose} loose crops: run `facerec annotate {processed}` and give the person "
                 "folders names)" if loose else " (one folder of face crops per person expected)")
-        raise FacerecError(f"no labelled crops in {processed}{hint}")
+        raise NotFoundError(f"no labelled crops in {processed}{hint}")
     return crops
 
 
@@ -375,12 +376,12 @@ def _link_near_duplicates(crops: list[_Crop], uf: _UnionFind, dup_distance: floa
 def _check_out_dir(processed: Path, out: Path) -> None:
     p, o = processed.resolve(), out.resolve()
     if o == p or p in o.parents:
-        raise FacerecError(f"--out {out} is inside {processed}: it would be taken for a person "
-                           "folder; choose a folder outside it")
+        raise InvalidInputError(f"--out {out} is inside {processed}: it would be taken for a "
+                                "person folder; choose a folder outside it")
     if o in p.parents:
-        raise FacerecError(f"{processed} is inside --out {out}; choose another --out")
+        raise InvalidInputError(f"{processed} is inside --out {out}; choose another --out")
     if out.exists() and not out.is_dir():
-        raise FacerecError(f"--out {out} exists and is not a folder")
+        raise InvalidInputError(f"--out {out} exists and is not a folder")
 
 
 def _has_content(out: Path) -> bool:

@@ -15,28 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facerec.errors import FacerecError
+from facerec.errors import UnavailableError
 
 
 @dataclass
 class Upload:
     name: str
     data: bytes
-
-
-def find_checkpoint(work: Path) -> Path | None:
-    """The best checkpoint of the newest run under ``work/runs`` (``last.ckpt`` only when a run has
-    nothing else), or None."""
-    runs = work / "runs"
-    if not runs.is_dir():
-        return None
-    found = [p for p in runs.glob("**/checkpoints/*.ckpt") if p.is_file()]
-    if not found:
-        return None
-    newest_dir = max((p.parent for p in found), key=lambda d: max(f.stat().st_mtime for f in
-                                                                   d.glob("*.ckpt")))
-    best = [p for p in newest_dir.glob("*.ckpt") if p.name != "last.ckpt"]
-    return max(best or list(newest_dir.glob("*.ckpt")), key=lambda p: p.stat().st_mtime)
 
 
 class Recogniser:
@@ -78,7 +63,7 @@ class Recogniser:
         from facerec.inference.predict import ImageResult
 
         if self._predictor is None:
-            raise FacerecError("no model yet")
+            raise UnavailableError("no model yet")
         decoded = []
         for up in uploads:
             try:

@@ -2,10 +2,11 @@
 of ``processed/``, in a background thread, with live progress, then the new checkpoint is swapped
 into the :class:`~facerec.serve.recognise.Recogniser`.
 
-Same stages and outputs as ``facerec run`` (``WORK/dataset``, ``WORK/runs/<run>/...``,
-``WORK/report/``). One job at a time: a second start while one runs is refused. A thread (not a
-process) keeps progress a plain shared object; Lightning runs fine off the main thread (it only
-installs signal handlers on the main thread).
+The stages are :func:`facerec.workflow.train_and_evaluate`, the same as ``facerec run``'s (same
+outputs: ``WORK/dataset``, ``WORK/runs/<run>/...``, ``WORK/report/``; same device mapping). One
+job at a time: a second start while one runs is refused. A thread (not a process) keeps progress
+a plain shared object; Lightning runs fine off the main thread (it only installs signal handlers
+on the main thread).
 """
 
 from __future__ import annotations
@@ -16,19 +17,11 @@ import time
 import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from facerec.errors import FacerecError
-
-
-@dataclass
-class TrainOptions:
-    max_epochs: int = 30
-    backbone: str = "dlib_face"
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 42
+from facerec.errors import ConflictError, FacerecError
+from facerec.workflow import TrainOptions
+from facerec.workspace import Workspace
 
 
 @dataclass
@@ -68,9 +61,9 @@ def _progress_callback(job: TrainJob):
 class TrainManager:
     """Starts and tracks train jobs for one work folder."""
 
-    def __init__(self, work: Path, processed: Path, recogniser: Any, edit_lock: threading.Lock,
+    def __init__(self, workspace: Workspace, recogniser: Any, edit_lock: threading.Lock,
                  device: str = "auto") -> None:
-        self.work, self.processed = work, processed
+        self.workspace = workspace
         self.recogniser = recogniser
         self.edit_lock = edit_lock   # split reads processed/: no page edits meanwhile
         self.device = device
@@ -84,7 +77,7 @@ class TrainManager:
     def start(self, options: TrainOptions) -> TrainJob:
         with self._lock:
             if self.running() is not None:
-                raise FacerecError("a training job is already running")
+                raise ConflictError("a training job is already running")
             job = TrainJob(id=uuid.uuid4().hex[:12], options=options)
             self.jobs[job.id] = job
             self._thread = threading.Thread(target=self._run, args=(job,), daemon=True,
@@ -110,37 +103,23 @@ class TrainManager:
             job.finished = time.time()
 
     def _stages(self, job: TrainJob) -> dict[str, Any]:
-        from facerec.inference.evaluate import evaluate, write_report
-        from facerec.split import split_dataset
-        from facerec.training import TrainConfig, train
+        from facerec.workflow import train_and_evaluate
 
-        opt = job.options
-        dataset = self.work / "dataset"
-        job.stage = "split"
-        with self.edit_lock:
-            split = split_dataset(self.processed, dataset, val=opt.val, test=opt.test,
-                                  seed=opt.seed, force=True, progress=False)
-        job.stage = "train"
-        accelerator = "cpu" if self.device == "cpu" else "auto"
-        result = train(TrainConfig(data_path=str(dataset), runs_dir=str(self.work / "runs"),
-                                   backbone=opt.backbone, max_epochs=opt.max_epochs,
-                                   seed=opt.seed, progress=False, accelerator=accelerator,
-                                   callbacks=[_progress_callback(job)]))
-        out: dict[str, Any] = {"checkpoint": result.best_checkpoint, "labels": result.labels,
-                               "threshold": result.threshold, "metrics": result.metrics,
-                               "epochs": result.epochs, "accuracy": None,
-                               "confusion_png": None, "people": len(result.labels),
-                               "split": getattr(split, "counts", None)}
-        job.stage = "evaluate"
-        test_dir = dataset / "test"
-        if any(test_dir.glob("*/*")):
-            report = evaluate(result.best_checkpoint, test_dir, device=self.device,
-                              progress=False)
-            report_dir = write_report(report, self.work / "report")
-            out["accuracy"] = report.accuracy
-            png = Path(report_dir) / "confusion_matrix.png"
-            if png.is_file():
-                out["confusion_png"] = png.relative_to(self.work).as_posix()
+        def on_stage(name: str) -> None:
+            job.stage = name
+
+        ws = self.workspace
+        done = train_and_evaluate(ws, job.options, device=self.device, progress=False,
+                                  callbacks=[_progress_callback(job)], on_stage=on_stage,
+                                  split_lock=self.edit_lock)  # no page edits while split reads
+        trained = done.train
+        png = done.report_dir / "confusion_matrix.png" if done.report_dir else None
+        out: dict[str, Any] = {"checkpoint": trained.best_checkpoint, "labels": trained.labels,
+                               "threshold": trained.threshold, "metrics": trained.metrics,
+                               "epochs": trained.epochs, "accuracy": done.accuracy,
+                               "confusion_png": ws.relative(png) if png and png.is_file() else None,
+                               "people": len(trained.labels),
+                               "split": getattr(done.split, "counts", None)}
         job.stage = "load"
-        self.recogniser.load(result.best_checkpoint)
+        self.recogniser.load(trained.best_checkpoint)
         return out

@@ -1,0 +1,19 @@
+"""``GET /api/health``: the server, its model and its training state."""
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from facerec._version import __version__
+from facerec.serve.state import State
+
+router = APIRouter()
+
+
+@router.get("/api/health")
+def health(state: State) -> dict[str, Any]:
+    """Whether the server is up, the model it recognises with, and the training state."""
+    job = state.trainer.running()
+    return {"status": "ok", "version": __version__, "work_dir": str(state.workspace.root),
+            "model": state.recogniser.info(), "photos": state.workspace.photos is not None,
+            "training": job.id if job else None}
