@@ -112,3 +112,62 @@ def test_pair_threshold_accepts_at_most_the_target_share_of_impostors():
         # and it is the largest such threshold: a bit more lets too many impostors in
         assert pair_rates(z, y, t + 0.02)["far"] > rates["far"]
     assert pair_threshold(z[y == 0], y[y == 0]) is None  # one person: no impostor pairs
+
+
+def test_verify_pairs_file(lfw, data_dir, tmp_path, capsys, monkeypatch):
+    """``--pairs``: a CSV of labelled pairs (relative paths, a header), each photo embedded once,
+    every pair's distance and decision, the summary with accuracy, 10-fold accuracy and TAR at
+    FAR 1%; a photo without a face fails its pair only (exit 3)."""
+    import shutil
+
+    from facerec.inference import verify as verify_mod
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    rows = ["a,b,same"]
+    for i, person in enumerate(PEOPLE):
+        for k in range(3):
+            shutil.copy(_photo(lfw, person, k), folder / f"{person}_{k}.jpg")
+        other = PEOPLE[(i + 1) % len(PEOPLE)]
+        rows += [f"{person}_0.jpg,{person}_1.jpg,1", f"{person}_1.jpg,{person}_2.jpg,yes",
+                 f"{person}_0.jpg,{other}_2.jpg,0", f"{person}_2.jpg,{other}_1.jpg,different"]
+    no_face = sorted((data_dir / "edge-cases" / "no_face").glob("*.jpg"))[0]
+    shutil.copy(no_face, folder / "dog.jpg")
+    rows.append(f"dog.jpg,{PEOPLE[0]}_0.jpg,0")
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+
+    calls = []
+    real = verify_mod.Verifier.features_of
+
+    def spy(self, paths, *args, **kwargs):
+        calls.append(list(paths))
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(verify_mod.Verifier, "features_of", spy)
+    assert main(["verify", "--pairs", str(folder / "pairs.csv"), "--pick", "center",
+                 "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == 3 * len(PEOPLE) + 1
+    pairs, summary = report["pairs"], report["summary"]
+    assert len(pairs) == 4 * len(PEOPLE) + 1 and summary["failed"] == 1
+    assert pairs[-1]["distance"] is None and pairs[-1]["same"] is None and "dog.jpg" in pairs[-1]["error"]
+    for p in pairs[:-1]:
+        assert set(p) == {"a", "b", "distance", "same", "label"}
+        assert p["same"] == (p["distance"] <= summary["threshold"])
+        assert p["same"] == p["label"], p  # dlib_face tells these people apart
+    assert summary["accuracy"] == 1.0 and summary["tar_at_far_1pct"] == 1.0
+    assert 0.9 <= summary["tenfold_accuracy"] <= 1.0
+    assert summary["genuine_pairs"] == 2 * len(PEOPLE) and summary["impostor_pairs"] == 2 * len(PEOPLE)
+
+    # unlabelled TSV, absolute paths, text output: one line per pair and the summary
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(f"{folder / (PEOPLE[0] + '_0.jpg')}\t{folder / (PEOPLE[0] + '_1.jpg')}\n")
+    assert main(["verify", "--pairs", str(tsv), "--pick", "center"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(out[0].split("\t")[-1]) and "\tsame\tdistance " in out[0]
+    assert out[1].startswith("1 of 1 pair(s) compared at threshold")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("only_one_column.jpg\n")
+    assert main(["verify", "--pairs", str(bad)]) == 2
+    assert "is not 'path_a,path_b[,same]'" in capsys.readouterr().err

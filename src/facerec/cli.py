@@ -592,7 +592,11 @@ def _add_verify(sub: Any) -> None:
         "--checkpoint_path): every enrolled person ranked by distance, with the checkpoint's "
         "unknown threshold.",
     )
-    p.add_argument("photos", nargs="+", metavar="PHOTO", help="two photos (1:1) or one (1:N)")
+    p.add_argument("photos", nargs="*", metavar="PHOTO", help="two photos (1:1) or one (1:N)")
+    p.add_argument("--pairs", metavar="FILE",
+                   help="a CSV/TSV of path_a,path_b[,same] pairs (paths relative to the file): "
+                   "each photo embedded once; with labels, the accuracy at the threshold, 10-fold "
+                   "accuracy and TAR at FAR 1%% (exit 3 when a pair has a photo without a face)")
     p.add_argument("--checkpoint_path", help="use this checkpoint's backbone and calibration")
     p.add_argument("--max_distance", type=float, default=None,
                    help="same person at or below this cosine distance (default: calibrated, see "
@@ -611,9 +615,11 @@ def _add_verify(sub: Any) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from facerec.inference.verify import run_verify
 
-    run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
-               backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
-               device=args.device)
+    result = run_verify(args.photos, checkpoint=args.checkpoint_path, threshold=args.max_distance,
+                        backbone=args.backbone, pick=args.pick, as_json=args.json, top=args.top,
+                        device=args.device, pairs=args.pairs)
+    if args.pairs is not None and result["summary"]["failed"]:
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
