@@ -56,6 +56,17 @@ SINGLETONS = "_singletons"
 SUGGESTED = "_suggested"
 OTHERS = "_others"
 
+#: the folders annotate makes for its clusters: person_01, person_02, ... (largest first)
+CLUSTER_PREFIX = "person_"
+
+
+def is_unnamed_cluster(name: str) -> bool:
+    """A person folder still named the way annotate named its cluster (``person_07``): nobody has
+    given it a person's name yet."""
+    number = name[len(CLUSTER_PREFIX):]
+    return name.startswith(CLUSTER_PREFIX) and number.isascii() and number.isdigit()
+
+
 #: thresholds on distances come from the embedder (Embedder.cluster_threshold...); these do not
 SUGGEST_K = 3                    # a crop is compared with this many nearest crops of a person
 DEFAULT_MIN_FACE = 24            # detector box side (original pixels) below which it is rejected
@@ -388,9 +399,9 @@ def _cluster(plan: _Plan, threshold: float, member_distance: float, taken: set[s
         if len(members) < 2:
             continue
         number += 1
-        while f"person_{number:02d}" in taken:
+        while f"{CLUSTER_PREFIX}{number:02d}" in taken:
             number += 1
-        cluster_names[c] = f"person_{number:02d}"
+        cluster_names[c] = f"{CLUSTER_PREFIX}{number:02d}"
         plan.result.clusters[cluster_names[c]] = len(members)
     for k, i in enumerate(todo):
         folder = cluster_names.get(int(labels[k]))
@@ -776,8 +787,10 @@ def print_annotate_summary(result: AnnotateResult, file=None) -> None:
     for w in result.warnings:
         console.print(f"warning: {w}")
     if result.moves and not result.dry_run:
-        console.print(f"moved {len(result.moves)} files (log: {META_DIR}/{MOVES_LOG}); "
-                      f"undo with: facerec annotate --undo {result.processed_dir}")
+        from facerec.hints import command_line
+
+        console.print(f"moved {len(result.moves)} files (log: {META_DIR}/{MOVES_LOG}); undo with: "
+                      f"{command_line('annotate', '--undo', result.processed_dir)}")
     elif not result.moves:
         console.print("nothing to move")
 
