@@ -65,7 +65,7 @@ def test_every_exit_status_a_doc_or_help_names_is_in_the_table():
 def test_predict_docs_and_help_give_3_for_a_folder_with_an_unreadable_file():
     """The three places that disagreed (README: 3, predict --help: 0, docs/predict.md: 0) say 3,
     which the code returns (tests/test_predict.py::test_folder_with_a_corrupt_file)."""
-    assert "predict" in errors.EXIT_MEANINGS[errors.EXIT_PARTIAL]
+    assert "predict" in errors.EXIT_MEANINGS[errors.EXIT_PARTIAL]  # named among those giving 3
     help_text = _flat(_helps()["predict"])
     assert "reported and skipped (exit status 3)" in help_text
     assert "0 when it ran" not in help_text

@@ -33,8 +33,8 @@ EXIT_MEANINGS: dict[int, str] = {
     EXIT_FAILED: "it ran but produced nothing usable (a sweep in which no experiment completed)",
     EXIT_INPUT: "bad input, one line on stderr: a missing or unreadable path, a wrong checkpoint, "
                 "a full or read-only disk",
-    EXIT_PARTIAL: "partial success: it ran, but some inputs could not be read (detect, predict: "
-                  "listed on stderr)",
+    EXIT_PARTIAL: "partial success: it ran, but some inputs could not be read or used (each is "
+                  "listed on stderr; e.g. detect or predict on a folder with an unreadable photo)",
     EXIT_USAGE: "a bad command line: unknown flag, missing or malformed value",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); rerun to resume",
 }
