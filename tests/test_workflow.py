@@ -18,7 +18,7 @@ from facerec.workspace import Workspace
 def _trained(ws: Workspace) -> SimpleNamespace:
     return SimpleNamespace(best_checkpoint=str(ws.runs / "r" / "version_0" / "checkpoints" / "b.ckpt"),
                            labels=["alice", "bob"], threshold=0.5, metrics={"val_acc": 1.0},
-                           epochs=2)
+                           epochs=2, max_epochs=2, last_epoch=2, best_epoch=2, stopped_early=None)
 
 
 @pytest.fixture()

@@ -351,7 +351,7 @@ def _fingerprint(processed: Path, people: dict[str, list[str]], options: Any,
                  detect: Mapping[str, Any]) -> str:
     """What a training of this work folder depends on: every crop of every person folder (path,
     size, modification time), the train options (not the machine's: devices, workers), the split
-    fractions and the detect options."""
+    fractions and the detect options (not its batch size)."""
     from facerec.training.config import cli_fields
 
     environment = {f.name for f in cli_fields() if f.metadata.get("environment")}
@@ -363,7 +363,8 @@ def _fingerprint(processed: Path, people: dict[str, list[str]], options: Any,
     opts = {"max_epochs": options.max_epochs, "backbone": options.backbone, "val": options.val,
             "test": options.test, "seed": options.seed,
             "extra": {k: v for k, v in sorted(options.extra.items()) if k not in environment}}
-    blob = json.dumps({"crops": crops, "options": opts, "detect": detect}, sort_keys=True,
+    how = {k: v for k, v in detect.items() if k != "batch_size"}  # speed, not results
+    blob = json.dumps({"crops": crops, "options": opts, "detect": how}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
