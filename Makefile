@@ -1,6 +1,6 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
 #   make run PHOTOS=path/to/photos      (WORK=facerec-work by default)
-#   make test
+#   make test                           (BROWSER=1: also install chromium for the browser test)
 #   make serve                          (the browser UI on WORK; PHOTOS to show source photos)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,6 +9,9 @@ PHOTOS ?= raw
 WORK   ?= facerec-work
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# the browser test of facerec serve needs Debian's chromium + chromium-driver (~500 packages):
+# installed by `make test` only in CI or when asked (BROWSER=1), and only as root with apt-get
+BROWSER ?= $(if $(CI),1,)
 
 .PHONY: venv run test bench clean browser serve
 
@@ -24,14 +27,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 run: venv
-	$(VENV)/bin/facerec run "$(PHOTOS)" --work "$(WORK)" $(RUN_ARGS)
+	$(VENV)/bin/facerec run "$(PHOTOS)" --out "$(WORK)" $(RUN_ARGS)
 
-# facerec serve's browser test drives Debian's chromium; install it when missing and apt can
-# (root). Elsewhere that one test skips and says why.
+# facerec serve's browser test drives Debian's chromium. Installed only in CI or with BROWSER=1
+# (as root, with apt-get), and said in one line; otherwise that one test skips and says how.
 browser:
-	@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-		&& [ "$$(id -u)" = 0 ]; then \
+	@if command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ -z "$(BROWSER)" ]; then \
+		echo "make: no chromium here: the browser test of facerec serve will skip (make test BROWSER=1 installs Debian's chromium and chromium-driver, about 500 packages, as root)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian's chromium and chromium-driver for the browser test of facerec serve (BROWSER=1 or CI; about 500 packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "make: BROWSER=1 needs root and apt-get to install chromium: the browser test will skip"; \
 	fi
 
 test: venv browser

@@ -15,9 +15,16 @@ Reported:
   and cached (a rerun).
 
     .venv/bin/python bench/annotate.py [--data ../shared/data/celebrities] [--lfw]
+    .venv/bin/python bench/annotate.py --loose60 [--embedder NAME]
 
 ``--lfw`` also runs the clustering on ../shared/data/lfw-dev (96 people, ~1,500 faces; slower).
-Results are written to bench/results/annotate.json.
+``--loose60`` runs only the newcomer's test of ``facerec run`` on loose photos: 60 photos of 6
+lfw-dev people (the first 6 by name with at least 10 photos, their first 10 photos by name),
+loose in one folder, detected and annotated with the default embedder (or ``--embedder``); it
+prints purity, completeness (for each person, the share of their faces in the one cluster that
+holds most of them: a face left in _singletons, or rejected, counts against it), the clusters
+with what they hold, and sklearn's homogeneity/completeness/V-measure.
+Results are written to bench/results/annotate.json (bench/results/annotate-loose60.json).
 """
 
 from __future__ import annotations
@@ -131,12 +138,105 @@ def run(name: str, photos: list[tuple[str, Path]], pick: str, work: Path, speed:
     return out
 
 
+def loose60_photos(lfw: Path, people: int = 6, per_person: int = 10) -> list[tuple[str, Path]]:
+    """The newcomer's 60-photo test: the first PEOPLE lfw-dev people by name with at least
+    PER_PERSON photos, their first PER_PERSON photos by name."""
+    chosen = [d for d in sorted(lfw.iterdir())
+              if d.is_dir() and len(list(d.glob("*.jpg"))) >= per_person][:people]
+    return [(d.name, p) for d in chosen for p in sorted(d.glob("*.jpg"))[:per_person]]
+
+
+def completeness_report(processed: Path, truth: dict[str, str]) -> dict:
+    """Purity and completeness of the folders annotate made, per person and per cluster."""
+    from sklearn.metrics import homogeneity_completeness_v_measure
+
+    where: dict[str, str] = {}        # crop name -> its cluster ("single:<name>" for singletons)
+    for p in processed.rglob("*.jpg"):
+        folder = p.relative_to(processed).parts[0] if p.parent != processed else "(loose)"
+        where[p.name] = f"single:{p.name}" if folder == "_singletons" else folder
+    people = sorted({t for t in truth.values() if t != "other"})
+    per_person = {}
+    for person in people:
+        faces = [c for c, t in truth.items() if t == person]
+        homes = Counter(where[c] for c in faces if where.get(c, "_rejected") != "_rejected")
+        best, n = homes.most_common(1)[0] if homes else ("-", 0)
+        per_person[person] = {"faces": len(faces), "in_main_cluster": n, "main_cluster": best,
+                              "singletons": sum(1 for c in faces if where.get(c, "").startswith("single:")),
+                              "rejected": sum(1 for c in faces if where.get(c) == "_rejected"),
+                              "elsewhere": {k: v for k, v in homes.items() if k != best}}
+    clusters: dict[str, Counter] = {}
+    for crop, folder in where.items():
+        if not folder.startswith(("single:", "_rejected")):
+            clusters.setdefault(folder, Counter())[truth.get(crop, "other")] += 1
+    kept = [(truth[c], where[c]) for c in truth if truth[c] != "other"
+            and where.get(c, "_rejected") != "_rejected"]
+    labelled = sum(v["faces"] for v in per_person.values())
+    majority = sum(cnt.most_common(1)[0][1] for cnt in
+                   (Counter(t for t, w in kept if w == folder) for folder in {w for _, w in kept}))
+    h, c, v = homogeneity_completeness_v_measure([t for t, _ in kept], [w for _, w in kept])
+    return {
+        "people": len(people), "labelled_faces": labelled, "kept_labelled_faces": len(kept),
+        "purity": round(majority / max(len(kept), 1), 4),
+        "completeness": round(sum(v["in_main_cluster"] for v in per_person.values())
+                              / max(labelled, 1), 4),
+        "clusters": len(clusters), "pure_clusters": sum(1 for cnt in clusters.values()
+                                                         if len(+cnt) == 1),
+        "cluster_contents": {k: dict(v) for k, v in sorted(clusters.items())},
+        "per_person": per_person,
+        "sklearn": {"homogeneity": round(h, 4), "completeness": round(c, 4),
+                    "v_measure": round(v, 4)},
+    }
+
+
+def run_loose60(work: Path, data: Path, embedder: str | None) -> dict:
+    from facerec.recognition.embed import DEFAULT_EMBEDDER
+
+    photos = loose60_photos(data)
+    raw, processed = work / "raw-loose60", work / "processed-loose60"
+    raw.mkdir()
+    for person, photo in photos:
+        (raw / f"{person}__{photo.name}").symlink_to(photo.resolve())
+    t0 = time.perf_counter()
+    detect_folder(raw, processed, progress=False)
+    detect_s = time.perf_counter() - t0
+    truth = _truth(processed, "centre")
+    t0 = time.perf_counter()
+    annotate(processed, embedder=embedder or DEFAULT_EMBEDDER, cache=work / "cache-loose60",
+             progress=False)
+    out = {"embedder": embedder or DEFAULT_EMBEDDER, "photos": len(photos),
+           "people_names": sorted({p for p, _ in photos}), "faces": len(truth),
+           "detect_seconds": round(detect_s, 1),
+           "annotate_seconds": round(time.perf_counter() - t0, 1)}
+    out.update(completeness_report(processed, truth))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "celebrities"))
     parser.add_argument("--lfw", action="store_true", help="also cluster lfw-dev (96 people)")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "annotate.json"))
+    parser.add_argument("--loose60", action="store_true",
+                        help="only the 60 loose lfw-dev photos of 6 people (see above)")
+    parser.add_argument("--embedder", default=None, help="--loose60: the embedder (default: the "
+                        "default face model)")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.loose60:
+        lfw = Path(args.data).parent / "lfw-dev"
+        with tempfile.TemporaryDirectory(prefix="facerec-bench-") as tmp:
+            result = run_loose60(Path(tmp), lfw, args.embedder)
+        print(json.dumps(result, indent=1))
+        print(f"loose60 ({result['embedder']}): purity {result['purity']:.3f}, completeness "
+              f"{result['completeness']:.3f} ({result['clusters']} clusters, "
+              f"{result['pure_clusters']} pure; sklearn homogeneity "
+              f"{result['sklearn']['homogeneity']:.3f}, completeness "
+              f"{result['sklearn']['completeness']:.3f})")
+        out = Path(args.out or REPO / "bench" / "results" / "annotate-loose60.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written to {out}")
+        return 0
+    args.out = args.out or str(REPO / "bench" / "results" / "annotate.json")
     data = Path(args.data)
     photos = [(p.parent.name, p) for split in ("train", "val")
               for p in sorted((data / split).glob("*/*.jpg"))]

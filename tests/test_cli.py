@@ -120,3 +120,46 @@ def test_the_command_line_is_built_without_torch():
             "print(sorted(m for m in ('torch', 'numpy', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["predict", "x.jpg", "--checkpoint_path", "c.ckpt", "--bogus"], "predict"),
+    (["train", "dataset", "--no_such_flag", "1"], "train"),
+    (["datastore", "pull", "faces:1", "--out", "d", "--nope"], "datastore pull"),
+    (["run", "photos", "--learning_rate", "fast"], "run"),
+])
+def test_a_usage_error_prints_the_usage_of_its_command(argv, command, capsys):
+    """Not the top-level list of commands: the usage of the command the user typed."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: facerec {command} ") and "COMMAND" not in err
+    assert f"facerec {command}: error: " in err
+
+
+def test_the_model_choice_is_backbone_with_the_default_from_facerec_defaults(capsys):
+    from pathlib import Path
+
+    from facerec.defaults import DEFAULT_BACKBONE, DEFAULT_DETECTOR
+
+    for command in ("annotate", "verify", "run", "train", "sweep"):
+        text = " ".join(_help(capsys, command).split())
+        assert "--backbone BACKBONE" in text and "--embedder" not in text, command
+        if command != "sweep":
+            assert f"(default: {DEFAULT_BACKBONE})" in text, command
+    assert f"(default: {DEFAULT_DETECTOR})" in " ".join(_help(capsys, "detect").split())
+    assert build_parser().parse_args(["annotate", "--embedder", "x"]).backbone == "x"
+    source = (Path(__file__).resolve().parents[1] / "src" / "facerec" / "cli.py").read_text()
+    assert '"dlib_face"' not in source and '"mtcnn"' not in source
+
+
+def test_the_main_input_is_positional_and_the_old_flags_still_work():
+    parse = build_parser().parse_args
+    assert parse(["predict", "a.jpg", "b/", "--checkpoint_path", "c"]).image_path == ["a.jpg", "b/"]
+    assert parse(["predict", "--checkpoint_path", "c", "--image_path", "a.jpg", "b/"]).image_path \
+        == ["a.jpg", "b/"]
+    assert parse(["evaluate", "--checkpoint_path", "c"]).data_path == "dataset/test"
+    assert parse(["train", "ds"]).data_path == parse(["train", "--data_path", "ds"]).data_path
+    assert parse(["detect"]).raw_dir == "raw" and parse(["serve"]).work_dir == "facerec-work"
+    assert parse(["run", "p", "--work", "w"]).out == parse(["run", "p", "--out", "w"]).out == "w"

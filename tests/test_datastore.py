@@ -354,7 +354,7 @@ def test_cli_against_s3(s3_endpoint, source, tmp_path, capsys, monkeypatch):
                  "--store", url, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "Created datastore face_detection:2" in out and "0 new objects" in out
-    assert "--data_path datastore://face_detection/1" in out
+    assert " train datastore://face_detection/1" in out  # the next step, in the dialect of docs/cli.md
 
     assert main(["datastore", "list", "--store", url]) == 0
     table = capsys.readouterr().out

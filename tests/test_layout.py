@@ -13,7 +13,7 @@ LAYERS = [
     ("foundation", ["facerec._version", "facerec.errors", "facerec.safeio", "facerec.cache",
                     "facerec.images", "facerec.manifest", "facerec.cropspec", "facerec.crops",
                     "facerec.registry", "facerec.weights", "facerec.defaults",
-                    "facerec.extras", "facerec.workspace"]),
+                    "facerec.extras", "facerec.workspace", "facerec.hints"]),
     ("detection", ["facerec.detection"]),
     ("recognition", ["facerec.recognition"]),
     ("annotate", ["facerec.annotate"]),

@@ -192,6 +192,46 @@ def test_moves_to_new_person_and_rejected_then_undo_each(client, work):
     assert _servework.snapshot(processed) == before
 
 
+def test_moving_every_crop_out_of_a_cluster_removes_it_and_undo_brings_it_back(client, work):
+    """An emptied cluster is not left behind as a "0 crops" person; undo restores it."""
+    processed = work / "processed"
+    before = _servework.snapshot(processed)
+    crops = client.get("/api/crops", params={"folder": "person_02"}).json()["crops"]
+    assert client.post("/api/moves", json={"crops": crops, "to": "_rejected"}).json()["moved"] \
+        == len(crops)
+    assert not (processed / "person_02").exists()
+    assert "person_02" not in {g["folder"] for g in client.get("/api/people").json()["groups"]}
+    r = client.post("/api/undo").json()
+    assert r["command"] == "move" and r["what"] == "move to _rejected" and r["crops"] == len(crops)
+    assert _servework.snapshot(processed) == before
+
+
+def test_undo_says_what_it_undid_in_words(client, work):
+    n = len(list((work / "processed" / "person_01").glob("*.jpg")))
+    client.post("/api/people/person_01/rename", json={"new_name": "Elton John"}).raise_for_status()
+    r = client.post("/api/undo").json()
+    assert r["what"] == "rename person_01 to Elton John" and r["crops"] == n  # not "1 put back"
+
+
+def test_cluster_loose_crops_from_the_page_api(client, work):
+    """POST /api/cluster is annotate on processed/: loose crops become person_NN clusters, logged
+    and undoable like an annotate run."""
+    processed = work / "processed"
+    assert client.post("/api/undo").json()["command"] == "annotate"  # the template's annotate run
+    loose = sorted(p.name for p in processed.glob("*.jpg"))
+    assert loose and not list(processed.glob("person_*"))
+    r = client.post("/api/cluster")
+    assert r.status_code == 200, r.text
+    r = r.json()
+    assert r["loose"] == len(loose) and len(r["clusters"]) >= 3 and r["op"]
+    assert sorted(r["clusters"]) == sorted(p.name for p in processed.glob("person_*"))
+    assert not list(processed.glob("*.jpg"))
+    undo = client.post("/api/undo").json()
+    assert undo["op"] == r["op"] and undo["command"] == "annotate"
+    assert sorted(p.name for p in processed.glob("*.jpg")) == loose
+    assert "/api/cluster" in client.get("/openapi.json").json()["paths"]
+
+
 def test_accept_and_refuse_suggestions(client, work):
     processed = work / "processed"
     sugg = processed / "_suggested" / "person_01"

@@ -193,6 +193,44 @@ def test_unknown_backbone_and_foreign_checkpoint_are_one_line_errors(tmp_path, c
         load_checkpoint(foreign)
 
 
+def test_train_console_is_one_line_per_epoch_then_the_result_and_the_next_step(tmp_path, capsys,
+                                                                              caplog):
+    """No Lightning tips, device lines, model summary, "Restoring states" or empty lines: one line
+    per epoch, how training stopped (early, and why), then the result and the next step last."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    data = make_dataset(tmp_path / "ds", counts=(4, 2, 2))
+    rc, out, err = _cli(["train", str(data), "--backbone", "fake_face", "--max_epochs", "40",
+                         "--monitor", "val_acc", "--patience", "2", "--out", str(tmp_path / "runs"),
+                         "--name", "console"], capsys)
+    assert rc == 0, err
+    said = out + err + "\n".join(r.getMessage() for r in caplog.records)  # Lightning logs
+    for noise in ("litlogger", "Tip", "GPU available", "TPU available", "FLOPs", "Restoring states",
+                  "Loaded model weights", "Trainable params"):
+        assert noise not in said, noise
+    lines = out.splitlines()
+    assert "" not in lines and not any("\r" in line for line in lines)
+    epochs = [line for line in lines if re.match(r"epoch +\d+/40  ", line)]
+    ran = re.search(r"^Trained (\d+) of at most 40 epochs in .*Stopped early: val_acc had not "
+                    r"improved for 2 epochs \(--patience\)\. Best: epoch (\d+)\.$", out, re.M)
+    assert ran, out
+    assert len(epochs) == int(ran.group(1)) < 40
+    assert re.search(r"val_acc \d+\.\d%", epochs[-1]) and re.search(r"val_loss \d\.\d{3}", epochs[-1])
+    assert lines[-2].startswith("Best checkpoint: ") and lines[-1].startswith("Next: ")
+    best = lines[-2].split(": ", 1)[1]
+    assert f"epoch={int(ran.group(2)) - 1}-" in Path(best).name
+    assert " predict " in lines[-1] and lines[-1].endswith(f"--checkpoint_path {best}")
+    # --quiet: no epoch lines; --verbose: Lightning's own messages are back
+    rc, out, err = _cli(["train", str(data), "--backbone", "fake_face", "--max_epochs", "2",
+                         "--out", str(tmp_path / "runs"), "--quiet"], capsys)
+    assert rc == 0 and not re.search(r"^epoch ", out, re.M)
+    caplog.clear()
+    rc, out, err = _cli(["train", str(data), "--backbone", "fake_face", "--max_epochs", "2",
+                         "--out", str(tmp_path / "runs"), "--quiet", "--verbose"], capsys)
+    assert rc == 0 and any("GPU available" in r.getMessage() for r in caplog.records)
+
+
 def test_gpus_without_cuda_is_a_clear_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -383,14 +421,16 @@ def test_ddp_two_cpu_processes(tmp_path):
     cmd = [sys.executable, "-m", "facerec.cli", "train", "--data_path", str(data),
            "--backbone", "test_resnet", "--image_size", "32", "--batch_size", "4",
            "--num_workers", "0", "--max_epochs", "2", "--accelerator", "cpu", "--devices", "2",
-           "--strategy", "ddp", "--name", "ddp", "--runs_dir", str(tmp_path / "runs")]
-    # not --quiet: Lightning's notes of the process group setup are shown only without it
+           "--strategy", "ddp", "--name", "ddp", "--runs_dir", str(tmp_path / "runs"),
+           "--verbose"]
+    # --verbose: Lightning's notes of the process group setup are shown only with it
     proc = subprocess.run(cmd, cwd=tmp_path, env=_sub_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     both = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in both and "distributed_backend=gloo" in both
     assert proc.stdout.count("train samples: 24") == 1  # printed by rank 0 only
+    assert proc.stdout.count("epoch 2/2 ") == 1  # one line per epoch, from rank 0 only
     best = Path(re.search(r"^Best checkpoint: (.+)$", proc.stdout, re.M).group(1))
     # 24 crops on 2 processes = 12 each = 3 steps of 4 per epoch (one process: 6 steps)
     epoch, step = map(int, re.fullmatch(r"epoch=(\d+)-step=(\d+)\.ckpt", best.name).groups())
@@ -542,6 +582,9 @@ def test_every_option_is_a_train_flag_and_a_sweep_flag(capsys):
         cli_main(["sweep", "--help"])
     sweep_help = capsys.readouterr().out
     for f in cli_fields():
+        if f.name == "data_path":  # the positional DATA (docs/cli.md); --data_path still works
+            assert "DATA" in train_help and "DATA" in sweep_help
+            continue
         assert option(f) in train_help, option(f)
         if f.name not in ("name", "runs_dir", "ckpt_path"):
             assert option(f) in sweep_help, option(f)

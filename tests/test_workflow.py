@@ -18,7 +18,7 @@ from facerec.workspace import Workspace
 def _trained(ws: Workspace) -> SimpleNamespace:
     return SimpleNamespace(best_checkpoint=str(ws.runs / "r" / "version_0" / "checkpoints" / "b.ckpt"),
                            labels=["alice", "bob"], threshold=0.5, metrics={"val_acc": 1.0},
-                           epochs=2)
+                           epochs=2, max_epochs=2, last_epoch=2, best_epoch=2, stopped_early=None)
 
 
 @pytest.fixture()
@@ -47,14 +47,18 @@ def test_run_pipeline_uses_train_and_evaluate(calls, monkeypatch, tmp_path):
     photos, work = tmp_path / "photos", tmp_path / "work"
     photos.mkdir()
 
+    import facerec.recognition.embed as emb
+
     def detect_folder(raw, processed, **kwargs):
         (Path(processed) / "alice").mkdir(parents=True)
+        (Path(processed) / "alice" / "a_0.jpg").write_bytes(b"crop")
         return SimpleNamespace(faces=3, photos_read=3, skipped={})
 
-    monkeypatch.setattr(det, "FaceDetector", lambda **kwargs: None)
+    monkeypatch.setattr(det, "get_detector", lambda name, **kwargs: None)
     monkeypatch.setattr(det, "detect_folder", detect_folder)
     monkeypatch.setattr(det, "print_detect_summary", lambda summary, file: None)
-    monkeypatch.setattr(ann, "annotate", lambda processed, progress: None)
+    monkeypatch.setattr(emb, "get_embedder", lambda name, **kwargs: None)
+    monkeypatch.setattr(ann, "annotate", lambda processed, embedder, progress: None)
     monkeypatch.setattr(ann, "print_annotate_summary", lambda result, file: None)
     out = io.StringIO()
     result = run_pipeline(photos, work, max_epochs=7, val=0.2, test=0.3, seed=5, device="cpu",

@@ -56,6 +56,17 @@ SINGLETONS = "_singletons"
 SUGGESTED = "_suggested"
 OTHERS = "_others"
 
+#: the folders annotate makes for its clusters: person_01, person_02, ... (largest first)
+CLUSTER_PREFIX = "person_"
+
+
+def is_unnamed_cluster(name: str) -> bool:
+    """A person folder still named the way annotate named its cluster (``person_07``): nobody has
+    given it a person's name yet."""
+    number = name[len(CLUSTER_PREFIX):]
+    return name.startswith(CLUSTER_PREFIX) and number.isascii() and number.isdigit()
+
+
 #: thresholds on distances come from the embedder (Embedder.cluster_threshold...); these do not
 SUGGEST_K = 3                    # a crop is compared with this many nearest crops of a person
 DEFAULT_MIN_FACE = 24            # detector box side (original pixels) below which it is rejected
@@ -93,8 +104,23 @@ class AnnotateResult:
 class UndoResult:
     processed_dir: str
     op: str
-    restored: int
+    restored: int                   # moves put back (a folder renamed back counts once)
     removed_dirs: list[str]
+    command: str = ""               # what the op was: annotate, move, rename (its log's begin)
+    what: str = ""                  # that, in words: "move to _rejected", "rename person_03 to alice"
+    crops: int = 0                  # crop files back where they were (those of renamed folders too)
+
+
+def describe_op(command: str, params: dict | None) -> str:
+    """An operation of the moves log in words, as the people page and ``--undo`` say it."""
+    params = params or {}
+    if command == "move" and params.get("to"):
+        return f"move to {params['to']}"
+    if command == "rename" and params.get("name"):
+        return f"rename {params['name']} to {params.get('new_name')}"
+    if command == "annotate":
+        return "annotate run (clustering, suggestions, rejections)"
+    return command or "operation"
 
 
 # ------------------------------------------------------------------------------------ clustering
@@ -388,9 +414,9 @@ def _cluster(plan: _Plan, threshold: float, member_distance: float, taken: set[s
         if len(members) < 2:
             continue
         number += 1
-        while f"person_{number:02d}" in taken:
+        while f"{CLUSTER_PREFIX}{number:02d}" in taken:
             number += 1
-        cluster_names[c] = f"person_{number:02d}"
+        cluster_names[c] = f"{CLUSTER_PREFIX}{number:02d}"
         plan.result.clusters[cluster_names[c]] = len(members)
     for k, i in enumerate(todo):
         folder = cluster_names.get(int(labels[k]))
@@ -576,8 +602,31 @@ def move_crops(processed_dir: str | os.PathLike, crops: list[str], to: str,
     moves = _dedupe_targets(processed, moves)
     if not moves:
         return EditResult(str(processed), None)
-    op = _apply(processed, moves, {"to": target}, command=command)
+    op = _apply(processed, moves, {"to": target}, command=command,
+                rmdirs=_emptied_folders(processed, moves))
     return EditResult(str(processed), op, moved=len(moves), moves=moves)
+
+
+def _emptied_folders(processed: Path, moves: list[Move]) -> list[str]:
+    """The folders that MOVES take every crop out of: a person's or cluster's folder, or a
+    ``_suggested/<person>`` or ``_others/<album>``, not ``processed/`` itself nor ``_rejected`` or
+    ``_singletons``. They are removed after the moves (only if empty then: a file that arrived
+    meanwhile stays), so an emptied cluster does not linger as a "0 crops" person; an undo puts
+    the crops, and so the folder, back."""
+    leaving: dict[str, set[str]] = defaultdict(set)
+    for m in moves:
+        leaving[Path(m.src).parent.as_posix()].add(Path(m.src).name)
+    out = []
+    for folder, names in leaving.items():
+        if folder in (".", REJECTED, SINGLETONS) or (processed / folder).is_symlink():
+            continue
+        try:
+            left = [e.name for e in os.scandir(processed / folder) if e.name not in names]
+        except OSError:
+            continue
+        if not left:
+            out.append(folder)
+    return sorted(out)
 
 
 @_locked("rename")
@@ -685,6 +734,7 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
     moves += [ev for ev in events if ev["op"] == op and ev.get("event") == "rename"]
     dirs = [ev["path"] for ev in events if ev["op"] == op and ev.get("event") == "mkdir"]
 
+    begin = next((ev for ev in events if ev["op"] == op and ev.get("event") == "begin"), {})
     todo = []
     found: dict[str, list[Path]] | None = None
     for ev in reversed(moves):
@@ -707,6 +757,8 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
                                     "put it back and retry")
             todo.append((hits[0], src))
     log.append([{"op": op, "event": "undo_begin", "time": time.time()}])
+    crops = sum(sum(1 for f in dst.rglob("*") if is_image(f)) if dst.is_dir() else 1
+                for dst, _ in todo)
     for dst, src in todo:
         src.parent.mkdir(parents=True, exist_ok=True)
         os.rename(dst, src)
@@ -719,7 +771,10 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
         except OSError:
             pass
     log.append([{"op": op, "event": "undo", "time": time.time(), "restored": len(todo)}])
-    return UndoResult(processed_dir=str(processed), op=op, restored=len(todo), removed_dirs=removed)
+    command = str(begin.get("command") or "")
+    return UndoResult(processed_dir=str(processed), op=op, restored=len(todo), removed_dirs=removed,
+                      command=command, what=describe_op(command, begin.get("params")),
+                      crops=crops)
 
 
 def _files_by_name(processed: Path) -> dict[str, list[Path]]:
@@ -776,8 +831,10 @@ def print_annotate_summary(result: AnnotateResult, file=None) -> None:
     for w in result.warnings:
         console.print(f"warning: {w}")
     if result.moves and not result.dry_run:
-        console.print(f"moved {len(result.moves)} files (log: {META_DIR}/{MOVES_LOG}); "
-                      f"undo with: facerec annotate --undo {result.processed_dir}")
+        from facerec.hints import command_line
+
+        console.print(f"moved {len(result.moves)} files (log: {META_DIR}/{MOVES_LOG}); undo with: "
+                      f"{command_line('annotate', '--undo', result.processed_dir)}")
     elif not result.moves:
         console.print("nothing to move")
 
@@ -788,6 +845,6 @@ def print_undo_summary(result: UndoResult, file=None) -> None:
     from rich.console import Console
 
     console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
-    console.print(f"facerec annotate --undo: restored {result.restored} files of run {result.op} "
-                  f"in {result.processed_dir}"
+    console.print(f"facerec annotate --undo: undid the {result.what or 'run'} ({result.op}): "
+                  f"{result.crops} crop(s) back where they were in {result.processed_dir}"
                   + (f"; removed empty folders: {', '.join(result.removed_dirs)}" if result.removed_dirs else ""))

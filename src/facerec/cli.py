@@ -1,7 +1,10 @@
 """The ``facerec`` command line: parses arguments and calls the library. No logic lives here.
 
 Each subcommand has an ``_add_<name>(subparsers)`` function that declares its flags and binds
-``func`` to a small runner that calls the library API.
+``func`` to a small runner that calls the library API. The dialect (docs/cli.md): the command's
+main input is positional, what it writes is ``--out``, the model it uses ``--checkpoint_path``,
+the model family ``--backbone``; earlier names stay as hidden aliases; a usage error prints the
+subcommand's usage; every ``--help`` ends with the exit-status table (``errors.EXIT_MEANINGS``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any  # an argparse subparsers action (its class is private)
 
 from facerec._version import __version__
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
-from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE
-from facerec.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE,
-                            FacerecError, InvalidInputError, NotFoundError, UnsupportedError,
-                            exit_status)
+from facerec.defaults import DEFAULT_BACKBONE, DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE
+from facerec.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_PARTIAL,
+                            EXIT_USAGE, FacerecError, InvalidInputError, NotFoundError,
+                            UnsupportedError, exit_status)
 from facerec.safeio import oserror_message
 from facerec.training.config import add_train_arguments, config_from_args
 
@@ -26,6 +29,27 @@ from facerec.training.config import add_train_arguments, config_from_args
 def _hidden_alias(p: argparse.ArgumentParser, old: str, dest: str, **kw) -> None:
     """OLD, a flag's previous name, still works for one release but is not shown in --help."""
     p.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+
+
+def _main_input(p: argparse.ArgumentParser, dest: str, metavar: str, help: str, *,
+                default: Any = None, nargs: str = "?", old: str | None = None) -> None:
+    """The command's main input as its positional argument DEST (docs/cli.md); OLD, the flag that
+    named it before, still works, hidden. Given both ways, the values add up (nargs "*") or the
+    positional wins. DEFAULT fills DEST when neither is given (see _Parser.parse_known_args)."""
+    shown = f" (default: {default})" if default not in (None, []) else ""
+    p.add_argument(dest, nargs=nargs, metavar=metavar, default=argparse.SUPPRESS,
+                   help=help + shown)
+    if old is not None:
+        extra = {"nargs": "+", "action": "extend"} if nargs in ("*", "+") else {}
+        p.add_argument(old, dest=f"{dest}_flag", default=argparse.SUPPRESS, metavar=metavar,
+                       help=argparse.SUPPRESS, **extra)
+    p.set_defaults(**{f"_input_{dest}": (default, nargs)})
+
+
+def _exit_table() -> str:
+    """The exit statuses, as every command's --help ends (errors.EXIT_MEANINGS; README's table)."""
+    return "exit status:\n" + "\n".join(f"  {code:<4} {meaning}"
+                                         for code, meaning in EXIT_MEANINGS.items())
 
 
 def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
@@ -104,45 +128,61 @@ def _add_detect(sub: Any) -> None:
     p = sub.add_parser(
         "detect",
         help="find and crop every face in a folder of photos",
-        description="Detect every face in RAW_DIR (recursively) with MTCNN, save crops to OUT and "
-        "write OUT/manifest.jsonl. Resumable: a rerun skips photos already done.",
+        description="Detect every face in RAW_DIR (recursively), save crops to OUT and write "
+        "OUT/manifest.jsonl. Resumable: a rerun skips photos already done.",
     )
-    p.add_argument("raw_dir", nargs="?", default="raw", help="folder of photos (default: raw)")
+    _main_input(p, "raw_dir", "RAW_DIR", "folder of photos", default="raw")
     p.add_argument("--out", default="processed", help="output folder (default: processed)")
-    p.add_argument("--crop_size", type=int, default=DEFAULT_SIZE, help="crop side in pixels")
+    add_detect_options(p)
     _hidden_alias(p, "--size", "crop_size", type=int)
-    p.add_argument("--crop_margin", type=float, default=DEFAULT_MARGIN,
-                   help="context added around the face box, as a fraction of its size")
     _hidden_alias(p, "--margin", "crop_margin", type=float)
-    p.add_argument("--align", action="store_true",
-                   help="5-point similarity-aligned crops instead of box crops")
-    p.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
-                   help="smallest face to find, in pixels")
-    p.add_argument("--detector", default="mtcnn", help="the face detector, by registered name")
-    p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
-                   help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
-    p.add_argument("--min_score", type=float, default=0.0,
-                   help="drop faces whose final score is below this (default: keep all)")
-    p.add_argument("--max_side", type=int, default=MAX_SIDE,
-                   help="detect on a copy downscaled to this longest side (0: never downscale)")
-    p.add_argument("--batch_size", type=int, default=8, help="photos per detector batch")
     _add_device(p)
     _add_quiet(p)
     _add_json(p)
     p.set_defaults(func=_run_detect)
 
 
+def add_detect_options(p: argparse.ArgumentParser, *, batch_flag: str = "--batch_size") -> None:
+    """detect's options, declared once: ``facerec detect`` and ``facerec run`` take the same
+    (run names the detector's batch ``--detect_batch_size``: its ``--batch_size`` is train's)."""
+    p.add_argument("--crop_size", type=int, default=DEFAULT_SIZE, help="crop side in pixels")
+    p.add_argument("--crop_margin", type=float, default=DEFAULT_MARGIN,
+                   help="context added around the face box, as a fraction of its size")
+    p.add_argument("--align", action="store_true",
+                   help="5-point similarity-aligned crops instead of box crops")
+    p.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
+                   help="smallest face to find, in pixels")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="the face detector, by registered name")
+    p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
+                   help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
+    p.add_argument("--min_score", type=float, default=0.0,
+                   help="drop faces whose final score is below this (default: keep all)")
+    p.add_argument("--max_side", type=int, default=MAX_SIDE,
+                   help="detect on a copy downscaled to this longest side (0: never downscale)")
+    p.add_argument(batch_flag, dest="detect_batch_size", type=int, default=8,
+                   help="photos per detector batch")
+
+
+def detect_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`add_detect_options` parsed, as :func:`facerec.pipeline.run_pipeline`'s
+    ``detect`` mapping: the detector's name and settings, and how to crop."""
+    settings = {"min_face_size": args.min_face_size, "max_side": args.max_side or None}
+    if args.thresholds:
+        settings["thresholds"] = tuple(args.thresholds)
+    return {"detector": args.detector, "settings": settings, "size": args.crop_size,
+            "margin": args.crop_margin, "align": args.align, "min_score": args.min_score,
+            "batch_size": args.detect_batch_size}
+
+
 def _run_detect(args: argparse.Namespace) -> int:
     from facerec.detection.detect import detect_folder, get_detector, print_detect_summary
 
-    settings = {"device": args.device, "min_face_size": args.min_face_size,
-                "max_side": args.max_side or None}
-    if args.thresholds:
-        settings["thresholds"] = tuple(args.thresholds)
-    detector = get_detector(args.detector, **settings)
-    summary = detect_folder(args.raw_dir, args.out, detector=detector, size=args.crop_size,
-                            margin=args.crop_margin, align=args.align, min_score=args.min_score,
-                            batch_size=args.batch_size, progress=not args.quiet)
+    d = detect_settings(args)
+    detector = get_detector(d["detector"], device=args.device, **d["settings"])
+    summary = detect_folder(args.raw_dir, args.out, detector=detector, size=d["size"],
+                            margin=d["margin"], align=d["align"], min_score=d["min_score"],
+                            batch_size=d["batch_size"], progress=not args.quiet)
     _report(args, summary, print_detect_summary)
     return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
@@ -157,8 +197,8 @@ def _add_annotate(sub: Any) -> None:
         "move poor crops to _rejected/ and, in album folders, other people's faces to _others/. "
         "Every move is logged in PROCESSED/.facerec/moves.jsonl; --undo puts the last run back.",
     )
-    p.add_argument("processed_dir", nargs="?", default="processed",
-                   help="folder of crops from `facerec detect` (default: processed)")
+    _main_input(p, "processed_dir", "PROCESSED", "folder of crops from `facerec detect`",
+                default="processed")
     p.add_argument("--undo", action="store_true", help="put back the files moved by the last run")
     p.add_argument("--dry_run", action="store_true", help="show what would move, move nothing")
     p.add_argument("--albums", dest="albums", action="store_const", const=True, default=None,
@@ -180,7 +220,9 @@ def _add_annotate(sub: Any) -> None:
     _hidden_alias(p, "--min_face", "min_face_size", type=float)
     p.add_argument("--keep_poor", action="store_true",
                    help="do not reject low-score, tiny or badly fitted crops")
-    p.add_argument("--embedder", default="dlib_face", help="face embedding model (default: dlib_face)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="the face model that embeds the crops (a face embedder's name)")
+    _hidden_alias(p, "--embedder", "backbone")
     _add_device(p)
     p.add_argument("--batch_size", type=int, default=64,
                    help="face chips per embedding-network batch (default: 64)")
@@ -197,8 +239,8 @@ def _run_annotate(args: argparse.Namespace) -> int:
     if args.undo:
         _report(args, undo(args.processed_dir), print_undo_summary)
         return EXIT_OK
-    embedder = get_embedder(args.embedder, device=args.device, **(
-        {"batch_size": args.batch_size} if "batch_size" in embedder_class(args.embedder).settings
+    embedder = get_embedder(args.backbone, device=args.device, **(
+        {"batch_size": args.batch_size} if "batch_size" in embedder_class(args.backbone).settings
         else {}))
     result = annotate(args.processed_dir, threshold=args.cluster_distance,
                       suggest_distance=args.suggest_distance, albums=args.albums,
@@ -219,8 +261,8 @@ def _add_split(sub: Any) -> None:
         "stable as photos are added), and write OUT/labels.json and OUT/split.json. Files are "
         "hard-linked where possible, else copied; PROCESSED is left untouched.",
     )
-    p.add_argument("processed_dir", nargs="?", default="processed",
-                   help="folder with one subfolder of crops per person (default: processed)")
+    _main_input(p, "processed_dir", "PROCESSED",
+                "folder with one subfolder of crops per person", default="processed")
     p.add_argument("--out", default="dataset", help="output folder (default: dataset)")
     p.add_argument("--val", type=float, default=0.1, help="fraction for validation")
     p.add_argument("--test", type=float, default=0.1, help="fraction for test")
@@ -265,8 +307,8 @@ def _add_datastore(sub: Any) -> None:
                            description="Upload SOURCE as a new immutable version of NAME. Files "
                            "already in the store are not uploaded again; rerun an interrupted "
                            "upload to resume it.")
+    _main_input(c, "source", "SOURCE", "folder to upload", default="dataset", old="--source")
     c.add_argument("--name", required=True, help="datastore name, e.g. face_detection")
-    c.add_argument("--source", default="dataset", help="folder to upload (default: dataset)")
     _add_quiet(c)
     c.set_defaults(func=_run_datastore_create)
     ls = actions.add_parser("list", parents=[store], help="table of datastores and versions")
@@ -284,7 +326,9 @@ def _add_datastore(sub: Any) -> None:
     pl.add_argument("ref", metavar="NAME[:VERSION]",
                     help="NAME:VERSION or datastore://NAME/VERSION (default version: the latest "
                     "succeeded)")
-    pl.add_argument("--to", required=True, metavar="DIR", help="destination folder")
+    pl.add_argument("--out", metavar="DIR", help="destination folder (required)")
+    _hidden_alias(pl, "--to", "out")
+    pl.set_defaults(usage_error=pl.error)
     _add_quiet(pl)
     pl.set_defaults(func=_run_datastore_pull)
 
@@ -315,9 +359,11 @@ def _run_datastore_show(args: argparse.Namespace) -> int:
 def _run_datastore_pull(args: argparse.Namespace) -> int:
     from facerec.datastore import Datastore, parse_ref
 
+    if not args.out:
+        args.usage_error("the following arguments are required: --out")
     ds = Datastore(args.store)
     info = ds.show(*parse_ref(args.ref))
-    path = ds.pull(info.name, info.version, to=args.to, progress=not args.quiet)
+    path = ds.pull(info.name, info.version, to=args.out, progress=not args.quiet)
     print(f"Pulled {info.ref} into {path} ({info.num_files} files, every sha256 verified)")
     return EXIT_OK
 
@@ -348,7 +394,8 @@ def _add_launch(sub: Any) -> None:
                    "the workdir)")
     p.add_argument("--managed", action="store_true",
                    help="a managed job (sky jobs launch): spot recovery, machines torn down after")
-    p.add_argument("--yaml", metavar="PATH", help="task file (default: runs/launch/NAME.yaml)")
+    p.add_argument("--out", metavar="PATH", help="task file (default: runs/launch/NAME.yaml)")
+    _hidden_alias(p, "--yaml", "out")
     p.add_argument("--dry_run", action="store_true", help="print the task YAML and stop")
     _hidden_alias(p, "--dryrun", "dry_run", action="store_true")
     p.add_argument("--yes", "-y", action="store_true", help="no confirmation prompt from sky")
@@ -369,7 +416,7 @@ def _run_launch(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan.yaml, end="")
         return EXIT_OK
-    path = write_yaml(plan, args.yaml)
+    path = write_yaml(plan, args.out)
     print(f"facerec launch: wrote {path}", file=sys.stderr)
     return run_sky(path, plan.name, managed=args.managed, yes=args.yes, down=args.down)
 
@@ -379,12 +426,13 @@ def _add_train(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a face classifier on a dataset from `facerec split`",
-        description="Train a face classifier on DATA_PATH/{train,val,test}/<person>/ + labels.json "
-        "with PyTorch Lightning. Writes runs/<name>/version_N/ (checkpoints, hparams.yaml, "
-        "TensorBoard events). The default backbone, dlib_face, is a frozen face embedding (computed "
-        "once per crop and cached): only the head trains, in seconds on a CPU. Any timm model name "
-        "(resnet18, resnet200d, efficientnet_b0, ...) is fine-tuned end to end. The checkpoint "
-        "holds a threshold calibrated on the data, below which a face is 'unknown'.",
+        description="Train a face classifier on DATA/{train,val,test}/<person>/ + labels.json "
+        "with PyTorch Lightning. Writes OUT/<name>/version_N/ (checkpoints, hparams.yaml, "
+        f"TensorBoard events). The default backbone, {DEFAULT_BACKBONE}, is a frozen face "
+        "embedding (computed once per crop and cached): only the head trains, in seconds on a "
+        "CPU. Any timm model name (resnet18, resnet200d, efficientnet_b0, ...) is fine-tuned end "
+        "to end. The checkpoint holds a threshold calibrated on the data, below which a face is "
+        "'unknown'. Prints one line per epoch, then the result and the next step.",
     )
     p.add_argument("--config", metavar="FILE",
                    help="YAML of train options (field names, e.g. 'max_epochs: 10'), or a run's "
@@ -401,8 +449,26 @@ def _run_train(args: argparse.Namespace) -> int:
     base = read_config_file(args.config) if args.config else None
     with _stdout_for(args):
         result = train(config_from_args(args, base))
-    _report(args, result, lambda r: None)
+    _report(args, result, lambda r: _print_next_predict(r.best_checkpoint, r.data_path))
     return EXIT_OK
+
+
+def _print_next_predict(checkpoint: str | None, data_path: str | None) -> None:
+    """The next step after a training: a prediction with its checkpoint, typed as it works here,
+    on a crop of the dataset's test split (else val, else train), so that it runs as printed."""
+    from pathlib import Path
+
+    from facerec.hints import command_line
+
+    if not checkpoint:
+        return
+    example = "PHOTO"
+    for split in ("test", "val", "train"):
+        found = sorted(Path(data_path or "").glob(f"{split}/*/*")) if data_path else []
+        if found:
+            example = str(found[0])
+            break
+    print("Next: " + command_line("predict", example, "--checkpoint_path", checkpoint))
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -446,13 +512,13 @@ def _add_predict(sub: Any) -> None:
         "'Predicted class: NAME'; several: one line per face with its box and confidence. NAME is "
         "'unknown' below the checkpoint's threshold. A small image (both sides <= 400 px) in "
         "which no face is found is read as an already cropped face if it looks like one. "
-        "Unreadable images in a folder are reported and skipped. Exit status: 0 when it ran, 2 "
-        "with a one-line message for a bad checkpoint, a missing path or an unreadable image.",
+        "Unreadable images in a folder are reported and skipped (exit status 3); a bad "
+        "checkpoint, a missing path or a single unreadable image is one line (exit status 2).",
     )
+    _main_input(p, "image_path", "PATH", "image file(s) or folder(s), or video file(s) "
+                "(.mp4 .mov .mkv .webm ...)", nargs="*", old="--image_path")
     p.add_argument("--checkpoint_path", required=True,
                    help="checkpoint from `facerec train` (.ckpt) or model from `facerec export` (.onnx)")
-    p.add_argument("--image_path", nargs="+", metavar="PATH",
-                   help="image file(s) or folder(s), or video file(s) (.mp4 .mov .mkv .webm ...)")
     p.add_argument("--source", metavar="URL",
                    help="a live video instead of files: webcam index (0) or device, rtsp:// or "
                    "http:// URL (runs until the stream ends or Ctrl-C)")
@@ -486,8 +552,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     paths = list(args.image_path or []) + ([args.source] if args.source else [])
     if not paths:
-        raise InvalidInputError("give --image_path PATH (photos, folders or videos) or --source "
-                                "URL")
+        raise InvalidInputError("give PATH (photos, folders or videos) or --source URL")
     videos = [p for p in args.image_path or [] if is_video(p)]
     if args.source or videos:
         if len(videos) != len(args.image_path or []):
@@ -586,8 +651,8 @@ def _add_verify(sub: Any) -> None:
         "verify",
         help="same person or not (two photos), or rank the enrolled people (one photo + checkpoint)",
         description="1:1: 'Same person: yes|no (distance D <= threshold T)', the cosine distance "
-        "between the two faces' features. Without a checkpoint: the dlib_face embedder and its "
-        "default threshold (calibrated on lfw-dev pairs, see docs/verify.md); with one: its "
+        "between the two faces' features. Without a checkpoint: the --backbone embedder and its "
+        "default threshold (calibrated on lfw-dev pairs, see docs/enroll-verify.md); with one: its "
         "backbone and a threshold calibrated on its own faces. 1:N (one photo and "
         "--checkpoint_path): every enrolled person ranked by distance, with the checkpoint's "
         "unknown threshold.",
@@ -602,8 +667,8 @@ def _add_verify(sub: Any) -> None:
                    help="same person at or below this cosine distance (default: calibrated, see "
                    "above)")
     _hidden_alias(p, "--threshold", "max_distance", type=float)
-    p.add_argument("--backbone", default="dlib_face",
-                   help="embedder without a checkpoint (default: dlib_face)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="the face embedder, when there is no checkpoint")
     p.add_argument("--pick", choices=("largest", "center"),
                    help="in photos with several faces take the largest / the one nearest the centre")
     p.add_argument("--top", type=int, default=10, help="1:N: people listed (default: 10)")
@@ -634,9 +699,9 @@ def _add_evaluate(sub: Any) -> None:
         "(impostors accepted as someone) and FNIR (genuine faces rejected or misidentified) at the "
         "threshold, and TPIR at FPIR = 1%.",
     )
+    _main_input(p, "data_path", "DATA", "folder with one subfolder of images per person",
+                default="dataset/test", old="--data_path")
     p.add_argument("--checkpoint_path", required=True, help="checkpoint (.ckpt) or exported .onnx")
-    p.add_argument("--data_path", default="dataset/test",
-                   help="folder with one subfolder of images per person (default: dataset/test)")
     p.add_argument("--unknown_dir", metavar="DIR",
                    help="images of people the model was not trained on (searched recursively)")
     p.add_argument("--threshold", type=float, default=None,
@@ -647,8 +712,9 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--pick", choices=("largest", "center"), default="largest",
                    help="the face a photo with several faces is labelled by (default: largest)")
     _add_json(p, "the report")
-    p.add_argument("--report", metavar="DIR",
+    p.add_argument("--out", metavar="DIR",
                    help="write report.json, confusion_matrix.png, predictions.csv, misclassified.csv")
+    _hidden_alias(p, "--report", "out")
     _add_runtime(p)
     _add_device(p)
     p.add_argument("--batch_size", type=int, default=16, help="images per batch (default: 16)")
@@ -663,16 +729,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       threshold=args.threshold, input=args.input, pick=args.pick,
                       runtime=args.runtime, device=args.device, batch_size=args.batch_size,
                       progress=not args.quiet)
-    if args.report:
-        write_report(report, args.report)
+    if args.out:
+        write_report(report, args.out)
     if args.json:
         import json
 
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print_report(report)
-        if args.report:
-            print(f"Report written to {args.report}/")
+        if args.out:
+            print(f"Report written to {args.out}/")
     return EXIT_OK
 
 
@@ -710,19 +776,32 @@ def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
         help="the whole pipeline: photos -> trained model and its report",
-        description="detect -> annotate -> split -> train -> evaluate, inside WORK. PHOTOS holds one "
-        "subfolder per person (albums) or loose photos (clustered into person_01, ...).",
+        description="detect -> annotate -> split -> train -> evaluate, inside OUT (the work "
+        "folder). PHOTOS holds one subfolder per person (albums) or loose photos: those are "
+        "clustered into person_01, person_02, ... and the run stops before training with a table "
+        "of the clusters, so that you name them (rename the folders, or `facerec serve OUT`); the "
+        "next run trains. A rerun with nothing changed (the same crops in the same person "
+        "folders, the same options) trains nothing and prints the model it made last time; "
+        "--retrain trains again. Takes every detect and train option.",
     )
-    p.add_argument("photos", help="folder of photos")
-    p.add_argument("--work", default="facerec-work", help="working folder (default: facerec-work)")
-    p.add_argument("--backbone", default="dlib_face", help="dlib_face or a timm model name")
-    p.add_argument("--max_epochs", type=int, default=100, help="most training epochs")
+    p.add_argument("photos", metavar="PHOTOS",
+                   help="folder of photos: one subfolder per person (albums), or loose photos")
+    p.add_argument("--out", default="facerec-work", metavar="WORK",
+                   help="the work folder: processed/, dataset/, runs/, report/")
+    _hidden_alias(p, "--work", "out")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again even when nothing changed since the last run")
+    p.add_argument("--train_unnamed", action="store_true",
+                   help="train even while some clusters are still named person_NN")
     p.add_argument("--val", type=float, default=0.1, help="validation fraction per person")
     p.add_argument("--test", type=float, default=0.1, help="test fraction per person")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split and the training")
     _add_device(p)
     _add_quiet(p)
     _add_json(p)
+    add_detect_options(p.add_argument_group("detect (as `facerec detect`)"),
+                       batch_flag="--detect_batch_size")
+    # every train option but those run sets itself (data, run folder, resume, progress)
+    add_train_arguments(p, skip=("data_path", "runs_dir", "ckpt_path", "progress"))
     p.set_defaults(func=_run_run)
 
 
@@ -730,9 +809,10 @@ def _run_run(args: argparse.Namespace) -> int:
     from facerec.pipeline import run_pipeline
 
     with _stdout_for(args):
-        result = run_pipeline(args.photos, args.work, backbone=args.backbone,
-                              max_epochs=args.max_epochs, val=args.val, test=args.test,
-                              seed=args.seed, device=args.device, progress=not args.quiet)
+        result = run_pipeline(args.photos, args.out, train=config_from_args(args),
+                              detect=detect_settings(args), val=args.val, test=args.test,
+                              device=args.device, progress=not args.quiet, retrain=args.retrain,
+                              train_unnamed=args.train_unnamed)
     _report(args, result, lambda r: None)
     return EXIT_OK
 
@@ -742,16 +822,16 @@ def _add_serve(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="label, train and recognise in the browser, and a REST API",
-        description="Serve WORK_DIR (a `facerec run` work folder, or any folder with processed/): "
+        description="Serve WORK (a `facerec run` work folder, or any folder with processed/): "
         "the People page (name clusters, merge, move crops, undo), the Train page and the "
         "Recognise page, and the REST API (OpenAPI docs at /docs). Binds 127.0.0.1; any other "
         "--host requires a token (generated and printed once when not given), sent as "
         "'Authorization: Bearer TOKEN' or by opening the printed ?token= link.",
     )
-    p.add_argument("work_dir", nargs="?", default="facerec-work",
-                   help="work folder with processed/ (default: facerec-work)")
+    _main_input(p, "work_dir", "WORK", "work folder with processed/ (`facerec run`'s --out)",
+                default="facerec-work")
     p.add_argument("--checkpoint_path", default=None,
-                   help="model to recognise with (default: the newest in WORK_DIR/runs)")
+                   help="model to recognise with (default: the newest in WORK/runs)")
     p.add_argument("--photos", default=None, metavar="DIR",
                    help="the photos folder detect read, to show each crop's source photo")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -788,19 +868,68 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit with EXIT_USAGE (argparse's own 2 is facerec's bad-input status); every
-    default is shown in --help as "(default: X)"."""
+    """Usage errors exit with EXIT_USAGE (argparse's own 2 is facerec's bad-input status) and
+    print the usage of the command they are about (an unknown flag of ``facerec predict``: predict's
+    usage, not the list of commands); every default is shown in --help as "(default: X)"."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, strict: bool = True, **kwargs):
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        self._strict = strict  # a command's parser: arguments it does not know are its error
+        self.subcommands: dict[str, argparse.ArgumentParser] = {}
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        self.subcommands = action.choices  # name -> parser, filled by add_parser
+        return action
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for key in [k for k in vars(namespace) if k.startswith("_input_")]:
+            dest = key[len("_input_"):]
+            default, nargs = getattr(namespace, key)
+            given = [getattr(namespace, name) for name in (dest, f"{dest}_flag")
+                     if hasattr(namespace, name)]
+            if nargs in ("*", "+"):
+                value = [v for values in given for v in values] or list(default or [])
+            else:
+                value = given[0] if given else default
+            for name in (key, f"{dest}_flag"):
+                if hasattr(namespace, name):
+                    delattr(namespace, name)
+            setattr(namespace, dest, value)
+        if extras and self._strict:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 class _DefaultsFormatter(argparse.HelpFormatter):
+    """Wraps at spaces only (a path such as docs/enroll-verify.md is never split at its hyphen);
+    a text of several lines (the exit-status epilog) keeps its lines."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines() or [""]:
+            body = " ".join(line.split())
+            lead = indent + " " * (len(line) - len(line.lstrip(" ")))
+            hang = lead + "     " if line.startswith(" ") else lead
+            out.append(textwrap.fill(body, width, initial_indent=lead, subsequent_indent=hang,
+                                     break_on_hyphens=False, break_long_words=False)
+                       if body else "")
+        return "\n".join(out)
+
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
@@ -813,8 +942,9 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="facerec",
+        prog="facerec", strict=False,
         description="Build your own face-recognition model from your own photos.",
+        epilog="How the commands name things: docs/cli.md.\n\n" + _exit_table(),
     )
     parser.add_argument("--version", action="version", version=f"facerec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -823,7 +953,19 @@ def build_parser() -> argparse.ArgumentParser:
                 _add_sweep, _add_predict, _add_enroll, _add_forget, _add_verify, _add_evaluate,
                 _add_export, _add_launch, _add_serve):
         add(sub)
+    for command in command_parsers(parser).values():  # every --help ends with the exit statuses
+        command.epilog = (command.epilog + "\n\n" if command.epilog else "") + _exit_table()
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its name ("predict", "datastore pull", ...), the parents of
+    subcommands (datastore) included."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for child in getattr(parser, "subcommands", {}).values():
+        found[child.prog.removeprefix("facerec ")] = child
+        found.update(command_parsers(child))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -855,6 +997,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facerec {args.command}: interrupted (rerun to resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def run_script(command: str, argv: Sequence[str], script: str, after=None) -> int:
+    """Run ``facerec COMMAND ARGV`` for one of the original tutorial's scripts (its file: SCRIPT:
+    ``python process_raw_data.py``...); ``after(status)`` runs when it is done. A dependency that
+    this Python lacks (the system Python instead of the project's virtualenv) is one line on
+    stderr that says how to run the script, exit status 2, never a traceback."""
+    import importlib.util
+
+    from facerec.hints import SCRIPT_NEEDS, missing_dependency_line
+
+    asks_help = any(a in ("-h", "--help") for a in argv)  # --help needs no dependency
+    for module in () if asks_help else SCRIPT_NEEDS.get(command, ()):
+        if importlib.util.find_spec(module) is None:
+            print(missing_dependency_line(script, module), file=sys.stderr)
+            return 2
+    try:
+        status = main([command, *argv])
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if not top or top == "facerec":  # facerec's own module missing: a bug, shown as it is
+            raise
+        print(missing_dependency_line(script, top), file=sys.stderr)
+        return 2
+    if after is not None:
+        after(status)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

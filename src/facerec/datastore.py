@@ -899,7 +899,9 @@ def print_created(info: VersionInfo) -> None:
     print(f"Created datastore {info.ref} in {info.store}: {info.num_files} files, "
           f"{human_size(info.size)} ({info.uploaded_files} new objects, "
           f"{human_size(info.uploaded_bytes)} uploaded)")
-    print(f"Use it with: facerec train --data_path {info.data_path}")
+    from facerec.hints import command_line
+
+    print("Use it with: " + command_line("train", str(info.data_path)))
 
 
 def print_version(info: VersionInfo, all_files: bool = False, console=None) -> None:
@@ -919,7 +921,7 @@ def print_version(info: VersionInfo, all_files: bool = False, console=None) -> N
     if info.error:
         lines.append(f"error:    {info.error}")
     if info.status == SUCCEEDED:
-        lines.append(f"use with: --data_path {info.data_path}")
+        lines.append(f"use with: facerec train {info.data_path}")
     console.print("\n".join(lines), highlight=False)
     if not info.files:
         return

@@ -26,6 +26,19 @@ EXIT_USAGE = 64
 #: interrupted with Ctrl-C (rerun to resume)
 EXIT_INTERRUPTED = 130
 
+#: every exit status and its meaning: the one table (README's "Exit statuses and JSON", the
+#: epilog of every command's --help; tests/test_docs.py keeps them equal)
+EXIT_MEANINGS: dict[int, str] = {
+    EXIT_OK: "it did what was asked",
+    EXIT_FAILED: "it ran but produced nothing usable (a sweep in which no experiment completed)",
+    EXIT_INPUT: "bad input, one line on stderr: a missing or unreadable path, a wrong checkpoint, "
+                "a full or read-only disk",
+    EXIT_PARTIAL: "partial success: it ran, but some inputs could not be read or used (each is "
+                  "listed on stderr; e.g. detect or predict on a folder with an unreadable photo)",
+    EXIT_USAGE: "a bad command line: unknown flag, missing or malformed value",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); rerun to resume",
+}
+
 
 class FacerecError(Exception):
     """A user-facing error: bad input, missing folder, wrong checkpoint... (message is shown as is)."""

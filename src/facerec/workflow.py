@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.workspace import Workspace
 
 #: the stages of :func:`train_and_evaluate`, in order
@@ -28,10 +29,12 @@ class TrainOptions:
     """What the user chooses for a training (the rest are the train command's defaults)."""
 
     max_epochs: int = 30
-    backbone: str = "dlib_face"
+    backbone: str = DEFAULT_BACKBONE
     val: float = 0.1
     test: float = 0.1
     seed: int = 42
+    #: any other train option, by TrainConfig field name (``facerec run --learning_rate 0.01``)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,11 +99,12 @@ def train_and_evaluate(workspace: Workspace, options: TrainOptions, *, device: s
 
     with stage("train"):  # train() prints its own summary (best checkpoint, metrics, threshold)
         accelerator, devices = lightning_devices(device)
-        trained = train(TrainConfig(data_path=str(ws.dataset), runs_dir=str(ws.runs),
-                                    backbone=options.backbone, max_epochs=options.max_epochs,
-                                    seed=options.seed, progress=progress,
-                                    accelerator=accelerator, devices=devices,
-                                    callbacks=list(callbacks)))
+        config = TrainConfig(data_path=str(ws.dataset), runs_dir=str(ws.runs),
+                             backbone=options.backbone, max_epochs=options.max_epochs,
+                             seed=options.seed, progress=progress,
+                             accelerator=accelerator, devices=devices,
+                             callbacks=list(callbacks)).replace(**options.extra)
+        trained = train(config)
 
     result = TrainEvalResult(split, trained, seconds=seconds)
     with stage("evaluate"):

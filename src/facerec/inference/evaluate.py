@@ -384,7 +384,7 @@ def confusion_png(confusion: dict, path: str | os.PathLike, title: str = "") -> 
 def write_report(report: EvalReport, out_dir: str | os.PathLike) -> Path:
     """report.json, confusion_matrix.png, predictions.csv, misclassified.csv in ``out_dir``."""
     out = Path(out_dir)
-    check_output_location(out, filter(None, (report.data_path, report.unknown_dir)), "--report folder")
+    check_output_location(out, filter(None, (report.data_path, report.unknown_dir)), "--out folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -285,4 +285,7 @@ def print_export_summary(result: ExportResult, file=None) -> None:
     print(f"  input {result.input} [{shape}] -> outputs {', '.join(result.outputs)}", file=out)
     if result.max_abs_diff is not None:
         print(f"  checked with onnxruntime: max |torch - onnx| = {result.max_abs_diff:.2e}", file=out)
-    print(f"  use it: facerec predict --checkpoint_path {result.path} --image_path PHOTO", file=out)
+    from facerec.hints import command_line
+
+    print("  use it: " + command_line("predict", "PHOTO", "--checkpoint_path", str(result.path)),
+          file=out)

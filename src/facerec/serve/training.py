@@ -117,6 +117,9 @@ class TrainManager:
         out: dict[str, Any] = {"checkpoint": trained.best_checkpoint, "labels": trained.labels,
                                "threshold": trained.threshold, "metrics": trained.metrics,
                                "epochs": trained.epochs, "accuracy": done.accuracy,
+                               "max_epochs": trained.max_epochs,
+                               "stopped_early": trained.stopped_early,
+                               "best_epoch": trained.best_epoch,
                                "confusion_png": ws.relative(png) if png and png.is_file() else None,
                                "people": len(trained.labels),
                                "split": getattr(done.split, "counts", None)}

@@ -9,7 +9,11 @@ function with ``as_text=True``: a value or a distribution, converted later), the
 Field kinds (metadata):
 
 * ``flag``: the option's name when it is not ``--<field>`` (a switch that turns a default-on
-  field off: ``augment`` <- ``--no_augment``, ``progress`` <- ``--quiet``);
+  field off: ``augment`` <- ``--no_augment``, ``progress`` <- ``--quiet``; the output folder:
+  ``runs_dir`` <- ``--out``, the dialect of docs/cli.md);
+* ``aliases``: earlier names of the flag, still accepted and hidden from ``--help``
+  (``--runs_dir``); ``data_path`` is also the command's positional argument (``facerec train
+  DATA``) and keeps ``--data_path`` hidden, as the tutorial's ``train.py --data_path`` uses it;
 * ``environment``: describes the machine, not the experiment (a sweep never sweeps it and keeps it
   out of the sweep's identity, so machines with different GPUs join the same sweep);
 * ``run``: names the run's folder (the sweep sets these per trial);
@@ -24,9 +28,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError
-
-DEFAULT_BACKBONE = "dlib_face"  # the frozen face embedding (recognition.embed.DEFAULT_EMBEDDER)
 MONITORS = ("val_loss", "val_acc", "val_f1")  # what early stopping and the best checkpoint follow
 
 
@@ -47,9 +50,9 @@ class TrainConfig:
     max_epochs: int = _opt(100, "most epochs", group="data")
     learning_rate: float | None = _opt(
         None, "AdamW learning rate", type=float, group="data",
-        default_text="0.01 for dlib_face, 0.001 for timm models")
-    backbone: str = _opt(DEFAULT_BACKBONE, "dlib_face (frozen face embedding) or a timm model name, "
-                         "e.g. resnet18", group="data")
+        default_text="0.01 for a frozen face embedder, 0.001 for timm models")
+    backbone: str = _opt(DEFAULT_BACKBONE, "a face embedder (frozen: only the head trains) or a "
+                         "timm model name, e.g. resnet18", group="data")
     finetune: int = _opt(0, "dlib_face: also train its last N residual levels (1 to 5; 0: frozen); "
                          "their weights go into the checkpoint", group="data", metavar="N")
     backbone_lr: float | None = _opt(None, "learning rate of the --finetune levels", type=float,
@@ -79,7 +82,8 @@ class TrainConfig:
                         unswept="the metric that the sweep compares the experiments on")
     name: str | None = _opt(None, "run name", type=str, group="lightning", run=True,
                             default_text="generated, e.g. swift-otter-042")
-    runs_dir: str = _opt("runs", "where runs go", group="lightning", run=True)
+    runs_dir: str = _opt("runs", "where runs go: OUT/<name>/version_N/", group="lightning",
+                         run=True, flag="--out", aliases=("--runs_dir",), metavar="OUT")
     log_every_n_steps: int = _opt(10, "log training metrics every N steps", group="lightning",
                                   environment=True, metavar="N")
     # model
@@ -99,7 +103,10 @@ class TrainConfig:
     mirror_tta: bool = _opt(True, "dlib_face: do not average each crop's embedding with its mirror "
                             "image's", flag="--no_mirror")
     test: bool = _opt(True, "do not evaluate the test split at the end", flag="--no_test")
-    progress: bool = _opt(True, "no progress bars", flag="--quiet", environment=True)
+    progress: bool = _opt(True, "no progress: no line per epoch, no bars", flag="--quiet",
+                          environment=True)
+    verbose: bool = _opt(False, "also Lightning's own messages: devices found, the model "
+                         "summary, its tips", environment=True, group="lightning")
     callbacks: list = _opt([], "extra Lightning callbacks (the sweep's pruning...)", cli=False)
 
     def hparams(self) -> dict:
@@ -173,8 +180,11 @@ _GROUPS = {"data": "data and model (the original tutorial's flags among them)",
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, *, as_text: bool = False,
-                        skip: Sequence[str] = ()) -> None:
-    """Give PARSER one flag per :class:`TrainConfig` field (except SKIP), in argument groups.
+                        skip: Sequence[str] = (), positional: bool = True) -> None:
+    """Give PARSER one flag per :class:`TrainConfig` field (except SKIP), in argument groups;
+    ``data_path`` is the positional argument DATA (``--data_path`` still works, hidden), unless
+    not ``positional`` (a lenient reader of other flags, e.g. ``facerec launch``'s, whose unknown
+    flags' values must not be taken for the data).
 
     Flags that are not given are absent from the parsed namespace (``argparse.SUPPRESS``), so a
     ``--config`` file, or a sweep, can tell "not given" from "given the default". With
@@ -200,9 +210,17 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, as_text: bool = Fals
         choices = meta.get("choices")
         metavar = meta.get("metavar") or (
             "{" + ",".join(choices) + "}" if choices else f.name.upper())
-        target.add_argument(option(f), dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
-                            type=None if as_text else value_type(f),
-                            choices=None if as_text else choices, help=help_text)
+        kind = {"type": None if as_text else value_type(f), "choices": None if as_text else choices}
+        names = [option(f)]
+        if f.name == "data_path" and positional:  # the main input: positional, flag hidden
+            target.add_argument("data_path", nargs="?", default=argparse.SUPPRESS,
+                                metavar="DATA", help=help_text, **kind)
+            help_text = argparse.SUPPRESS
+        target.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                            help=help_text, **kind)
+        for alias in meta.get("aliases", ()):  # earlier names, hidden
+            target.add_argument(alias, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                                help=argparse.SUPPRESS, **kind)
 
 
 def config_from_args(args: argparse.Namespace | Mapping[str, Any],

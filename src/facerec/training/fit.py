@@ -59,6 +59,7 @@ from facerec.training.runs import (
     atomic_checkpoint_io,
     is_url,
     owns_run_folder,
+    epoch_lines,
     lightning_output,
     resume_target,
     truly_best,
@@ -82,9 +83,14 @@ class TrainResult:
     labels: list[str]
     train_samples: int
     val_samples: int
-    epochs: int
+    epochs: int                     # epochs this call ran (a resume continues a run)
     fit_seconds: float
     warnings: list[str] = field(default_factory=list)
+    max_epochs: int | None = None   # --max_epochs
+    last_epoch: int | None = None   # epochs of the run in all, resumed ones included
+    best_epoch: int | None = None   # the epoch of the best checkpoint (1 = the first)
+    stopped_early: str | None = None  # why training stopped before --max_epochs (None: it did not)
+    data_path: str | None = None    # the dataset folder trained on (a datastore's local copy)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -183,7 +189,7 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     # one writer per (local) run folder; the DDP workers Lightning starts share their parent's
     lock = (folder_lock(Path(save_dir) / name, "train")
             if owns_run_folder() and not is_url(save_dir) else contextlib.nullcontext())
-    with lock, lightning_output(quiet=not cfg.progress):
+    with lock, lightning_output(verbose=cfg.verbose):
         return _fit(cfg, info, module, kind, save_dir, name, version, ckpt_path, monitor, mode,
                     has_val, pending, pre, warns)
 
@@ -232,7 +238,9 @@ def _run_folder(cfg: TrainConfig, runs_dir: str, ckpt_path: str | None
 def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, save_dir: str, name: str,
              version: int | None, monitor: str, mode: str, has_val: bool):
     """Lightning's Trainer for CFG, with its logger and the callbacks the run reads back:
-    (trainer, logger, best checkpoint, last checkpoint, epoch timer)."""
+    (trainer, logger, best checkpoint, last checkpoint, epoch timer, early stopping or None).
+    The console shows one line per epoch (runs.epoch_lines), not Lightning's bars and summary
+    (``--verbose`` brings its summary and messages back)."""
     from lightning.pytorch.callbacks import (
         EarlyStopping,
         LearningRateMonitor,
@@ -250,8 +258,12 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, save_dir: str,
     timer = EpochTimer()
     callbacks = [ckpt_cb, last_cb, timer, LearningRateMonitor(logging_interval="epoch"),
                  *cfg.callbacks]
+    if cfg.progress:
+        callbacks.append(epoch_lines())
+    early = None
     if cfg.patience and cfg.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
+        early = EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience)
+        callbacks.append(early)
 
     accelerator, devices = cfg.accelerator, _parse_devices(cfg.devices)
     if cfg.gpus is not None:
@@ -266,9 +278,9 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, save_dir: str,
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, strategy=cfg.strategy,
             num_nodes=cfg.num_nodes, precision=cfg.precision, max_epochs=int(cfg.max_epochs),
-            logger=logger, callbacks=callbacks, enable_progress_bar=cfg.progress,
+            logger=logger, callbacks=callbacks, enable_progress_bar=False,
             plugins=[atomic_checkpoint_io()],
-            enable_model_summary=cfg.progress, num_sanity_val_steps=0,
+            enable_model_summary=cfg.verbose, num_sanity_val_steps=0,
             limit_val_batches=1.0 if has_val else 0,
             log_every_n_steps=max(1, min(cfg.log_every_n_steps, steps_per_epoch)),
             deterministic=False,
@@ -278,14 +290,14 @@ def _trainer(cfg: TrainConfig, info: DatasetInfo, kind: Backbone, save_dir: str,
     except Exception as exc:  # MisconfigurationException, bad precision, no such accelerator
         raise FacerecError(f"cannot set up the trainer: {first_line(exc)}") from None
 
-    return trainer, logger, ckpt_cb, last_cb, timer
+    return trainer, logger, ckpt_cb, last_cb, timer, early
 
 
 def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: Backbone, save_dir: str,
          name: str, version: int | None, ckpt_path: str | None, monitor: str, mode: str,
          has_val: bool, pending: list[str], pre: dict, warns: list[str]) -> TrainResult:
-    trainer, logger, ckpt_cb, last_cb, timer = _trainer(cfg, info, kind, save_dir, name, version,
-                                                        monitor, mode, has_val)
+    trainer, logger, ckpt_cb, last_cb, timer, early = _trainer(
+        cfg, info, kind, save_dir, name, version, monitor, mode, has_val)
     # data last: a misconfigured trainer fails before minutes of embedding
     for w in pending:
         warn_user(w, warns)
@@ -312,6 +324,10 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: Backbone
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - t0
         epochs = len(timer.seconds)
+        last_epoch = int(trainer.current_epoch)
+        stopped_early = None
+        if early is not None and early.stopped_epoch > 0 and last_epoch < int(cfg.max_epochs):
+            stopped_early = f"{monitor} had not improved for {cfg.patience} epochs (--patience)"
 
         best = ckpt_cb.best_model_path or last_cb.best_model_path
         if ckpt_cb.best_model_path:
@@ -336,16 +352,36 @@ def _fit(cfg: TrainConfig, info: DatasetInfo, module: FaceModule, kind: Backbone
     result = TrainResult(best_checkpoint=str(best), last_checkpoint=last, run_dir=run_dir,
                          run_name=name, metrics=metrics, threshold=threshold, labels=info.labels,
                          train_samples=n_train, val_samples=n_val, epochs=epochs,
-                         fit_seconds=fit_seconds, warnings=warns)
+                         fit_seconds=fit_seconds, warnings=warns, max_epochs=int(cfg.max_epochs),
+                         last_epoch=last_epoch, best_epoch=_epoch_of(best),
+                         stopped_early=stopped_early, data_path=str(info.root))
     if is_rank_zero():
         print_train_summary(result, calibration)
     return result
 
 
+def _epoch_of(checkpoint: str | None) -> int | None:
+    """The epoch (1 = the first) a ``epoch=E-step=S.ckpt`` checkpoint was saved at."""
+    import re
+
+    m = re.search(r"epoch=(\d+)", Path(checkpoint).name) if checkpoint else None
+    return int(m.group(1)) + 1 if m else None
+
+
 def print_train_summary(result: TrainResult, calibration: dict | None = None, file=None) -> None:
-    """``Best checkpoint: PATH`` and the final metrics."""
+    """How the training went (epochs, why it stopped), the final metrics, the threshold, and
+    last ``Best checkpoint: PATH``."""
     out = file or sys.stdout
-    print(f"Best checkpoint: {result.best_checkpoint}", file=out)
+    if result.max_epochs and result.last_epoch is not None:
+        ran = f"Trained {result.last_epoch} of at most {result.max_epochs} epochs"
+        if result.epochs != result.last_epoch:
+            ran += f" ({result.epochs} in this run, resumed)"
+    else:
+        ran = f"Trained {result.epochs} epoch(s)"
+    why = f" Stopped early: {result.stopped_early}." if result.stopped_early else ""
+    best = f" Best: epoch {result.best_epoch}." if result.best_epoch else ""
+    print(f"{ran} in {result.fit_seconds:.1f}s ({result.seconds_per_epoch:.2f}s/epoch).{why}{best}",
+          file=out)
     order = ["val_acc", "val_f1", "val_loss", "calib_fnir", "test_acc", "test_f1", "test_loss",
              "test_fnir"]
     shown = [k for k in order if k in result.metrics]
@@ -361,6 +397,5 @@ def print_train_summary(result: TrainResult, calibration: dict | None = None, fi
         elif cal.get("method") == "prior":
             extra = f" (prior: {cal.get('reason', 'not calibrated')})"
         print(f"Unknown threshold: {result.threshold:.4f}{extra}", file=out)
-    print(f"{result.epochs} epoch(s) in {result.fit_seconds:.1f}s "
-          f"({result.seconds_per_epoch:.2f}s/epoch); TensorBoard: tensorboard --logdir "
-          f"{Path(result.run_dir).parent}", file=out)
+    print(f"TensorBoard: tensorboard --logdir {Path(result.run_dir).parent}", file=out)
+    print(f"Best checkpoint: {result.best_checkpoint}", file=out)

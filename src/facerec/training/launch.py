@@ -72,9 +72,9 @@ def _command_flags(cmd: Sequence[str]) -> dict[str, Any]:
     if cmd[0] == "sweep":
         from facerec.training.sweep import add_sweep_arguments
 
-        add_sweep_arguments(parser)
+        add_sweep_arguments(parser, positional=False)
     else:
-        add_train_arguments(parser, as_text=True)
+        add_train_arguments(parser, as_text=True, positional=False)
     try:
         args, _ = parser.parse_known_args(list(cmd[1:]))
     except argparse.ArgumentError as exc:

@@ -148,15 +148,17 @@ def owns_run_folder() -> bool:
 
 
 @contextlib.contextmanager
-def lightning_output(quiet: bool) -> Iterator[None]:
-    """Lightning's own chatter: its tips and start-up notes (INFO log records) are dropped when
-    ``quiet``; a deprecation warning that Lightning raises about its own code (nothing the user
-    can act on) always."""
+def lightning_output(verbose: bool = False) -> Iterator[None]:
+    """Lightning's own chatter, off unless ``verbose`` (``facerec train --verbose``): its tips
+    (``try installing [litlogger]``), start-up notes (GPU/TPU available), "Restoring states from
+    the checkpoint" of every validate/test (INFO log records), and a deprecation warning that
+    Lightning raises about its own code (nothing the user can act on; dropped always). What the
+    user reads instead: :func:`epoch_lines`, then the summary."""
     names = ("lightning.pytorch", "lightning.fabric")
     levels = {n: logging.getLogger(n).level for n in names}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-        if quiet:
+        if not verbose:
             warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is "
                                     "not empty")
             for n in names:
@@ -166,6 +168,52 @@ def lightning_output(quiet: bool) -> Iterator[None]:
         finally:
             for n, level in levels.items():
                 logging.getLogger(n).setLevel(level)
+
+
+def format_metric(name: str, value: float) -> str:
+    """A metric as a person reads it: accuracies as percentages (``val_acc 95.0%``), losses and
+    other scores with three decimals (``val_loss 0.447``, ``val_f1 0.950``)."""
+    return f"{name} {value:.1%}" if name.endswith("_acc") else f"{name} {value:.3f}"
+
+
+def epoch_lines(keys: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc",
+                                          "val_f1")):
+    """A Lightning callback that shows training as one line per epoch (``epoch  3/30
+    train_loss 0.912  train_acc 87.5%  val_loss 0.447 ...``), on stdout of the first process; on a
+    terminal the line is rewritten in place, with a bar. Replaces Lightning's progress bars."""
+    import sys
+
+    import lightning.pytorch as L
+
+    class EpochLines(L.Callback):
+        def __init__(self) -> None:
+            self.width = 0   # of the line written in place (a terminal), 0 when none is open
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.global_rank != 0:
+                return
+            out = sys.stdout
+            metrics = trainer.callback_metrics
+            shown = [format_metric(k, float(metrics[k])) for k in keys if k in metrics]
+            total = trainer.max_epochs or 0
+            epoch = trainer.current_epoch + 1
+            head = f"epoch {epoch:>{len(str(total))}}/{total}" if total > 0 else f"epoch {epoch}"
+            if out.isatty() and total > 0:
+                done = round(20 * min(epoch, total) / total)
+                line = f"{head} [{'#' * done}{'-' * (20 - done)}]  " + "  ".join(shown)
+                out.write("\r" + line.ljust(self.width))
+                out.flush()
+                self.width = len(line)
+            else:
+                print(f"{head}  " + "  ".join(shown), file=out, flush=True)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.width:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                self.width = 0
+
+    return EpochLines()
 
 
 def _checkpoint_score(path: Path, monitor: str) -> float | None:

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from facerec._version import __version__
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.serve.state import State
 
 router = APIRouter()
@@ -16,4 +17,4 @@ def health(state: State) -> dict[str, Any]:
     job = state.trainer.running()
     return {"status": "ok", "version": __version__, "work_dir": str(state.workspace.root),
             "model": state.recogniser.info(), "photos": state.workspace.photos is not None,
-            "training": job.id if job else None}
+            "training": job.id if job else None, "default_backbone": DEFAULT_BACKBONE}

@@ -103,7 +103,28 @@ def moves(body: MovesBody, state: State) -> dict[str, Any]:
 
 @router.post("/api/undo")
 def undo(state: State) -> dict[str, Any]:
-    """Undo the last logged operation (a page action or an annotate run)."""
+    """Undo the last logged operation (a page action or an annotate run): ``what`` it was in
+    words, ``crops`` put back."""
     with state.edit_lock:
         result = ann.undo(state.workspace.processed)
-    return {"op": result.op, "restored": result.restored, "removed_dirs": result.removed_dirs}
+    return {"op": result.op, "restored": result.restored, "removed_dirs": result.removed_dirs,
+            "command": result.command, "what": result.what, "crops": result.crops}
+
+
+@router.post("/api/cluster")
+def cluster(state: State) -> dict[str, Any]:
+    """Cluster the loose crops (and those seen once) as ``facerec annotate`` does: clusters of one
+    person into new person_NN folders, faces close to a named person into _suggested/, poor crops
+    into _rejected/. Logged like an annotate run: `POST /api/undo` reverts it."""
+    from facerec.recognition.embed import DEFAULT_EMBEDDER, get_embedder
+
+    embedder = get_embedder(DEFAULT_EMBEDDER, device=state.config.device)
+    with state.edit_lock:
+        try:
+            result = ann.annotate(state.workspace.processed, embedder=embedder, progress=False)
+        except OSError as exc:
+            raise HTTPException(http_status(exc), f"{exc.strerror or exc}: "
+                                f"{exc.filename or ''}") from None
+    return {"op": result.op, "loose": result.loose, "clusters": result.clusters,
+            "singletons": result.singletons, "suggested": result.suggested,
+            "rejected": dict(result.rejected), "moved": len(result.moves)}

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import NotFoundError
 from facerec.serve.state import State
 from facerec.workflow import TrainOptions
@@ -15,7 +16,7 @@ router = APIRouter()
 
 class TrainBody(BaseModel):
     max_epochs: int = Field(30, ge=1, le=1000)
-    backbone: str = Field("dlib_face", max_length=100)
+    backbone: str = Field(DEFAULT_BACKBONE, max_length=100)
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
     seed: int = 42

@@ -1,6 +1,6 @@
 // The people page: every folder of processed/ as a gallery; rename, merge, move, reject, accept
-// or refuse suggestions, undo. Galleries load a page of crops when they scroll into view and
-// images load lazily, so a folder of 10,000 crops costs one page at a time.
+// or refuse suggestions, cluster loose faces, undo. Galleries load a page of crops when they
+// scroll into view and images load lazily, so a folder of 10,000 crops costs one page at a time.
 "use strict";
 
 const PAGE = 60;
@@ -11,6 +11,8 @@ const SECTIONS = [
 ];
 const selected = new Set();
 let observer = null;
+let targetNames = new Set();   // where crops can be moved now (person folders, _rejected, ...)
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 function updateSelection() {
   document.getElementById("selection").textContent = `${selected.size} selected`;
@@ -34,7 +36,8 @@ async function loadPage(card) {
       img.classList.toggle("selected", selected.has(rel));
       updateSelection();
     });
-    img.addEventListener("mouseenter", () => showPreview(rel));
+    img.addEventListener("mouseenter", () => showPreview(rel, img));
+    img.addEventListener("mouseleave", hidePreview);
     gallery.append(img);
   }
   card.dataset.loaded = String(offset + page.crops.length);
@@ -45,8 +48,24 @@ async function loadPage(card) {
   }
 }
 
+// The preview of a hovered crop: its source photo with the face box, beside the crop (on the side
+// with room, never over it), gone as soon as the pointer leaves the crop.
 let previewFor = null;
-async function showPreview(rel) {
+function hidePreview() {
+  previewFor = null;
+  document.getElementById("preview").style.display = "none";
+}
+
+function placePreview(panel, anchor) {
+  const r = anchor.getBoundingClientRect(), gap = 12;
+  const w = panel.offsetWidth, h = panel.offsetHeight;
+  let left = r.right + gap;
+  if (left + w > window.innerWidth - 4) left = Math.max(4, r.left - gap - w);
+  const top = Math.min(Math.max(4, r.top), Math.max(4, window.innerHeight - h - 4));
+  Object.assign(panel.style, { left: `${left}px`, top: `${top}px` });
+}
+
+async function showPreview(rel, anchor) {
   previewFor = rel;
   const info = await api(`/api/crops/info?path=${encodeURIComponent(rel)}`);
   if (previewFor !== rel) return;
@@ -69,11 +88,13 @@ async function showPreview(rel) {
     const fx = img.clientWidth / sw, fy = img.clientHeight / sh;
     Object.assign(box.style, { display: "block", left: `${rect[0] * fx}px`, top: `${rect[1] * fy}px`,
                                width: `${(rect[2] - rect[0]) * fx}px`, height: `${(rect[3] - rect[1]) * fy}px` });
+    if (previewFor === rel) placePreview(panel, anchor);
   };
   meta.textContent = `${rel}` + (info.source ? ` · from ${info.source}` : "") +
     (info.score != null ? ` · score ${Number(info.score).toFixed(3)}` : "") +
     (info.source && !info.photo_url ? " · start with --photos PHOTOS to see the whole photo" : "");
   panel.style.display = "block";
+  placePreview(panel, anchor);
 }
 
 function groupCard(g) {
@@ -116,22 +137,57 @@ async function render() {
     }
   }, { rootMargin: "300px" });
   root.replaceChildren();
+  hidePreview();
+  // loose crops (or, when none are left, the faces seen once) can be clustered from here
+  const clusterIn = groups.some(g => g.kind === "loose") ? "loose" : "singletons";
   for (const [kind, title] of SECTIONS) {
     const mine = groups.filter(g => g.kind === kind);
     if (!mine.length) continue;
-    const section = el("section", { id: `section-${kind}` }, el("h2", { text: `${title} (${mine.length})` }));
+    // counts are crops (a section of one folder: its crops; of several: folders and crops)
+    const crops = mine.reduce((n, g) => n + g.count, 0);
+    const count = mine.length > 1 || kind === "person" ? `${plural(mine.length, "folder")}, ${plural(crops, "crop")}`
+                                                        : plural(crops, "crop");
+    const head = el("h2", { text: `${title} (${count})` });
+    if (kind === clusterIn) {
+      head.append(" ", el("button", { id: "cluster-btn", class: "primary", text: "Cluster loose faces",
+        title: "group the loose crops and those seen once by person, as facerec annotate does (undoable)",
+        onclick: clusterLoose }));
+    }
+    const section = el("section", { id: `section-${kind}` }, head);
     for (const g of mine) section.append(groupCard(g));
     root.append(section);
   }
   if (!groups.length) root.append(el("p", { class: "empty", text: "No crops in processed/ yet: run facerec detect / annotate (or facerec run)." }));
+  const people = groups.filter(g => g.kind === "person").map(g => g.folder);
+  targetNames = new Set([...people, "_rejected", "_singletons"]);
   const targets = document.getElementById("targets");
-  targets.replaceChildren(...groups.filter(g => g.kind === "person").map(g => el("option", { value: g.folder })),
+  targets.replaceChildren(...people.map(name => el("option", { value: name })),
                           el("option", { value: "_rejected" }), el("option", { value: "_singletons" }));
+  // a name typed earlier that is gone now (merged, renamed, undone) would create a new person
+  const moveTo = document.getElementById("move-to");
+  if (moveTo.value.trim() && !targetNames.has(moveTo.value.trim())) moveTo.value = "";
   updateSelection();
 }
 
-async function act(call, describe) {
-  setStatus("working…");
+function clusterLoose() {
+  act(() => api("/api/cluster", { method: "POST" }), r => {
+    const made = Object.keys(r.clusters).length;
+    const parts = [`${plural(made, "new cluster")} (${Object.keys(r.clusters).join(", ") || "none"})`,
+                   `${r.singletons} seen once`];
+    const suggested = Object.values(r.suggested).reduce((a, b) => a + b, 0);
+    const rejected = Object.values(r.rejected).reduce((a, b) => a + b, 0);
+    if (suggested) parts.push(`${suggested} suggested`);
+    if (rejected) parts.push(`${rejected} rejected`);
+    return `clustered ${plural(r.loose, "loose crop")}: ${parts.join(", ")}. Rename the clusters to people's names.`;
+  }, "clustering loose faces… (embedding new crops takes a moment)");
+}
+
+function describeUndo(r) {
+  return `undone: ${r.what || "the last action"} (${plural(r.crops, "crop")} back where ${r.crops === 1 ? "it was" : "they were"})`;
+}
+
+async function act(call, describe, working = "working…") {
+  setStatus(working);
   try {
     const result = await call();
     selected.clear();
@@ -156,6 +212,7 @@ document.getElementById("clear-btn").addEventListener("click", () => {
   updateSelection();
 });
 document.getElementById("undo-btn").addEventListener("click", () =>
-  act(() => api("/api/undo", { method: "POST" }), r => `undid ${r.op}: ${r.restored} put back`));
-document.getElementById("preview").addEventListener("click", e => { e.currentTarget.style.display = "none"; });
+  act(() => api("/api/undo", { method: "POST" }), describeUndo));
+document.getElementById("preview").addEventListener("click", hidePreview);
+window.addEventListener("scroll", hidePreview, { passive: true });
 render().then(() => setStatus("ready")).catch(e => setStatus(e.message, true));

@@ -3,8 +3,11 @@
 "use strict";
 
 let polling = null;
-const fmt = v => (v == null ? "–" : typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : String(v));
 const pct = v => (v == null ? "–" : `${(100 * v).toFixed(1)} %`);
+// every number as what it is: accuracies as percentages, losses and scores with three decimals
+// (1 and 0.447 side by side read as if on one scale), epochs as whole numbers
+const fmt = (v, key = "") => (v == null ? "–" : key === "epoch" ? String(v)
+  : /_acc$|^accuracy$/.test(key) ? pct(v) : typeof v === "number" ? v.toFixed(3) : String(v));
 
 async function showPeople() {
   const { groups } = await api("/api/people");
@@ -25,19 +28,26 @@ function showJob(job) {
   bar.firstChild.style.width = `${Math.min(100, (100 * job.epoch) / job.max_epochs)}%`;
   const keys = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1"];
   const table = el("table", {}, el("tr", {}, ...keys.map(k => el("th", { text: k }))));
-  for (const row of job.history.slice(-8)) table.append(el("tr", {}, ...keys.map(k => el("td", { text: fmt(row[k]) }))));
+  for (const row of job.history.slice(-8)) table.append(el("tr", {}, ...keys.map(k => el("td", { text: fmt(row[k], k) }))));
+  const r = job.result || {};
+  let epochText = `  epoch ${job.epoch} / ${job.max_epochs}`;
+  if (job.state === "done" && r.stopped_early) {
+    epochText += ` — stopped early: ${r.stopped_early}` + (r.best_epoch ? `; the model kept is epoch ${r.best_epoch}` : "");
+  } else if (job.state === "done" && r.best_epoch) {
+    epochText += ` — all epochs run; the model kept is epoch ${r.best_epoch}`;
+  }
+  if (job.state === "done" && r.stopped_early) bar.firstChild.style.width = "100%";
   prog.replaceChildren(
     el("div", { id: "job-state", text: `job ${job.id}: ${job.state}${job.stage ? ` (${job.stage})` : ""}` }),
-    el("div", {}, bar, el("span", { id: "job-epoch", text: `  epoch ${job.epoch} / ${job.max_epochs}` })),
+    el("div", {}, bar, el("span", { id: "job-epoch", class: r.stopped_early ? "stopped" : "", text: epochText })),
     table);
   if (job.error) prog.append(el("p", { class: "note", id: "job-error", text: job.error }));
   const res = document.getElementById("result");
   if (job.state === "done" && job.result) {
-    const r = job.result;
     res.replaceChildren(
       el("div", { id: "result-accuracy", text: `test accuracy: ${pct(r.accuracy)}` }),
-      el("div", { text: `unknown threshold: ${fmt(r.threshold)} · ${r.people} people: ${r.labels.join(", ")}` }),
-      el("div", { text: `epochs: ${r.epochs} · checkpoint: ${r.checkpoint}` }),
+      el("div", { text: `unknown threshold: ${r.threshold == null ? "–" : r.threshold.toFixed(4)} (a face whose confidence is below it is "unknown") · ${r.people} people: ${r.labels.join(", ")}` }),
+      el("div", { text: `trained ${r.epochs} of at most ${r.max_epochs || job.max_epochs} epochs · checkpoint: ${r.checkpoint}` }),
       el("div", { text: "The server now recognises with this model." }));
     if (r.confusion_png) res.append(el("img", { id: "confusion", alt: "confusion matrix", style: "max-width:520px;margin-top:.5em",
       src: "/files/" + r.confusion_png.split("/").map(encodeURIComponent).join("/") + `?job=${job.id}` }));
@@ -56,9 +66,10 @@ function poll(id) {
 
 document.getElementById("train-btn").addEventListener("click", async () => {
   try {
+    const backbone = document.getElementById("backbone").value;   // "": the server's default
     const job = await api("/api/train", { json: {
       max_epochs: Number(document.getElementById("max-epochs").value),
-      backbone: document.getElementById("backbone").value } });
+      ...(backbone ? { backbone } : {}) } });
     setStatus("training…");
     poll(job.id);
   } catch (e) { setStatus(e.message, true); }
@@ -70,6 +81,8 @@ document.getElementById("train-btn").addEventListener("click", async () => {
     const { jobs } = await api("/api/train");
     if (jobs.length) { const job = jobs[jobs.length - 1]; showJob(job); if (job.state === "running" || job.state === "queued") poll(job.id); }
     const health = await api("/api/health");
+    const first = document.getElementById("backbone").options[0];   // name the server's default
+    if (health.default_backbone && first.value === "") first.textContent = `${health.default_backbone} (default)`;
     setStatus(health.model.checkpoint ? `model: ${health.model.checkpoint.split("/").slice(-4).join("/")}` : "no model yet");
   } catch (e) { setStatus(e.message, true); }
 })();

@@ -250,22 +250,29 @@ def train_flag_specs() -> dict[str, FlagSpec]:
             for f in config.cli_fields() if not f.metadata.get("run")}
 
 
-def add_train_flags(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
+def add_train_flags(parser: argparse.ArgumentParser, positional: bool = True
+                    ) -> dict[str, FlagSpec]:
     """Give PARSER every flag of :func:`train_flag_specs`; a flag taking a value takes it as text
-    (a distribution or a plain value, converted and checked by :func:`spec_from_args`)."""
+    (a distribution or a plain value, converted and checked by :func:`spec_from_args`). The data
+    is also the positional DATA unless not ``positional`` (see ``add_train_arguments``)."""
     from facerec.training.config import add_train_arguments
 
-    add_train_arguments(parser, as_text=True, skip=("name", "runs_dir", "ckpt_path"))
+    add_train_arguments(parser, as_text=True, skip=("name", "runs_dir", "ckpt_path"),
+                        positional=positional)
     return train_flag_specs()
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
+def add_sweep_arguments(parser: argparse.ArgumentParser, positional: bool = True
+                        ) -> dict[str, FlagSpec]:
     """``facerec sweep``'s own flags, then every train flag (:func:`add_train_flags`)."""
     p = parser
     p.add_argument("--name", "--study", dest="name", default=None,
                    help="sweep (and study) name (default: sweep-<hash of its flags>: the same "
                    "command resumes the same sweep)")
-    p.add_argument("--runs_dir", default="runs", help="where sweeps go (default: runs)")
+    p.add_argument("--out", dest="runs_dir", default="runs", metavar="OUT",
+                   help="where sweeps go: OUT/NAME/NAME-expK/ (default: runs)")
+    p.add_argument("--runs_dir", dest="runs_dir", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # its earlier name (docs/cli.md)
     p.add_argument("--storage", metavar="URL", default=None,
                    help="Optuna storage shared by workers, e.g. postgresql://USER:PASS@HOST/DB "
                    "(default: sqlite:///RUNS_DIR/NAME/optuna.db)")
@@ -278,7 +285,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> dict[str, FlagSpec]:
     p.add_argument("--config", metavar="FILE",
                    help="train options from YAML (as `facerec train --config`: a run's "
                    "hparams.yaml too), the same in every experiment; flags given here win")
-    return add_train_flags(parser)
+    return add_train_flags(parser, positional)
 
 
 # ------------------------------------------------------------------------------------ the spec
