@@ -519,3 +519,9 @@ def print_detect_summary(summary: DetectSummary, file=None) -> None:
         console.print(f"  skipped {rel}: {why}")
     if len(summary.skipped_files) > 20:
         console.print(f"  ... and {len(summary.skipped_files) - 20} more (see manifest.jsonl)")
+
+
+# The other entries live in their own modules and register themselves when imported; importing
+# them here makes every name available wherever the registry is (no weights are loaded until an
+# entry is built). At the end: they import this module's names.
+from facerec.detection import yunet as _yunet  # noqa: E402,F401
