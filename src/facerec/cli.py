@@ -102,8 +102,9 @@ def _add_detect(sub: Any) -> None:
     p = sub.add_parser(
         "detect",
         help="find and crop every face in a folder of photos",
-        description="Detect every face in RAW_DIR (recursively) with MTCNN, save crops to OUT and "
-        "write OUT/manifest.jsonl. Resumable: a rerun skips photos already done.",
+        description="Detect every face in RAW_DIR (recursively) with MTCNN (or --detector yunet), "
+        "save crops to OUT and write OUT/manifest.jsonl. Resumable: a rerun skips photos already "
+        "done.",
     )
     p.add_argument("raw_dir", nargs="?", default="raw", help="folder of photos (default: raw)")
     p.add_argument("--out", default="processed", help="output folder (default: processed)")
@@ -115,7 +116,8 @@ def _add_detect(sub: Any) -> None:
     p.add_argument("--align", action="store_true",
                    help="5-point similarity-aligned crops instead of box crops")
     p.add_argument("--min_face_size", type=int, default=20, help="smallest face to find, in pixels")
-    p.add_argument("--detector", default="mtcnn", help="the face detector, by registered name")
+    p.add_argument("--detector", default="mtcnn",
+                   help="the face detector, by registered name: mtcnn, yunet (OpenCV Zoo's YuNet)")
     p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
                    help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
     p.add_argument("--min_score", type=float, default=0.0,
@@ -135,6 +137,9 @@ def _run_detect(args: argparse.Namespace) -> int:
     settings = {"device": args.device, "min_face_size": args.min_face_size,
                 "max_side": args.max_side or None}
     if args.thresholds:
+        if args.detector != "mtcnn":  # another entry would fail on the unknown setting
+            raise FacerecError(f"--thresholds is an mtcnn setting, not {args.detector}'s "
+                               "(--min_score drops faces by their final score)")
         settings["thresholds"] = tuple(args.thresholds)
     detector = get_detector(args.detector, **settings)
     summary = detect_folder(args.raw_dir, args.out, detector=detector, size=args.crop_size,
