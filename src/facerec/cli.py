@@ -153,7 +153,8 @@ def add_detect_options(p: argparse.ArgumentParser, *, batch_flag: str = "--batch
     p.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
                    help="smallest face to find, in pixels")
     p.add_argument("--detector", default=DEFAULT_DETECTOR,
-                   help="the face detector, by registered name")
+                   help="the face detector, by registered name: yunet (OpenCV Zoo's YuNet) or "
+                   "mtcnn")
     p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
                    help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
     p.add_argument("--min_score", type=float, default=0.0,
@@ -169,6 +170,9 @@ def detect_settings(args: argparse.Namespace) -> dict[str, Any]:
     ``detect`` mapping: the detector's name and settings, and how to crop."""
     settings = {"min_face_size": args.min_face_size, "max_side": args.max_side or None}
     if args.thresholds:
+        if args.detector != "mtcnn":  # another entry would fail on the unknown setting
+            raise InvalidInputError(f"--thresholds is an mtcnn setting, not {args.detector}'s "
+                                    "(--min_score drops faces by their final score)")
         settings["thresholds"] = tuple(args.thresholds)
     return {"detector": args.detector, "settings": settings, "size": args.crop_size,
             "margin": args.crop_margin, "align": args.align, "min_score": args.min_score,

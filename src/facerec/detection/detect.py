@@ -102,6 +102,8 @@ register_detector = DETECTORS.register
 available_detectors = DETECTORS.names
 #: the class registered as NAME (its class attributes, without loading a model)
 detector_class = DETECTORS.get
+# the other entries, one module each, imported when first asked for by name
+DETECTORS.register_lazy("yunet", "facerec.detection.yunet:YuNetDetector")
 
 
 def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> Detector:
