@@ -604,9 +604,12 @@ def check_crop_path(processed: Path, rel: str) -> Path:
             or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
         raise InvalidInputError(f"invalid crop path {shown(rel)}")
     path = processed / Path(*parts)
-    if path.is_symlink() or not is_image(path) \
-            or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
-        raise NotFoundError(f"no such crop: {shown(rel)}")
+    try:
+        if path.is_symlink() or not is_image(path) \
+                or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
+            raise NotFoundError(f"no such crop: {shown(rel)}")
+    except OSError:  # a name too long for the file system...
+        raise NotFoundError(f"no such crop: {shown(rel)}") from None
     return path
 
 
@@ -665,7 +668,8 @@ def rename_person(processed_dir: str | os.PathLike, name: str, new_name: str) ->
     be real folders inside processed/ (or ``new_name`` a new one), never links or files."""
     processed = Path(processed_dir)
     name = str(name)
-    if not is_person_folder(name) or "/" in name or "\\" in name or name in (".", ".."):
+    if not is_person_folder(name) or "/" in name or "\\" in name or name in (".", "..") \
+            or len(name.encode("utf-8", "surrogateescape")) > 255:  # no folder has such a name
         raise InvalidInputError(f"invalid person folder {shown(name)}")
     new_name = _person(new_name)
     if not (processed / name).is_dir() or (processed / name).is_symlink():

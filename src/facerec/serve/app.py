@@ -60,8 +60,9 @@ def create_app(config: ServeConfig):
     app.add_exception_handler(OSError, facerec_error_response)
     app.add_exception_handler(HTTPException, http_error_response)
     app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.add_middleware(security.BodyLimit, config=config)  # innermost: every request body
     app.middleware("http")(security.guard(config))  # every route: pages, files, API, docs
-    app.add_middleware(security.Hardening, config=config)  # outermost: headers, body limits
+    app.add_middleware(security.SecurityHeaders)  # outermost: every response's headers
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     for module in (docs, files, health, people, predict, train):
@@ -76,8 +77,13 @@ def facerec_error_response(request, exc: FacerecError | OSError):
     from fastapi.responses import JSONResponse
 
     text = oserror_message(exc) if isinstance(exc, OSError) else str(exc)
-    return JSONResponse({"detail": request.app.state.serve.public_text(text)},
+    return JSONResponse({"detail": _brief(request.app.state.serve.public_text(text))},
                         status_code=http_status(exc))
+
+
+def _brief(text: str, limit: int = 400) -> str:
+    """An error's text cut to ``limit`` characters (a file name, a path can be long)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 async def http_error_response(request, exc):
@@ -86,7 +92,7 @@ async def http_error_response(request, exc):
     from fastapi.exception_handlers import http_exception_handler
 
     if isinstance(exc.detail, str):
-        exc.detail = request.app.state.serve.public_text(exc.detail)
+        exc.detail = _brief(request.app.state.serve.public_text(exc.detail))
     return await http_exception_handler(request, exc)
 
 

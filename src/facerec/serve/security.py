@@ -7,10 +7,11 @@ header, or the cookie set when a page is opened with the printed ``?token=`` lin
 the header only), compared in constant time. The link redirects to the same path on this server
 only (:func:`local_redirect`: never ``//other.host``).
 
-:class:`Hardening` (outermost): every response gets :data:`SECURITY_HEADERS` (no framing by any
-page: a page of another local origin cannot click Undo through an iframe; scripts from this
-server only), and every request body is limited (:func:`body_limit`: 413 before it is read when
-Content-Length says so, or as soon as a chunked body passes the limit).
+:class:`SecurityHeaders` (outermost): every response gets :data:`SECURITY_HEADERS` (no framing
+by any page: a page of another local origin cannot click Undo through an iframe; scripts from
+this server only). :class:`BodyLimit` (innermost): every request body is limited
+(:func:`body_limit`: 413 before it is read when Content-Length says so, or as soon as a chunked
+body passes the limit).
 """
 
 from __future__ import annotations
@@ -141,9 +142,32 @@ def body_limit(config, path: str) -> int:
     return config.max_body_bytes
 
 
-class Hardening:
+class SecurityHeaders:
     """Pure ASGI middleware, the outermost: :data:`SECURITY_HEADERS` on every response (the
-    refusals of :func:`guard` included), and :func:`body_limit` on every request body."""
+    refusals of :func:`guard` and of :class:`BodyLimit` included)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_hardened(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in _HEADER_NAMES]
+                message = {**message, "headers": headers + list(SECURITY_HEADERS)}
+            await send(message)
+
+        await self.app(scope, receive, send_hardened)
+
+
+class BodyLimit:
+    """Pure ASGI middleware, the innermost (below :func:`guard`, whose task group would wrap its
+    error): :func:`body_limit` on every request body, 413 before anything is read when
+    Content-Length is above it, else as soon as a chunked body passes it."""
 
     def __init__(self, app, config) -> None:
         self.app = app
@@ -153,29 +177,19 @@ class Hardening:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from starlette.exceptions import HTTPException
-
-        started = False
-
-        async def send_hardened(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() not in _HEADER_NAMES]
-                message = {**message, "headers": headers + list(SECURITY_HEADERS)}
-            await send(message)
+        from fastapi import HTTPException
 
         limit = body_limit(self.config, scope.get("path", ""))
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None:
             if not length.strip().isdigit():
-                await _refuse(send_hardened, 400, "bad Content-Length")
+                await _refuse(send, 400, "bad Content-Length")
                 return
             if int(length) > limit:
-                await _refuse(send_hardened, 413, _too_large(limit))
+                await _refuse(send, 413, _too_large(limit))
                 return
         received = 0
+        started = False
 
         async def limited_receive():
             nonlocal received
@@ -186,12 +200,17 @@ class Hardening:
                     raise HTTPException(413, _too_large(limit))
             return message
 
+        async def tracked_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send_hardened)
-        except HTTPException as exc:
+            await self.app(scope, limited_receive, tracked_send)
+        except HTTPException as exc:  # read outside a route (none today): answer it here
             if started or exc.status_code != 413:
                 raise
-            await _refuse(send_hardened, 413, str(exc.detail))
+            await _refuse(send, 413, str(exc.detail))
 
 
 def _too_large(limit: int) -> str:

@@ -37,7 +37,7 @@ async def predict(request: Request, state: State) -> Any:
 async def read_form(request: Request, config: ServeConfig) -> Any:
     """The multipart form of the request (its files spooled to disk by Starlette): the request
     size is checked before anything is read (Content-Length; the body limit of
-    :class:`~facerec.serve.security.Hardening` holds for a chunked one). The HTTP-level refusals
+    :class:`~facerec.serve.security.BodyLimit` holds for a chunked one). The HTTP-level refusals
     (411, 413, 415, a malformed multipart body) are ``HTTPException``s."""
     limit = config.max_upload_bytes
     length = request.headers.get("content-length")
