@@ -12,6 +12,9 @@ overlaps another request's prediction. Detection and classification are serializ
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +38,25 @@ class Upload:
             return self.data
         self.file.seek(0)
         return self.file.read()
+
+
+#: a decoded image at least this big (bytes of its RGB pixels) is followed by a malloc_trim
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere). glibc keeps freed blocks of a few MB in the heap
+    of the arena of the thread that freed them, and those heaps seldom shrink by themselves: a
+    server whose pool threads each decoded a big upload would stay at gigabytes. Trimming after
+    a big image gives its memory back (a fixed ``M_MMAP_THRESHOLD`` would too, but slows every
+    prediction by a quarter: the model's buffers would be mapped and faulted in anew each time)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl...)
+        return None
 
 
 class Recogniser:
@@ -79,19 +101,23 @@ class Recogniser:
         results = []
         for up in uploads:
             with self._slots:
-                results.append(self._predict_one(up))
+                result, size = self._predict_one(up)
+                results.append(result)
+                if size >= TRIM_AFTER_BYTES and _malloc_trim() is not None:
+                    _malloc_trim()(0)  # the image is gone: give its memory back
         return results
 
-    def _predict_one(self, up: Upload) -> Any:
+    def _predict_one(self, up: Upload) -> tuple[Any, int]:
+        """(the result of one upload, the bytes its decoded image took)."""
         from facerec.images import ImageLoadError, load_image
         from facerec.inference.predict import ImageResult
 
         try:
             loaded = load_image(Path(up.name or "upload"), data=up.read())
         except ImageLoadError as exc:
-            return ImageResult(image=up.name, error=str(exc))
+            return ImageResult(image=up.name, error=str(exc)), 0
         with self._lock:
             # a LoadedImage: a photo decoded at a reduced size keeps boxes in original pixels
             result = self._predictor.predict_image(loaded, name=up.name)
         result.width, result.height = loaded.width, loaded.height
-        return result
+        return result, loaded.image.width * loaded.image.height * 4

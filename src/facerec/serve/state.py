@@ -30,7 +30,7 @@ class ServeConfig:
     max_upload_bytes: int = 20 * 1024 * 1024   # per image
     max_files: int = 16                        # per predict request
     max_body_bytes: int = 2 * 1024 * 1024      # any other request body (JSON)
-    max_images_at_once: int = 2                # uploads decoded or predicted at once, all requests
+    max_images_at_once: int = 1                # uploads decoded or predicted at once, all requests
     host: str = "127.0.0.1"
 
     @property
