@@ -635,6 +635,8 @@ def finish_interrupted(processed_dir: str | os.PathLike) -> list[str]:
     :func:`rename_person` do first), holding its lock; ``facerec serve`` calls it when it starts
     and before a training reads the person folders. Returns one line per run finished."""
     processed = require_folder(processed_dir)
+    if not MoveLog(processed).path.is_file():  # nothing was ever moved: nothing to finish
+        return []
     with folder_lock(processed, "annotate (recovery)"):
         return recover_interrupted(processed, finish=True)
 

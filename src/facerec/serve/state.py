@@ -120,7 +120,7 @@ def recover(processed: Path, edit_lock: threading.Lock) -> list[str]:
     """Finish the runs of ``processed`` that were killed midway (an annotate run, a page edit:
     :func:`facerec.annotate.finish_interrupted`), so the pages never show, and a training never
     reads, a half-done state. Skipped while another process writes processed/ (that one
-    recovers itself). One line per run finished."""
+    recovers itself) or when processed/ cannot be written. One line per run finished."""
     from facerec.annotate import finish_interrupted
 
     try:
@@ -128,6 +128,8 @@ def recover(processed: Path, edit_lock: threading.Lock) -> list[str]:
             return finish_interrupted(processed)
     except ConflictError:  # processed/ is being written by another process right now
         return []
+    except OSError as exc:  # a read-only work folder: served for looking, edits will say so
+        return [f"could not finish an interrupted run of processed/: {exc.strerror or exc}"]
 
 
 async def get_state(request: Request) -> ServeState:
