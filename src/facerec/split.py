@@ -36,7 +36,7 @@ import numpy as np
 
 from facerec._version import __version__
 from facerec.cropspec import read_processed_spec
-from facerec.crops import Manifest, list_images, person_folders, require_folder
+from facerec.crops import Manifest, check_person_name, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file
 from facerec.errors import ConflictError, InvalidInputError, NotFoundError
 from facerec.safeio import META_DIR, atomic_write, display_path, folder_lock, remove_temporaries
@@ -235,6 +235,11 @@ def _labelled_crops(processed: Path, result: SplitResult) -> list[_Crop]:
         if not files:
             result.warnings.append(f"{name}: empty folder, skipped")
             continue
+        try:  # the folder name becomes a label: the one name rule (no bidi override, ...)
+            check_person_name(name, "person folder name")
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc} (in {display_path(processed)}: rename the folder)") \
+                from None
         for path in files:
             info = manifest.info(path, size=(0, 0))
             digest = info.source[7:] if info.source.startswith("sha256:") else sha256_file(path)

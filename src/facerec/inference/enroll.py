@@ -41,14 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from facerec.crops import check_person_name
 from facerec.cropspec import CropSpec
 from facerec.detection.cropping import CROP_MAX_SIDE
 from facerec.errors import FacerecError
 from facerec.recognition.backbones import backbone_of
 from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD, calibrate_threshold
-from facerec.recognition.checkpoint import (GALLERY_KEY, INFO_KEY, Checkpoint, check_person_name,
-                                            gallery_entry, new_checkpoint_path,
-                                            write_new_checkpoint)
+from facerec.recognition.checkpoint import (GALLERY_KEY, INFO_KEY, Checkpoint, gallery_entry,
+                                            new_checkpoint_path, write_new_checkpoint)
 from facerec.recognition.decision import UNKNOWN
 from facerec.recognition.runtime import model_kind
 

@@ -224,6 +224,8 @@ def create_timm_model(name: str, pretrained: bool = False):
     """A timm feature extractor (``num_classes=0``); ImageNet weights with ``pretrained``."""
     import timm
 
+    if not (timm.is_model(name) or timm.is_model(name.split(".", 1)[0])):  # e.g. a checkpoint's
+        raise FacerecError(f"unknown timm model {name!r} (not in timm {timm.__version__})")
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=0)
     try:

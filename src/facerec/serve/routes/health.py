@@ -15,6 +15,9 @@ router = APIRouter()
 def health(state: State) -> dict[str, Any]:
     """Whether the server is up, the model it recognises with, and the training state."""
     job = state.trainer.running()
-    return {"status": "ok", "version": __version__, "work_dir": str(state.workspace.root),
-            "model": state.recogniser.info(), "photos": state.workspace.photos is not None,
-            "training": job.id if job else None, "default_backbone": DEFAULT_BACKBONE}
+    model = state.recogniser.info()
+    model["checkpoint"] = state.public_path(model["checkpoint"])  # relative: no server paths
+    return {"status": "ok", "version": __version__,
+            "work_dir": state.workspace.root.resolve().name, "model": model,
+            "photos": state.workspace.photos is not None, "training": job.id if job else None,
+            "default_backbone": DEFAULT_BACKBONE}
