@@ -226,18 +226,28 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
              album_distance: float | None = None, albums: bool | None = None,
              reject: bool = True, min_score: float | None = None,
              min_face: float = DEFAULT_MIN_FACE, max_fit_error: float = DEFAULT_MAX_FIT_ERROR,
-             dry_run: bool = False, embedder: Any = "dlib_face", cache: Any = None,
-             progress: bool = True) -> AnnotateResult:
+             dry_run: bool = False, embedder: Any = None, cache: Any = None,
+             progress: bool = True, device: str = "auto") -> AnnotateResult:
     """Sort the crops of ``processed_dir`` (see the module docstring). Returns what was done.
 
     ``albums``: None = album mode for person folders that ``facerec detect`` filled from albums
     (the manifest says their crops were written there), True = for every person folder, False =
-    never. ``dry_run``: plan only, move nothing. Thresholds default to values suited to dlib's
-    descriptor; ``min_score`` to that of the detector the crops were made with (its
-    ``default_min_score``, on its own scale: 0.9 for MTCNN). ``cache``: embedding cache (see
-    :func:`facerec.recognition.embed.embed_files`).
+    never. ``dry_run``: plan only, move nothing. ``embedder``: a name or an embedder (default:
+    the model the crops were cut for, :func:`facerec.recognition.backbones.backbone_for_crops`,
+    on ``device``); the thresholds default to that embedder's; ``min_score`` to the operating
+    point of the detector the crops were made with (its ``default_min_score``). ``cache``:
+    embedding cache (see :func:`facerec.recognition.embed.embed_files`).
     """
     processed = require_folder(processed_dir)
+    if embedder is None:
+        from facerec.cropspec import read_processed_spec
+        from facerec.recognition.backbones import backbone_for_crops
+
+        embedder = backbone_for_crops(read_processed_spec(processed))
+    if isinstance(embedder, str):
+        from facerec.recognition.embed import get_embedder
+
+        embedder = get_embedder(embedder, device=device)
     if dry_run:  # plans only: never waits for, or changes, anything
         return _annotate(processed, threshold, member_distance, suggest_distance, album_distance,
                          albums, reject, min_score, min_face, max_fit_error, dry_run, embedder,

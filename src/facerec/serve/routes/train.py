@@ -6,7 +6,6 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError, NotFoundError, shown
 from facerec.safeio import first_line
 from facerec.serve.state import ServeState, State
@@ -25,16 +24,19 @@ class TrainBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_epochs: int = Field(30, ge=1, le=1000, strict=True)
-    backbone: str = Field(DEFAULT_BACKBONE, min_length=1, max_length=100)
+    # None: the model the crops were cut for (train's rule)
+    backbone: str | None = Field(None, min_length=1, max_length=100)
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(42, ge=0, le=SEED_MAX, strict=True)
 
     @field_validator("backbone")
     @classmethod
-    def _known_backbone(cls, name: str) -> str:
+    def _known_backbone(cls, name: str | None) -> str | None:
         from facerec.recognition.backbones import backbone_for
 
+        if name is None:
+            return None
         try:
             backbone_for(name)
         except FacerecError as exc:
