@@ -548,6 +548,10 @@ def _add_predict(sub: Any) -> None:
                    help="videos: frames per second to analyse (default: 5)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="videos: stop after this many seconds of video")
+    p.add_argument("--embed_every", type=float, default=1.0, metavar="SECONDS",
+                   help="videos: a face followed by its box alone (one face, clearly the same "
+                   "place as a frame before) is recognised anew at least this often (0: every "
+                   "frame)")
     p.add_argument("--threshold", type=float, default=None,
                    help="unknown below this confidence (default: the checkpoint's; -1: never unknown)")
     p.add_argument("--json", action="store_true",
@@ -585,7 +589,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
                   device=args.device, runtime=args.runtime, as_json=args.json,
                   annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
-                  max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
+                  max_seconds=args.duration, progress=not args.quiet, timing=args.timing,
+                  embed_every=args.embed_every)
         return EXIT_OK
     results = run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
                           device=args.device, runtime=args.runtime, as_json=args.json,
