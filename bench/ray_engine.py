@@ -15,7 +15,9 @@ copied once, for every configuration.
 * ``ray-1w``: ``--engine ray`` with 1 worker (an actor holding the detector, with as many torch
   threads as the CPUs it reserves: the whole machine less decoding's share);
 * ``ray-1w1t``: 1 worker with 1 thread, ``ray-2w``: 2 workers with 1 thread each (the scaling
-  of workers at a fixed number of threads per worker, as on a cluster of many small workers).
+  of workers at a fixed number of threads per worker, as on a cluster of many small workers);
+* ``decode``: what a decoding task does (read, sha256, decode, to an array), on one core,
+  without Ray: how many CPUs a cluster needs to feed its detector workers.
 
 Ray's overhead is ``ray-1w1t`` against ``local-1t`` (the same detector threads; on a machine
 shared with other work, torch's 2-thread runs suffer most from the contention), and also
@@ -47,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", REPO.parent / "shared" / "data"))
 #: name -> (Ray workers (None: the local engine), torch threads per worker (None: the default))
 CONFIGS = {"local": (None, None), "local-1t": (None, 1), "ray-1w": (1, None),
-           "ray-1w1t": (1, 1), "ray-2w": (2, 1)}
+           "ray-1w1t": (1, 1), "ray-2w": (2, 1), "decode": (0, None)}
 
 
 def make_photos(root: Path, count: int) -> dict:
@@ -119,6 +121,17 @@ def one(config: str, raw: Path, out: Path, batch_size: int) -> dict:
     import resource
 
     workers, threads = CONFIGS[config]
+    if workers == 0:  # what one decoding task does per photo, on one core, no Ray
+        from facerec.distributed.pipeline import decode_item
+
+        files = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*") if p.is_file())
+        t0 = time.perf_counter()
+        for rel in files:
+            decode_item({"root": str(raw), "rel": rel}, {})
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"seconds": seconds, "photos": len(files), "faces": 0,
+                "memory_mib": {"decoding process": [round(peak)]}}
     if workers is None:
         import torch
 

@@ -51,3 +51,12 @@ class CrashOnce:
 
     def score_crops(self, crops, margin):
         return self.inner.score_crops(crops, margin)
+
+
+class FailsInWorker(CrashOnce):
+    """MTCNN that raises a facerec error in the worker (a stage's error, not a crash)."""
+
+    def detect_batch(self, images):
+        from facerec.errors import FacerecError
+
+        raise FacerecError("the detector refused this batch")

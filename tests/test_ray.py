@@ -184,6 +184,19 @@ def test_a_worker_killed_mid_batch_is_retried_and_each_photo_recorded_once(
     assert listed == on_disk  # no duplicate, orphan or temporary file
 
 
+def test_an_error_in_a_worker_is_one_line_and_releases_the_output(raw, tmp_path, local_ray):
+    from _ray_helpers import FailsInWorker
+
+    from facerec.distributed.detect import detect_ray
+    from facerec.errors import FacerecError
+
+    out = tmp_path / "processed"
+    with pytest.raises(FacerecError, match="^the detector refused this batch$"):
+        detect_ray(raw, out, detector=FailsInWorker(tmp_path / "unused"), batch_size=4,
+                   progress=False)
+    assert not (out / ".facerec" / "lock.json").exists()
+
+
 def test_shards_left_by_a_killed_run_are_merged_first(raw, ray_out, tmp_path, local_ray):
     """A run killed after some batches: their shards are in .facerec/shards but not yet in the
     manifest. The next run merges them and does not detect those photos again."""

@@ -588,7 +588,8 @@ def _add_predict(sub: Any) -> None:
     _add_quiet(p)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="with --engine ray: the folder or URL that gets predictions.jsonl (one "
-                   "line per image, as --json; a rerun skips images already done)")
+                   "line per image, the objects --json prints; a rerun skips images already "
+                   "done); --json then prints the summary")
     _add_engine(p, "decoding, detection and classification")
     p.set_defaults(func=_run_predict)
 

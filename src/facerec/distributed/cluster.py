@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from facerec.extras import missing_extra
 
 #: logical CPUs a decoding task reserves (decoding is short; actors hold the rest)
 DECODE_CPUS = 0.5
+#: what Ray Data appends to the message of an error a task raised (its retry policy)
+RETRY_NOTE = re.compile(r"\n?Failed to .* after \d+/\d+ attempts \(total backoff.*", re.S)
 
 
 def import_ray() -> Any:
@@ -54,7 +57,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise FacerecError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
-    quiet_ray_data(ray)
+    configure_ray_data(ray)
     try:
         yield ray
     finally:
@@ -62,11 +65,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
 
 
-def quiet_ray_data(ray: Any) -> None:
+def configure_ray_data(ray: Any) -> None:
     """facerec prints its own progress bar and summary: Ray Data's bars and execution logs
-    would only repeat them."""
+    would only repeat them. An error a stage's task or actor raises travels as itself (inside
+    Ray's ``RayTaskError``), not as Ray Data's ``UserCodeException``, whose cause does not
+    survive the trip to the driver: :func:`results` can then report it as the local engine
+    does."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    context.raise_original_map_exception = True
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
@@ -123,3 +130,37 @@ def use_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def results(ds: Any) -> Iterator[dict]:
+    """The output batches of a dataset as they come (numpy format); an error a task or actor
+    raised comes out as itself when it is a :class:`FacerecError` or an ``OSError`` (see
+    :func:`root_cause`), else as Ray raised it (with its worker's traceback)."""
+    try:
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+    except Exception as exc:  # noqa: BLE001 - re-raised
+        cause = root_cause(exc)
+        if cause is not exc and isinstance(cause, (FacerecError, OSError)):
+            raise without_retry_note(cause) from None
+        raise
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task or actor raised, under Ray's wrappers (``RayTaskError`` and
+    its ``cause``, chained ``__cause__``): a :class:`FacerecError` or an ``OSError`` there (a
+    bucket refusing a write, a full disk) is then reported as the local engine reports it."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def without_retry_note(exc: BaseException) -> BaseException:
+    """``exc`` without the retry advice Ray Data appends to its message (it names Ray's
+    ``DataContext`` settings, not anything a facerec user can change)."""
+    exc.args = tuple(RETRY_NOTE.sub("", a) if isinstance(a, str) else a for a in exc.args
+                     if not (isinstance(a, str) and RETRY_NOTE.fullmatch(a)))
+    return exc

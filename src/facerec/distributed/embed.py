@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from facerec.distributed.cluster import actor_pool, import_ray, ray_session, use_threads
+from facerec.distributed.cluster import (actor_pool, import_ray, ray_session, results,
+                                         use_threads)
 from facerec.distributed.pipeline import MAX_BLOCKS
 
 
@@ -85,7 +86,7 @@ class RayEmbedEngine:
         ds = ds.map_batches(EmbedWorker, batch_size=self.batch_size, fn_constructor_kwargs=kwargs,
                             **pool.actor_args())
         shape = (2, embedder.dim) if mirror else (embedder.dim,)
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in results(ds):
             vecs = np.stack([np.frombuffer(v, dtype=np.float32).reshape(shape)
                              for v in batch["vec"]])
             yield [int(i) for i in batch["index"]], vecs, [json.loads(m) for m in batch["meta"]]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from facerec.distributed.cluster import Pool
+from facerec.distributed.cluster import Pool, results
 from facerec.distributed.storage import Location, read_photo
 from facerec.images import ImageLoadError, LoadedImage, load_image
 
@@ -96,5 +96,5 @@ def run_stage(ray: Any, items: list[dict], worker: type, worker_kwargs: dict, po
                         fn_kwargs={"storage_options": storage_options})
     ds = ds.map_batches(worker, batch_size=batch_size, fn_constructor_kwargs=worker_kwargs,
                         **pool.actor_args())
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in results(ds):
         yield [(json.loads(r), str(s)) for r, s in zip(batch["record"], batch["state"])]
