@@ -59,6 +59,7 @@ bench: venv
 	$(PY) bench/verify_lfw.py
 	$(PY) bench/video_fps.py
 	$(PY) bench/serve.py
+	$(PY) bench/serve_memory.py
 	$(PY) bench/ray_engine.py
 
 clean:

@@ -1,19 +1,32 @@
 #!/usr/bin/env python
-"""Detection benchmark: facerec's MTCNN against facenet-pytorch's, side by side, in one run.
+"""Detection benchmark: facerec's MTCNN and YuNet against their references, side by side, in one run.
 
-Both use the original tutorial's settings (min_face_size 20, thresholds 0.6/0.7/0.7, factor 0.709)
-and the same torch thread count. Reported:
+Detectors (all on the CPU, same torch thread count; OpenCV gets the same thread count):
+
+* ``facerec``: our MTCNN, and ``facenet-pytorch``: its MTCNN, both with the original tutorial's
+  settings (min_face_size 20, thresholds 0.6/0.7/0.7, factor 0.709);
+* ``yunet``: our YuNet (detection/yunet.py), every candidate down to score 0.02, no size filter;
+  ``opencv-yunet``: OpenCV's ``cv2.FaceDetectorYN`` on the same ONNX file and settings (photos
+  read with ``cv2.imread``, downscaled like ours to ``max_side`` 1600 with ``cv2.resize``).
+
+Reported:
 
 * quality: WIDER FACE AP (easy / medium / hard) on ``$FACEREC_TEST_DATA/detection`` following the
   protocol of its README (IoU >= 0.5 with the +1-pixel convention, ignore regions, VOC all-point AP);
-* speed: photos/s from file path to faces, (a) the WIDER photos at native size, (b) the same photos
-  upscaled to 4032 x 3024 (12-MP phone photos) saved as JPEG; the two detectors alternate photo by
-  photo so that background load hits both alike;
+  for the YuNets also with only the detections at or above ``--min_score`` (default 0.3, YuNet's
+  default score threshold) and, ours, at or above 20 px (the CLI's ``--min_face_size``);
+* speed at 1024 px (the WIDER photos are 1024 px wide), per ``--threads`` setting: ms per photo from
+  file path to faces, min and median over ``--repeats`` passes; the detectors alternate photo by
+  photo so that background load hits them alike;
+* 12-MP photos/s: the first ``--big`` photos upscaled to 4032 x 3024 (12-MP phone photos), saved as
+  JPEG, at the last ``--threads`` setting;
 * peak memory: max RSS of a fresh process detecting the 12-MP set, per detector;
-* facerec only: photos of celebrities/ with at least one face, false positives on
-  edge-cases/no_face, face counts on edge-cases/multi_face against manifest.csv.
+* facerec's detectors only: photos of celebrities/ with at least one face, faces on
+  edge-cases/no_face, face counts on edge-cases/multi_face against manifest.csv (all faces, and
+  those at or above the detector's ``default_min_score``).
 
-    python bench/detection.py [--threads 2] [--limit 0] [--big 8] [--out bench/results/detection.json]
+    python bench/detection.py [--threads 1 2] [--repeats 3] [--limit 0] [--big 8] [--min_score 0.3]
+                              [--out bench/results/detection.json]
 """
 
 from __future__ import annotations
@@ -34,21 +47,31 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", REPO.parent / "shared" / "data"))
 SETTINGS = dict(min_face_size=20, thresholds=(0.6, 0.7, 0.7), factor=0.709)
+#: YuNet, ours and OpenCV's: every candidate (AP needs the low scores too), no size filter
+YUNET_SETTINGS = dict(min_face_size=0, score_threshold=0.02, nms_threshold=0.3, top_k=5000,
+                      max_side=1600)
+#: name in the report -> make_detector's key
+DETECTORS = {"facerec": "facerec", "facenet-pytorch": "facenet", "yunet": "yunet",
+             "opencv-yunet": "opencv"}
 
 
 # ------------------------------------------------------------------------------------ detectors
 def make_detector(name: str):
-    """A function path -> (boxes [K,4] x1y1x2y2, scores [K]) for 'facerec' or 'facenet'."""
-    if name == "facerec":
-        from facerec import FaceDetector
+    """A function path -> (boxes [K,4] x1y1x2y2, scores [K]) for 'facerec' (our MTCNN),
+    'facenet' (facenet-pytorch's MTCNN), 'yunet' (ours) or 'opencv' (OpenCV's YuNet)."""
+    if name in ("facerec", "yunet"):
+        from facerec.detection.detect import get_detector
 
-        detector = FaceDetector(device="cpu", **SETTINGS)
+        detector = (get_detector("mtcnn", device="cpu", **SETTINGS) if name == "facerec"
+                    else get_detector("yunet", device="cpu", **YUNET_SETTINGS))
 
         def run(path):
             faces = detector.detect(path)
             boxes = np.array([f.corners for f in faces]).reshape(-1, 4)
             return boxes, np.array([f.score for f in faces])
         return run
+    if name == "opencv":
+        return make_opencv_yunet()
     from facenet_pytorch import MTCNN
     from PIL import Image
 
@@ -62,6 +85,40 @@ def make_detector(name: str):
             return np.zeros((0, 4)), np.zeros(0)
         return boxes, scores
     return run
+
+
+def make_opencv_yunet():
+    """OpenCV's FaceDetectorYN on the ONNX file facerec's YuNet reads, as an OpenCV user runs it."""
+    import cv2
+
+    from facerec.weights import wheel_file
+
+    s = YUNET_SETTINGS
+    model = cv2.FaceDetectorYN.create(str(wheel_file("yunet")), "", (320, 320),
+                                      s["score_threshold"], s["nms_threshold"], s["top_k"])
+
+    def run(path):
+        image = cv2.imread(str(path))
+        scale = min(1.0, s["max_side"] / max(image.shape[:2]))
+        if scale < 1.0:
+            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                               interpolation=cv2.INTER_LINEAR)
+        model.setInputSize((image.shape[1], image.shape[0]))
+        _, faces = model.detect(image)
+        if faces is None:
+            return np.zeros((0, 4)), np.zeros(0)
+        boxes = faces[:, :4].astype(np.float64) / scale
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes, faces[:, 14].astype(np.float64)
+    return run
+
+
+def set_threads(threads: int) -> None:
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
 
 
 # ---------------------------------------------------------------------------------- WIDER FACE AP
@@ -131,6 +188,17 @@ def make_big_copies(paths: list[Path], folder: Path) -> list[Path]:
     return out
 
 
+def select(predictions: dict, min_score: float = 0.0, min_side: float = 0.0) -> dict:
+    """Only the detections at or above ``min_score`` whose box is at least ``min_side`` px (its
+    longer side): what ``--min_score`` / ``--min_face_size`` would have kept."""
+    out = {}
+    for key, (boxes, scores) in predictions.items():
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        keep = (scores >= min_score) & (side >= min_side)
+        out[key] = (boxes[keep], scores[keep])
+    return out
+
+
 def timed_side_by_side(paths: list[Path], detectors: dict) -> tuple[dict, dict]:
     """Alternate the detectors photo by photo; return (predictions, seconds) per detector."""
     predictions = {name: {} for name in detectors}
@@ -146,9 +214,9 @@ def timed_side_by_side(paths: list[Path], detectors: dict) -> tuple[dict, dict]:
 def peak_memory(name: str, paths: list[Path], threads: int) -> float:
     """Peak RSS (MiB) of a fresh process that detects ``paths`` with detector ``name``."""
     code = (
-        "import sys, json, torch; sys.path.insert(0, %r);"
-        "torch.set_num_threads(%d);"
-        "from detection import make_detector; run = make_detector(%r);"
+        "import sys, json; sys.path.insert(0, %r);"
+        "from detection import make_detector, set_threads; set_threads(%d);"
+        "run = make_detector(%r);"
         "[run(p) for p in json.loads(sys.argv[1])];"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
         "print(int(hwm.split()[1]) / 1024)"
@@ -159,64 +227,110 @@ def peak_memory(name: str, paths: list[Path], threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def facerec_checks() -> dict:
-    """Detection sanity on the shared real photos (facerec only)."""
-    from facerec import FaceDetector
+def facerec_checks(name: str) -> dict:
+    """Detection sanity on the shared real photos, for facerec's detector ``name`` with its default
+    settings: (all faces it returns, those at or above its ``default_min_score``)."""
+    from facerec.detection.detect import get_detector
 
-    detector = FaceDetector(device="cpu", **SETTINGS)
+    detector = get_detector(name, device="cpu")
+    cut = detector.default_min_score
+
+    def count(path):
+        faces = detector.detect(path)
+        return len(faces), sum(f.score >= cut for f in faces)
+
     celebs = sorted((DATA / "celebrities").glob("*/*/*.jpg"))
-    with_face = sum(bool(detector.detect(p)) for p in celebs)
-    no_face = {p.name: len(detector.detect(p)) for p in sorted((DATA / "edge-cases/no_face").glob("*.jpg"))}
+    with_face = sum(count(p)[1] > 0 for p in celebs)
+    no_face = {p.name: count(p) for p in sorted((DATA / "edge-cases/no_face").glob("*.jpg"))}
     multi = {}
     with open(DATA / "edge-cases/manifest.csv") as handle:
         for row in csv.DictReader(handle):
             if row["category"] == "multi_face":
-                multi[row["file"]] = (row["expected_faces"], len(detector.detect(DATA / "edge-cases" / row["file"])))
-    return {"celebrities_with_face": f"{with_face}/{len(celebs)}",
-            "no_face_false_positives": sum(no_face.values()), "no_face": no_face,
-            "multi_face_expected_vs_found": multi}
+                multi[row["file"]] = (row["expected_faces"], *count(DATA / "edge-cases" / row["file"]))
+    return {"default_min_score": cut,
+            "celebrities_with_face_at_default_min_score": f"{with_face}/{len(celebs)}",
+            "no_face_faces_all_and_at_default_min_score": [sum(v[0] for v in no_face.values()),
+                                                           sum(v[1] for v in no_face.values())],
+            "no_face": no_face, "multi_face_expected_all_at_default_min_score": multi}
+
+
+def ms_summary(passes: list[float]) -> dict:
+    return {"ms_per_photo_min": round(min(passes), 1),
+            "ms_per_photo_median": round(float(np.median(passes)), 1), "passes": len(passes)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per thread setting")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N WIDER photos")
     parser.add_argument("--big", type=int, default=8, help="how many photos to test at 12 MP")
+    parser.add_argument("--min_score", type=float, default=0.3,
+                        help="the YuNets' AP also with only the detections at or above this")
+    parser.add_argument("--only", nargs="+", choices=list(DETECTORS), default=list(DETECTORS),
+                        help="run only these detectors")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "detection.json"))
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     annotations = json.loads((DATA / "detection" / "annotations.json").read_text())["images"]
     if args.limit:
         annotations = annotations[: args.limit]
     paths = [DATA / "detection" / image["file"] for image in annotations]
-    detectors = {"facerec": make_detector("facerec"), "facenet-pytorch": make_detector("facenet")}
+    set_threads(args.threads[0])
+    detectors = {name: make_detector(DETECTORS[name]) for name in args.only}
     for run in detectors.values():  # warm up (model load, allocator)
         run(paths[0])
 
-    report: dict = {"threads": args.threads, "photos": len(paths), "settings": SETTINGS}
+    report: dict = {"threads": args.threads, "photos": len(paths), "settings": SETTINGS,
+                    "yunet_settings": YUNET_SETTINGS}
+    # quality: the first timed pass at the first thread setting
+    passes: dict = {t: {name: [] for name in detectors} for t in args.threads}
     predictions, seconds = timed_side_by_side(paths, detectors)
-    report["native"] = {}
+    for name in detectors:
+        passes[args.threads[0]][name].append(1000 * seconds[name] / len(paths))
+    report["wider"] = {}
+    subsets = ("easy", "medium", "hard")
     for name in detectors:
         preds = {image["file"]: predictions[name][p] for image, p in zip(annotations, paths)}
-        report["native"][name] = {
-            "photos_per_s": len(paths) / seconds[name],
-            **{f"AP_{s}": wider_ap(preds, annotations, s) for s in ("easy", "medium", "hard")},
-        }
-    report["native"]["speedup"] = (report["native"]["facerec"]["photos_per_s"]
-                                   / report["native"]["facenet-pytorch"]["photos_per_s"])
+        entry = {f"AP_{s}": round(wider_ap(preds, annotations, s), 4) for s in subsets}
+        if "yunet" in name:
+            kept = select(preds, args.min_score)
+            entry.update({f"AP_{s}_min_score_{args.min_score:g}": round(wider_ap(kept, annotations, s), 4)
+                          for s in subsets})
+        if name == "yunet":
+            kept = select(preds, 0.0, 20)
+            entry.update({f"AP_{s}_min_face_size_20": round(wider_ap(kept, annotations, s), 4)
+                          for s in subsets})
+        report["wider"][name] = entry
 
+    # speed at 1024 px, min and median over the passes
+    for threads in args.threads:
+        set_threads(threads)
+        while len(next(iter(passes[threads].values()))) < args.repeats:
+            _, seconds = timed_side_by_side(paths, detectors)
+            for name in detectors:
+                passes[threads][name].append(1000 * seconds[name] / len(paths))
+    report["speed_1024px"] = {}
+    for threads in args.threads:
+        entry = {name: ms_summary(passes[threads][name]) for name in detectors}
+        if {"yunet", "facerec"} <= set(detectors):
+            entry["yunet_speedup_vs_facerec_mtcnn_median"] = round(
+                entry["facerec"]["ms_per_photo_median"] / entry["yunet"]["ms_per_photo_median"], 1)
+        if {"yunet", "opencv-yunet"} <= set(detectors):
+            entry["yunet_speedup_vs_opencv_median"] = round(
+                entry["opencv-yunet"]["ms_per_photo_median"] / entry["yunet"]["ms_per_photo_median"], 2)
+        report["speed_1024px"][f"{threads}_threads"] = entry
+
+    threads = args.threads[-1]
     with tempfile.TemporaryDirectory() as tmp:
         big = make_big_copies(paths[: args.big], Path(tmp))
         _, seconds = timed_side_by_side(big, detectors)
-        report["12mp"] = {name: {"photos_per_s": len(big) / seconds[name],
-                                 "peak_rss_mib": peak_memory(key, big, args.threads)}
-                          for name, key in (("facerec", "facerec"), ("facenet-pytorch", "facenet"))}
-        report["12mp"]["speedup"] = (report["12mp"]["facerec"]["photos_per_s"]
-                                     / report["12mp"]["facenet-pytorch"]["photos_per_s"])
-    report["facerec_checks"] = facerec_checks()
+        report["12mp"] = {"threads": threads}
+        for name in detectors:
+            report["12mp"][name] = {"photos_per_s": round(len(big) / seconds[name], 2),
+                                    "peak_rss_mib": round(peak_memory(DETECTORS[name], big, threads))}
+    report["facerec_checks"] = {name: facerec_checks(name) for name in ("mtcnn", "yunet")
+                                if {"mtcnn": "facerec"}.get(name, name) in detectors}
     report["bench_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -216,12 +216,22 @@ def test_shards_left_by_a_killed_run_are_merged_first(raw, ray_out, tmp_path, lo
 
 
 def test_cli_engine_ray_and_its_flags(raw, tmp_path, capsys, local_ray):
+    """The CLI resolves the recipe as the local engine's does: the output folder's recorded one
+    (here 112 px aligned, no crops yet) wins over the --backbone model's."""
+    from facerec.cropspec import CropSpec, read_processed_spec, write_processed_spec
+
     out = tmp_path / "processed"
+    write_processed_spec(out, CropSpec(112, 0.1, True, {"name": "mtcnn"}), has_crops=False)
     argv = ["detect", str(raw), "--out", str(out), "--quiet", "--json", "--batch_size", "8"]
     assert main([*argv, "--engine", "ray", "--ray_workers", "1"]) == 3  # partial: 3 bad files
     summary = json.loads(capsys.readouterr().out)
     assert summary["photos_read"] == 15 and summary["skipped"] == {
         "truncated": 1, "empty file": 1, "not an image": 1}
+    spec = read_processed_spec(out)
+    assert (spec.size, spec.margin, spec.align, spec.detector_name) == (112, 0.1, True, "mtcnn")
+    assert spec.detector["min_score"] == 0.9  # the detector's operating point, as local
+    crops = sorted(out.rglob("*.jpg"))
+    assert crops and all(Image.open(c).size == (112, 112) for c in crops)
     assert main([*argv, "--ray_address", "auto"]) == 2
     assert "--ray_address is for --engine ray" in capsys.readouterr().err
 
@@ -362,3 +372,20 @@ def test_detect_from_s3_to_s3(raw, local_out, s3_endpoint, local_ray):
     again = detect_ray(f"s3://{bucket}/raw", f"s3://{bucket}/processed", batch_size=4,
                        progress=False, storage_options=options)
     assert again.photos_read == 0 and again.already_done == 15
+    # the CLI's resolution reads the recipe recorded in the bucket, as it does a local folder's
+    from facerec.distributed.detect import detect_settings_at
+    from facerec.recognition.backbones import detect_settings_for
+
+    from facerec.cropspec import CropSpec
+
+    recorded = CropSpec(112, 0.1, True, {"name": "mtcnn"}).to_dict()
+    fs.pipe(f"{bucket}/other/.facerec/crop.json", json.dumps(recorded).encode())
+    choices = {"detector": None, "size": None, "margin": None, "align": None, "backbone": None}
+    got = detect_settings_at(f"s3://{bucket}/other", choices, options)
+    assert (got["size"], got["margin"], got["align"], got["detector"]) == (112, 0.1, True, "mtcnn")
+    assert detect_settings_at(f"s3://{bucket}/processed", choices, options) == \
+        detect_settings_for(local_out, choices)
+    assert detect_settings_at(f"s3://{bucket}/nothing", choices, options) == \
+        detect_settings_for(None, choices)
+    assert detect_settings_at(f"s3://{bucket}/other", {**choices, "size": 150}, options)[
+        "size"] == 150  # what is given wins

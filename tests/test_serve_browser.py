@@ -1,6 +1,9 @@
 """A real browser (Debian's chromium + chromium-driver, through Selenium) against a real
 ``facerec serve`` process on 127.0.0.1, on real crops of ``celebrities``: name a cluster, move a crop,
-undo, train on the Train page, then recognise a held-out photo on the Recognise page.
+undo, train on the Train page, then recognise a held-out photo on the Recognise page. And the
+hardening issue's browser items: no page can be framed by another local origin (item 2), and the
+API docs page works with no network, from this server's files only (item 13); the pages run
+under their Content-Security-Policy without a single violation.
 
 Screenshots of each page go to the test's tmp folder (and to $FACEREC_SHOTS_DIR when set).
 ``make test BROWSER=1`` (and CI) installs chromium where apt can (as root); elsewhere these tests
@@ -54,12 +57,29 @@ def _free_port() -> int:
 def server(celebrities: Path, tmp_path: Path):
     """``facerec serve WORK --photos PHOTOS`` in a subprocess: (url, work folder)."""
     work = _servework.copy_of(celebrities, tmp_path / "work")
+    yield from _serve(work, tmp_path, ["--photos", str(work / "photos")])
+
+
+@pytest.fixture()
+def bare_server(tmp_path: Path):
+    """``facerec serve WORK`` on a few synthetic crops, no model: (url, work folder)."""
+    from PIL import Image
+
+    work = tmp_path / "work"
+    for i in range(3):
+        (work / "processed" / "person_01").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), (40 * i, 90, 160)).save(
+            work / "processed" / "person_01" / f"c{i}.jpg")
+    yield from _serve(work, tmp_path, [])
+
+
+def _serve(work: Path, tmp_path: Path, extra: list[str]):
     port = _free_port()
     env = dict(os.environ, FACEREC_CACHE_DIR=str(_facecrops.cache_dir()),
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "facerec.cli", "serve", str(work), "--photos",
-                             str(work / "photos"), "--port", str(port), "--device", "cpu"],
+    proc = subprocess.Popen([sys.executable, "-m", "facerec.cli", "serve", str(work), *extra,
+                             "--port", str(port), "--device", "cpu"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -84,22 +104,43 @@ def server(celebrities: Path, tmp_path: Path):
         log.close()
 
 
-@pytest.fixture()
-def browser():
+def _chrome(*extra: str):
     chromium, driver = _browser()
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000"):
+                "--disable-background-networking", "--window-size=1280,1000", *extra):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP reports
     d = webdriver.Chrome(service=Service(driver), options=options)
     d.implicitly_wait(0)
+    return d
+
+
+@pytest.fixture()
+def browser():
+    d = _chrome()
     try:
         yield d
     finally:
         d.quit()
+
+
+@pytest.fixture()
+def offline_browser():
+    """A browser with no network: every host name but 127.0.0.1 fails to resolve."""
+    d = _chrome("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def _csp_violations(d) -> list[str]:
+    return [e["message"] for e in d.get_log("browser")
+            if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
 
 
 def _wait(what, timeout: float = 30.0, every: float = 0.2):
@@ -438,3 +479,71 @@ def test_train_page_says_when_training_stopped_early(server, browser, tmp_path):
     assert cells == ["23", "0.312", "100.0 %", "0.447", "95.0 %", "0.933"]
     assert "trained 23 of at most 30 epochs" in d.find_element("id", "result").text
     _shot(d, tmp_path, "train-stopped-early")
+
+
+# ------------------------------------------------------------------------ the hardening issue
+def test_another_local_origin_cannot_frame_the_pages(bare_server, browser, tmp_path):
+    """Item 2: an iframe of /people on another local origin clicked Undo (same-origin clicks pass
+    the Origin check). Chromium now refuses to show any page of the server in a frame."""
+    import http.server
+    import threading
+
+    url, work = bare_server
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(
+        f'<!doctype html><title>elsewhere</title><iframe id="f" src="{url}/people" '
+        'width="800" height="600"></iframe>')
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "site"), **kwargs)
+
+        def log_message(self, *args):
+            pass
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        d = browser
+        d.get(f"http://127.0.0.1:{other.server_address[1]}/index.html")
+        time.sleep(3)  # the frame had its chance to load
+        refusals = [e["message"] for e in d.get_log("browser")
+                    if "frame" in e["message"].lower() or "refused" in e["message"].lower()]
+        d.switch_to.frame(d.find_element("id", "f"))
+        inside = d.execute_script("return [document.URL, !!document.getElementById('undo-btn')]")
+        d.switch_to.default_content()
+        assert inside[1] is False and not inside[0].startswith(url), (inside, refusals)
+        assert refusals, "Chromium said nothing about the refused frame"
+    finally:
+        other.shutdown()
+
+
+def test_docs_work_offline_from_this_servers_files(bare_server, offline_browser):
+    """Item 13: /docs loaded an unpinned script from a CDN next to the token cookie, and was blank
+    offline. With no network, Chromium shows every operation of the API, having fetched nothing
+    but this server's own files, and no CSP violation."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = bare_server
+    d = offline_browser
+    d.get(f"{url}/docs")
+    _wait(lambda: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 8, timeout=60)
+    paths = {e.get_attribute("data-path") or e.text for e in
+             d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    for route in ("/api/predict", "/api/people", "/api/moves", "/api/undo", "/api/train",
+                  "/api/health"):
+        assert any(route in p for p in paths), (route, paths)
+    fetched = d.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(f.startswith(url + "/") for f in fetched), fetched
+    assert not _csp_violations(d)
+
+
+def test_the_pages_run_under_their_csp_without_a_violation(bare_server, browser):
+    url, _ = bare_server
+    d = browser
+    for page in ("people", "train", "recognise"):
+        d.get(f"{url}/{page}")
+        _wait(lambda: d.execute_script("return document.readyState") == "complete")
+        time.sleep(1)
+        assert not _csp_violations(d), page
+    _wait(lambda: d.find_element("id", "no-model").is_displayed())  # its script ran

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -41,13 +42,14 @@ import numpy as np
 from facerec.crops import (
     CropInfo,
     Manifest,
+    check_person_name,
     is_image,
     is_person_folder,
     list_images,
     person_folders,
     require_folder,
 )
-from facerec.errors import ConflictError, InvalidInputError, NotFoundError
+from facerec.errors import ConflictError, InvalidInputError, NotFoundError, shown
 from facerec.safeio import META_DIR, display_path, folder_lock
 
 MOVES_LOG = "moves.jsonl"
@@ -109,6 +111,7 @@ class UndoResult:
     command: str = ""               # what the op was: annotate, move, rename (its log's begin)
     what: str = ""                  # that, in words: "move to _rejected", "rename person_03 to alice"
     crops: int = 0                  # crop files back where they were (those of renamed folders too)
+    kept: int = 0                   # files a later operation had moved on: left where they are
 
 
 def describe_op(command: str, params: dict | None) -> str:
@@ -189,7 +192,8 @@ class MoveLog:
                     out.append(ev)
         return out
 
-    def append(self, events: list[dict]) -> None:
+    def append(self, events: list[dict]) -> int:
+        """Append ``events``; returns the log's size before (see :meth:`truncate`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab+") as handle:
             end = handle.seek(0, os.SEEK_END)
@@ -199,6 +203,15 @@ class MoveLog:
                     handle.write(b"\n")
             for ev in events:
                 handle.write((json.dumps(ev) + "\n").encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return end
+
+    def truncate(self, size: int) -> None:
+        """Cut the log back to ``size`` bytes (what :meth:`append` returned): an operation that
+        failed and was put back leaves the log as it was."""
+        with open(self.path, "rb+") as handle:
+            handle.truncate(size)
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -213,19 +226,31 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
              album_distance: float | None = None, albums: bool | None = None,
              reject: bool = True, min_score: float | None = None,
              min_face: float = DEFAULT_MIN_FACE, max_fit_error: float = DEFAULT_MAX_FIT_ERROR,
-             dry_run: bool = False, embedder: Any = "dlib_face", cache: Any = None,
-             progress: bool = True, embed_engine: Any = None) -> AnnotateResult:
+             dry_run: bool = False, embedder: Any = None, cache: Any = None,
+             progress: bool = True, device: str = "auto",
+             embed_engine: Any = None) -> AnnotateResult:
     """Sort the crops of ``processed_dir`` (see the module docstring). Returns what was done.
 
     ``albums``: None = album mode for person folders that ``facerec detect`` filled from albums
     (the manifest says their crops were written there), True = for every person folder, False =
-    never. ``dry_run``: plan only, move nothing. Thresholds default to values suited to dlib's
-    descriptor; ``min_score`` to that of the detector the crops were made with (its
-    ``default_min_score``, on its own scale: 0.9 for MTCNN). ``cache``: embedding cache (see
-    :func:`facerec.recognition.embed.embed_files`); ``embed_engine``: where the crops missing from
-    it are embedded (``engine`` of that function; None: this process).
+    never. ``dry_run``: plan only, move nothing. ``embedder``: a name or an embedder (default:
+    the model the crops were cut for, :func:`facerec.recognition.backbones.backbone_for_crops`,
+    on ``device``); the thresholds default to that embedder's; ``min_score`` to the operating
+    point of the detector the crops were made with (its ``default_min_score``). ``cache``:
+    embedding cache (see :func:`facerec.recognition.embed.embed_files`); ``embed_engine``: where
+    the crops missing from it are embedded (``engine`` of that function, such as
+    :class:`facerec.distributed.embed.RayEmbedEngine`; None: this process).
     """
     processed = require_folder(processed_dir)
+    if embedder is None:
+        from facerec.cropspec import read_processed_spec
+        from facerec.recognition.backbones import backbone_for_crops
+
+        embedder = backbone_for_crops(read_processed_spec(processed))
+    if isinstance(embedder, str):
+        from facerec.recognition.embed import get_embedder
+
+        embedder = get_embedder(embedder, device=device)
     if dry_run:  # plans only: never waits for, or changes, anything
         return _annotate(processed, threshold, member_distance, suggest_distance, album_distance,
                          albums, reject, min_score, min_face, max_fit_error, dry_run, embedder,
@@ -478,7 +503,7 @@ def _dedupe_targets(processed: Path, moves: list[Move]) -> list[Move]:
         dst = m.dst
         stem, dot, ext = dst.rpartition(".")
         n = 0
-        while dst in planned or (processed / dst).exists():
+        while dst in planned or os.path.lexists(processed / dst):  # a dangling link too
             n += 1
             dst = f"{stem}_{n}.{ext}" if dot else f"{m.dst}_{n}"
         planned.add(dst)
@@ -486,15 +511,35 @@ def _dedupe_targets(processed: Path, moves: list[Move]) -> list[Move]:
     return out
 
 
-def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "annotate",
-           renames: list[Move] = (), rmdirs: list[str] = ()) -> str:
-    """Log the plan, then rename folders, move the files and remove the folders emptied by them.
-    The log comes first so a crash can still be undone. ``renames`` are whole-folder renames
-    (one event however many crops: renaming a 10,000-crop person is one ``os.rename``)."""
-    log = MoveLog(processed)
-    op = _new_op_id()
+def _check_real_folders(processed: Path, paths: list[str], *, whole: bool = False) -> None:
+    """The folders that the moves and renames of an operation read from and write into (the
+    parents of ``paths``; with ``whole`` the paths themselves) must be real folders inside
+    processed/, or not exist yet (the operation makes them): a link would put crops outside the
+    work folder, where no page sees them, and a file cannot hold any."""
+    checked: set[str] = set()
+    for rel in paths:
+        parts = rel.split("/")
+        for depth in range(1, len(parts) + (1 if whole else 0)):
+            folder = "/".join(parts[:depth])
+            if folder in checked:
+                continue
+            checked.add(folder)
+            try:
+                mode = os.lstat(processed / folder).st_mode
+            except FileNotFoundError:
+                break  # made by the operation, and so is everything below it
+            if stat.S_ISLNK(mode):
+                raise InvalidInputError(f"{shown(folder)} is a link: crops are moved only within "
+                                        "real folders inside processed/ (replace the link by a "
+                                        "folder)")
+            if not stat.S_ISDIR(mode):
+                raise InvalidInputError(f"{shown(folder)} is a file, not a folder of crops")
+
+
+def _new_dirs(processed: Path, moves: list[Move]) -> list[str]:
+    """The folders the moves need that do not exist yet, parents first."""
     new_dirs: list[str] = []
-    for m in [*renames, *moves]:
+    for m in moves:
         parent = Path(m.dst).parent
         chain = []
         while parent != Path(".") and not (processed / parent).exists():
@@ -503,6 +548,24 @@ def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "
         for d in reversed(chain):
             if d not in new_dirs:
                 new_dirs.append(d)
+    return new_dirs
+
+
+def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "annotate",
+           renames: list[Move] = (), rmdirs: list[str] = ()) -> str:
+    """Log the plan, then rename folders, move the files and remove the folders emptied by them.
+    The log comes first so a crash can still be undone. ``renames`` are whole-folder renames
+    (one event however many crops: renaming a 10,000-crop person is one ``os.rename``).
+
+    Every source and target must be a real folder inside processed/ (checked before anything is
+    logged). When a step fails (a file that appeared meanwhile, a full disk, Ctrl-C), what was
+    done is put back and the log is cut back to what it was, so the user's last action stays
+    the one that Undo takes back."""
+    _check_real_folders(processed, [m.src for m in renames], whole=True)
+    _check_real_folders(processed, [m.dst for m in [*renames, *moves]] + [m.src for m in moves])
+    log = MoveLog(processed)
+    op = _new_op_id()
+    new_dirs = _new_dirs(processed, [*renames, *moves])
     events = [{"op": op, "event": "begin", "command": command, "time": time.time(),
                "params": params}]
     events += [{"op": op, "event": "mkdir", "path": d} for d in new_dirs]
@@ -511,20 +574,22 @@ def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "
     events += [{"op": op, "event": "move", "src": m.src, "dst": m.dst, "reason": m.reason}
                for m in moves]
     events += [{"op": op, "event": "rmdir", "path": d} for d in rmdirs]
-    log.append(events)
-    for d in new_dirs:
-        (processed / d).mkdir(exist_ok=True)
-    for m in renames:
-        if (processed / m.dst).exists():
-            raise ConflictError(f"{processed / m.dst} appeared while renaming; run `facerec "
-                                "annotate --undo` to put back what was moved")
-        os.rename(processed / m.src, processed / m.dst)
-    for m in moves:
-        src, dst = processed / m.src, processed / m.dst
-        if dst.exists():  # appeared since planning: never overwrite
-            raise ConflictError(f"{dst} appeared while annotating; run `facerec annotate --undo` "
-                                "to put back what was moved")
-        os.rename(src, dst)
+    mark = log.append(events)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for d in new_dirs:
+            (processed / d).mkdir(exist_ok=True)
+        for m in [*renames, *moves]:
+            src, dst = processed / m.src, processed / m.dst
+            if os.path.lexists(dst):  # appeared since planning: never overwrite
+                raise ConflictError(f"{shown(m.dst)} appeared meanwhile: nothing was moved, "
+                                    "try again")
+            os.rename(src, dst)
+            done.append((src, dst))
+    except BaseException:
+        _put_back(processed, done, new_dirs)  # if this fails too, the log's begin stays: the
+        log.truncate(mark)                    # next edit or annotate run recovers it
+        raise
     for d in rmdirs:
         try:
             (processed / d).rmdir()  # only if empty: a file that arrived meanwhile stays
@@ -534,10 +599,23 @@ def _apply(processed: Path, moves: list[Move], params: dict, *, command: str = "
     return op
 
 
+def _put_back(processed: Path, done: list[tuple[Path, Path]], new_dirs: list[str]) -> None:
+    """Undo the first steps of an operation that failed midway: the moves done, newest first,
+    then the folders it made (when empty)."""
+    for src, dst in reversed(done):
+        os.rename(dst, src)
+    for d in reversed(new_dirs):
+        try:
+            (processed / d).rmdir()
+        except OSError:
+            pass
+
+
 # ----------------------------------------------------------------- manual moves (facerec serve)
 @dataclass
 class EditResult:
-    """What :func:`move_crops` or :func:`rename_person` did (``op``: its id in the moves log)."""
+    """What :func:`move_crops` or :func:`rename_person` did (``op``: its id in the moves log;
+    ``recovered``: the interrupted runs finished first, one line each)."""
 
     processed_dir: str
     op: str | None
@@ -545,21 +623,16 @@ class EditResult:
     renamed: list[tuple[str, str]] = field(default_factory=list)
     merged: bool = False
     moves: list[Move] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
 
 
 #: where crops can be moved besides a person folder
 MOVE_TARGETS = (REJECTED, SINGLETONS)
-_NAME_MAX = 100
 
 
-def check_person_name(name: str) -> str:
-    """A person folder name: one path segment, not hidden, not bookkeeping (``_...``)."""
-    name = str(name).strip()
-    if (not name or len(name) > _NAME_MAX or not is_person_folder(name) or name in (".", "..")
-            or any(c in name for c in '/\\\0') or any(ord(c) < 32 for c in name)):
-        raise InvalidInputError(f"invalid person name {name!r}: one folder name, not starting with "
-                                f"'_' or '.', at most {_NAME_MAX} characters, no '/' or '\\'")
-    return name
+def _person(name: object) -> str:
+    """A name typed by the user for a person (surrounding spaces dropped), by the one rule."""
+    return check_person_name(str(name).strip(), "person name")
 
 
 def check_crop_path(processed: Path, rel: str) -> Path:
@@ -568,23 +641,43 @@ def check_crop_path(processed: Path, rel: str) -> Path:
     parts = str(rel).split("/")
     if (not rel or "\\" in rel or "\0" in rel
             or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
-        raise InvalidInputError(f"invalid crop path {rel!r}")
+        raise InvalidInputError(f"invalid crop path {shown(rel)}")
     path = processed / Path(*parts)
-    if path.is_symlink() or not is_image(path) \
-            or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
-        raise NotFoundError(f"no such crop: {rel}")
+    try:
+        if path.is_symlink() or not is_image(path) \
+                or not path.resolve().is_relative_to(processed.resolve()):  # a symlinked folder
+            raise NotFoundError(f"no such crop: {shown(rel)}")
+    except OSError:  # a name too long for the file system...
+        raise NotFoundError(f"no such crop: {shown(rel)}") from None
     return path
 
 
 def _locked(command: str):
-    """Run an edit of processed/ holding its writer lock (the CLI and the server may both edit)."""
+    """Run an edit of processed/ holding its writer lock (the CLI and the server may both edit),
+    after finishing any run that was interrupted (:func:`recover_interrupted`), so an edit never
+    lands on the half-done state of a killed run."""
     def wrap(edit):
         @functools.wraps(edit)
         def locked(processed_dir, *args, **kwargs):
-            with folder_lock(require_folder(processed_dir), f"annotate ({command})"):
-                return edit(processed_dir, *args, **kwargs)
+            processed = require_folder(processed_dir)
+            with folder_lock(processed, f"annotate ({command})"):
+                recovered = recover_interrupted(processed, finish=True)
+                result = edit(processed, *args, **kwargs)
+                result.recovered = recovered
+                return result
         return locked
     return wrap
+
+
+def finish_interrupted(processed_dir: str | os.PathLike) -> list[str]:
+    """Finish the runs of ``processed_dir`` that were killed midway (what :func:`move_crops` and
+    :func:`rename_person` do first), holding its lock; ``facerec serve`` calls it when it starts
+    and before a training reads the person folders. Returns one line per run finished."""
+    processed = require_folder(processed_dir)
+    if not MoveLog(processed).path.is_file():  # nothing was ever moved: nothing to finish
+        return []
+    with folder_lock(processed, "annotate (recovery)"):
+        return recover_interrupted(processed, finish=True)
 
 
 @_locked("move")
@@ -592,9 +685,10 @@ def move_crops(processed_dir: str | os.PathLike, crops: list[str], to: str,
                *, command: str = "move") -> EditResult:
     """Move crops (paths relative to processed/) into person folder ``to`` (created if new), or
     into ``_rejected`` / ``_singletons``: logged like an annotate run, so ``facerec annotate
-    --undo`` puts them back. Crops already there are left alone."""
-    processed = require_folder(processed_dir)
-    target = to if to in MOVE_TARGETS else check_person_name(to)
+    --undo`` puts them back. Crops already there are left alone. The target must be a real
+    folder inside processed/ (or a new one), never a link or a file."""
+    processed = Path(processed_dir)
+    target = to if to in MOVE_TARGETS else _person(to)
     moves = []
     for rel in dict.fromkeys(crops):  # a crop listed twice moves once
         path = check_crop_path(processed, rel)
@@ -634,18 +728,22 @@ def _emptied_folders(processed: Path, moves: list[Move]) -> list[str]:
 def rename_person(processed_dir: str | os.PathLike, name: str, new_name: str) -> EditResult:
     """Rename person folder ``name`` to ``new_name``; when ``new_name`` exists this is a merge
     (the crops move in, never overwriting, and the emptied folder is removed). Its suggestions
-    (``_suggested/<name>``) follow. Logged, so ``facerec annotate --undo`` reverts it."""
-    processed = require_folder(processed_dir)
-    name, new_name = check_person_name(name), check_person_name(new_name)
+    (``_suggested/<name>``) follow. Logged, so ``facerec annotate --undo`` reverts it. Both must
+    be real folders inside processed/ (or ``new_name`` a new one), never links or files."""
+    processed = Path(processed_dir)
+    name = str(name)
+    if not is_person_folder(name) or "/" in name or "\\" in name or name in (".", "..") \
+            or len(name.encode("utf-8", "surrogateescape")) > 255:  # no folder has such a name
+        raise InvalidInputError(f"invalid person folder {shown(name)}")
+    new_name = _person(new_name)
     if not (processed / name).is_dir() or (processed / name).is_symlink():
-        raise NotFoundError(f"no such person folder: {name}")
+        raise NotFoundError(f"no such person folder: {shown(name)}")
     if name == new_name:
-        raise InvalidInputError(f"{name} is already called {new_name}")
+        raise InvalidInputError(f"{shown(name)} is already called {shown(new_name)}")
     renames: list[Move] = []
     moves: list[Move] = []
     rmdirs: list[str] = []
-    if (processed / new_name).exists() and not (processed / new_name).is_dir():
-        raise InvalidInputError(f"{new_name} exists and is not a folder")
+    _check_real_folders(processed, [new_name, f"{SUGGESTED}/{new_name}"], whole=True)
     merged = (processed / new_name).exists()
     for src, dst in ((name, new_name), (f"{SUGGESTED}/{name}", f"{SUGGESTED}/{new_name}")):
         if not (processed / src).is_dir():
@@ -701,14 +799,20 @@ def _interrupted(events: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def recover_interrupted(processed_dir: str | os.PathLike,
-                        finish_undo_only: bool = False) -> list[str]:
-    """Roll back the annotate runs that were killed midway, and finish interrupted undos, so
-    that half-filled ``person_NN/`` folders are never taken for labelled people. Returns one
-    line per run recovered (empty: nothing was interrupted). The caller holds the lock.
+def recover_interrupted(processed_dir: str | os.PathLike, finish_undo_only: bool = False,
+                        finish: bool = False) -> list[str]:
+    """Deal with the runs that were killed midway, so that half-filled ``person_NN/`` folders are
+    never taken for labelled people, and finish interrupted undos. Returns one line per run
+    recovered (empty: nothing was interrupted). The caller holds the lock.
 
-    ``finish_undo_only``: leave interrupted annotate runs alone (``--undo`` rolls the last one
-    back itself)."""
+    An interrupted annotate run or edit is rolled back (what ``facerec annotate`` does before
+    sorting again), or with ``finish`` completed from its logged plan (what an edit does first:
+    the user edits what the killed run was making). A rollback never reverts what a later logged
+    operation built on (a cluster renamed to ``alice``, crops moved on to ``bob``): those files
+    stay where the later operations put them.
+
+    ``finish_undo_only``: leave interrupted runs alone (``--undo`` rolls the last one back
+    itself)."""
     processed = Path(processed_dir)
     log = MoveLog(processed)
     events = log.events()
@@ -716,20 +820,80 @@ def recover_interrupted(processed_dir: str | os.PathLike,
     for op, what in reversed(_interrupted(events)):  # newest first, as undo goes
         if finish_undo_only and what == "annotate":
             continue
-        res = _rollback(processed, log, events, op)
-        if what == "annotate":
-            lines.append(f"annotate run {op} of {display_path(processed)} was interrupted: put "
-                         f"back the {res.restored} file(s) it had moved before sorting again")
+        command = next((str(ev.get("command", "annotate")) for ev in events
+                        if ev["op"] == op and ev.get("event") == "begin"), "annotate")
+        command = "annotate run" if command == "annotate" else f"{command} edit"
+        if what == "undo":
+            res = _rollback(processed, log, events, op)
+            lines.append(f"an undo of {op} was interrupted: finished it ({res.restored} more "
+                         "file(s) put back)")
+        elif finish:
+            moved = _finish(processed, log, events, op)
+            lines.append(f"{command} {op} of {display_path(processed)} was interrupted: finished "
+                         f"it ({moved} more file(s) moved)")
         else:
-            lines.append(f"an undo of annotate run {op} was interrupted: finished it "
-                         f"({res.restored} more file(s) put back)")
+            res = _rollback(processed, log, events, op, keep=_later_claims(events, op))
+            kept = (f"; kept {res.kept} that later operations moved on" if res.kept else "")
+            lines.append(f"{command} {op} of {display_path(processed)} was interrupted: put back "
+                         f"the {res.restored} file(s) it had moved{kept} before sorting again")
         events = log.events()
     return lines
 
 
-def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> UndoResult:
+def _later_claims(events: list[dict], op: str) -> tuple[set[str], set[str]]:
+    """What the operations logged after ``op`` (and not undone) took over: the files they moved
+    away and the folders they renamed. A rollback of ``op`` leaves these alone."""
+    undone = {ev["op"] for ev in events if ev.get("event") == "undo"}
+    begins = [ev["op"] for ev in events if ev.get("event") == "begin"]
+    later = set(begins[begins.index(op) + 1:]) - undone - {op} if op in begins else set()
+    files = {str(ev["src"]) for ev in events if ev["op"] in later and ev.get("event") == "move"}
+    folders = {str(ev["src"]) for ev in events
+               if ev["op"] in later and ev.get("event") == "rename"}
+    return files, folders
+
+
+def _claimed(path: str, claims: tuple[set[str], set[str]] | None) -> bool:
+    if claims is None:
+        return False
+    files, folders = claims
+    return path in files or any(path.startswith(f + "/") for f in folders)
+
+
+def _finish(processed: Path, log: MoveLog, events: list[dict], op: str) -> int:
+    """Complete interrupted operation ``op`` from its logged plan: the folders it was to make,
+    the renames and moves not done yet (their source still there, their target free), the
+    folders it was to remove (when empty); then log its ``end``. Returns the moves done."""
+    mine = [ev for ev in events if ev["op"] == op]
+    for ev in mine:
+        if ev.get("event") == "mkdir":
+            path = processed / str(ev["path"])
+            if not os.path.lexists(path):
+                path.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for ev in mine:
+        if ev.get("event") not in ("rename", "move"):
+            continue
+        src, dst = processed / str(ev["src"]), processed / str(ev["dst"])
+        if os.path.lexists(src) and not os.path.lexists(dst) and dst.parent.is_dir() \
+                and not dst.parent.is_symlink():
+            os.rename(src, dst)
+            moved += 1
+    for ev in mine:
+        if ev.get("event") == "rmdir":
+            try:
+                (processed / str(ev["path"])).rmdir()
+            except OSError:
+                pass
+    log.append([{"op": op, "event": "end", "time": time.time(), "moved": moved,
+                 "finished": True}])
+    return moved
+
+
+def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str,
+              keep: tuple[set[str], set[str]] | None = None) -> UndoResult:
     """Put back the files that run ``op`` moved (those it did not move yet stay), remove the
-    folders it created if empty, and log an ``undo``."""
+    folders it created if empty, and log an ``undo``. ``keep`` (:func:`_later_claims`): the
+    files and folders later operations took over, which stay where they are."""
     # moves were done after folder renames: undo them first
     moves = [ev for ev in events if ev["op"] == op and ev.get("event") == "move"]
     moves += [ev for ev in events if ev["op"] == op and ev.get("event") == "rename"]
@@ -737,16 +901,20 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
 
     begin = next((ev for ev in events if ev["op"] == op and ev.get("event") == "begin"), {})
     todo = []
+    kept = 0
     found: dict[str, list[Path]] | None = None
     for ev in reversed(moves):
         src, dst = processed / ev["src"], processed / ev["dst"]
+        if _claimed(str(ev["dst"]), keep):
+            kept += 1  # a later operation moved it on (or renamed its folder): it stays
+            continue
         if dst.exists() and not src.exists():
             todo.append((dst, src))
         elif src.exists() and not dst.exists():
             continue  # never moved (the run stopped before it)
         elif src.exists() and dst.exists():
-            raise ConflictError(f"cannot undo: both {ev['src']} and {ev['dst']} exist; "
-                                "move one of them away and retry")
+            raise ConflictError(f"cannot undo: both {shown(ev['src'])} and {shown(ev['dst'])} "
+                                "exist; move one of them away and retry")
         else:
             # the file was moved on since, e.g. its person_06/ folder renamed to alice/ by hand:
             # crop names are unique (facerec detect makes them so), so find it by name
@@ -754,8 +922,8 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
                 found = _files_by_name(processed)
             hits = found.get(dst.name, []) if ev.get("event") == "move" else []
             if len(hits) != 1:
-                raise ConflictError(f"cannot undo: {ev['dst']} is gone (renamed or moved since?); "
-                                    "put it back and retry")
+                raise ConflictError(f"cannot undo: {shown(ev['dst'])} is gone (renamed or moved "
+                                    "since?); put it back and retry")
             todo.append((hits[0], src))
     log.append([{"op": op, "event": "undo_begin", "time": time.time()}])
     crops = sum(sum(1 for f in dst.rglob("*") if is_image(f)) if dst.is_dir() else 1
@@ -771,11 +939,12 @@ def _rollback(processed: Path, log: MoveLog, events: list[dict], op: str) -> Und
             removed.append(d)
         except OSError:
             pass
-    log.append([{"op": op, "event": "undo", "time": time.time(), "restored": len(todo)}])
+    log.append([{"op": op, "event": "undo", "time": time.time(), "restored": len(todo),
+                 "kept": kept}])
     command = str(begin.get("command") or "")
     return UndoResult(processed_dir=str(processed), op=op, restored=len(todo), removed_dirs=removed,
                       command=command, what=describe_op(command, begin.get("params")),
-                      crops=crops)
+                      crops=crops, kept=kept)
 
 
 def _files_by_name(processed: Path) -> dict[str, list[Path]]:

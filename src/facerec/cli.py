@@ -17,7 +17,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any  # an argparse subparsers action (its class is private)
 
 from facerec._version import __version__
-from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE
 from facerec.defaults import DEFAULT_BACKBONE, DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE
 from facerec.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_PARTIAL,
                             EXIT_USAGE, FacerecError, InvalidInputError, NotFoundError,
@@ -157,6 +156,9 @@ def _add_detect(sub: Any) -> None:
     )
     _main_input(p, "raw_dir", "RAW_DIR", "folder of photos", default="raw")
     p.add_argument("--out", default="processed", help="output folder (default: processed)")
+    p.add_argument("--backbone", default=None,
+                   help=f"the face model the crops are for: its crop recipe (default: "
+                   f"{DEFAULT_BACKBONE})")
     add_detect_options(p)
     _hidden_alias(p, "--size", "crop_size", type=int)
     _hidden_alias(p, "--margin", "crop_margin", type=float)
@@ -170,19 +172,26 @@ def _add_detect(sub: Any) -> None:
 def add_detect_options(p: argparse.ArgumentParser, *, batch_flag: str = "--batch_size") -> None:
     """detect's options, declared once: ``facerec detect`` and ``facerec run`` take the same
     (run names the detector's batch ``--detect_batch_size``: its ``--batch_size`` is train's)."""
-    p.add_argument("--crop_size", type=int, default=DEFAULT_SIZE, help="crop side in pixels")
-    p.add_argument("--crop_margin", type=float, default=DEFAULT_MARGIN,
-                   help="context added around the face box, as a fraction of its size")
-    p.add_argument("--align", action="store_true",
-                   help="5-point similarity-aligned crops instead of box crops")
+    recipe = ("default: as the crops already in the output folder, else the crop of the "
+              f"--backbone model ({DEFAULT_BACKBONE}: {_crop_text(DEFAULT_BACKBONE)})")
+    p.add_argument("--crop_size", type=int, default=None, help=f"crop side in pixels ({recipe})")
+    p.add_argument("--crop_margin", type=float, default=None,
+                   help="context added around the face box, as a fraction of its size (default: "
+                   "as --crop_size)")
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                   help="5-point similarity-aligned crops instead of box crops (default: as "
+                   "--crop_size)")
     p.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
                    help="smallest face to find, in pixels")
-    p.add_argument("--detector", default=DEFAULT_DETECTOR,
-                   help="the face detector, by registered name")
+    p.add_argument("--detector", default=None,
+                   help="the face detector, by registered name: yunet (OpenCV Zoo's YuNet) or "
+                   f"mtcnn (default: the output folder's, else {DEFAULT_DETECTOR})")
     p.add_argument("--thresholds", type=float, nargs=3, default=None, metavar=("P", "R", "O"),
                    help="mtcnn: P-Net, R-Net, O-Net score thresholds (default: 0.6 0.7 0.7)")
-    p.add_argument("--min_score", type=float, default=0.0,
-                   help="drop faces whose final score is below this (default: keep all)")
+    p.add_argument("--min_score", type=float, default=None,
+                   help="keep faces whose score (0..1, every detector) is at least this (default: "
+                   "the detector's operating point: yunet 0.7, mtcnn 0.9; predict, enroll and "
+                   "verify apply the same)")
     p.add_argument("--max_side", type=int, default=MAX_SIDE,
                    help="detect on a copy downscaled to this longest side (0: never downscale)")
     p.add_argument(batch_flag, dest="detect_batch_size", type=int, default=8,
@@ -197,23 +206,35 @@ def detect_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["thresholds"] = tuple(args.thresholds)
     return {"detector": args.detector, "settings": settings, "size": args.crop_size,
             "margin": args.crop_margin, "align": args.align, "min_score": args.min_score,
-            "batch_size": args.detect_batch_size}
+            "batch_size": args.detect_batch_size, "backbone": getattr(args, "backbone", None)}
+
+
+def _crop_text(backbone: str) -> str:
+    """How ``backbone``'s crops are cut, in words (for help texts; no model is loaded)."""
+    from facerec.recognition.embed import embedder_class
+
+    crop = embedder_class(backbone).crop
+    how = "aligned" if crop.align else "box crops"
+    return f"{crop.size} px {how}, margin {crop.margin:g}"
 
 
 def _run_detect(args: argparse.Namespace) -> int:
     from facerec.detection.detect import detect_folder, get_detector, print_detect_summary
 
-    d = detect_settings(args)
     ray = _ray_options(args)
-    if ray is not None:
-        from facerec.distributed.detect import detect_ray
+    if ray is not None:  # the same choices, from the output's recorded recipe (a folder or URL)
+        from facerec.distributed.detect import detect_ray, detect_settings_at
 
+        d = detect_settings_at(args.out, detect_settings(args))
         summary = detect_ray(args.raw_dir, args.out, detector=d["detector"], settings=d["settings"],
                              size=d["size"], margin=d["margin"], align=d["align"],
                              min_score=d["min_score"], batch_size=d["batch_size"],
                              progress=not args.quiet, **ray)
         _report(args, summary, print_detect_summary)
         return EXIT_PARTIAL if summary.skipped else EXIT_OK
+    from facerec.recognition.backbones import detect_settings_for
+
+    d = detect_settings_for(args.out, detect_settings(args))
     detector = get_detector(d["detector"], device=args.device, **d["settings"])
     summary = detect_folder(args.raw_dir, args.out, detector=detector, size=d["size"],
                             margin=d["margin"], align=d["align"], min_score=d["min_score"],
@@ -255,8 +276,10 @@ def _add_annotate(sub: Any) -> None:
     _hidden_alias(p, "--min_face", "min_face_size", type=float)
     p.add_argument("--keep_poor", action="store_true",
                    help="do not reject low-score, tiny or badly fitted crops")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                   help="the face model that embeds the crops (a face embedder's name)")
+    p.add_argument("--backbone", default=None,
+                   help="the face model that embeds the crops (a face embedder's name; default: "
+                   f"the model the crops were cut for: {DEFAULT_BACKBONE} for crops made by "
+                   "facerec detect's defaults)")
     _hidden_alias(p, "--embedder", "backbone")
     _add_device(p)
     p.add_argument("--batch_size", type=int, default=64,
@@ -275,10 +298,14 @@ def _run_annotate(args: argparse.Namespace) -> int:
     if args.undo:
         _report(args, undo(args.processed_dir), print_undo_summary)
         return EXIT_OK
-    embedder = get_embedder(args.backbone, device=args.device, **(
-        {"batch_size": args.batch_size} if "batch_size" in embedder_class(args.backbone).settings
+    from facerec.cropspec import read_processed_spec
+    from facerec.recognition.backbones import backbone_for_crops
+
+    ray = _ray_options(args)  # a ray flag without --engine ray: refused before a model loads
+    name = args.backbone or backbone_for_crops(read_processed_spec(args.processed_dir))
+    embedder = get_embedder(name, device=args.device, **(
+        {"batch_size": args.batch_size} if "batch_size" in embedder_class(name).settings
         else {}))
-    ray = _ray_options(args)
     engine: Any = contextlib.nullcontext()
     if ray is not None:
         from facerec.distributed.embed import RayEmbedEngine

@@ -10,14 +10,42 @@ its "source" and has no score or landmarks.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facerec.errors import InvalidInputError, NotFoundError
+from facerec.errors import InvalidInputError, NotFoundError, shown
 from facerec.images import IMAGE_EXTS
 from facerec.manifest import read_manifest, sha256_file
+
+
+#: a person's name: at most this many characters
+NAME_MAX = 100
+#: Unicode categories a name must not hold: controls, format characters (bidi overrides, zero
+#: widths), surrogates, line and paragraph separators
+_UNSEEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def check_person_name(name: object, what: str = "person name") -> str:
+    """A person's name, the one rule for every name that becomes a person (a folder of
+    ``processed/`` or ``dataset/``, a checkpoint's label, an enrolled name): a non-empty string of
+    at most :data:`NAME_MAX` characters, no control or format characters (a right-to-left
+    override would make ``x\\u202ey`` display as another name), no slashes, no leading or
+    trailing spaces, not ``.``/``..``, not starting with '.' or '_' (bookkeeping folders)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"invalid {what}: it must not be empty")
+    if len(name) > NAME_MAX:
+        raise InvalidInputError(f"invalid {what} {shown(name, 40)}: {len(name)} characters "
+                                f"long (at most {NAME_MAX})")
+    if any(unicodedata.category(ch) in _UNSEEN for ch in name):
+        raise InvalidInputError(f"invalid {what} {shown(name, 40)}: it holds control or invisible "
+                                "formatting characters")
+    if "/" in name or "\\" in name or name.startswith((".", "_")) or name != name.strip():
+        raise InvalidInputError(f"invalid {what} {shown(name, 40)}: one folder name, no slashes, "
+                                "no leading or trailing spaces, not starting with '.' or '_'")
+    return name
 
 
 def is_person_folder(name: str) -> bool:

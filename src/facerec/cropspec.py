@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facerec.defaults import DEFAULT_DETECTOR, LEGACY_DETECTOR
+from facerec.defaults import LEGACY_DETECTOR
 from facerec.errors import FacerecError
 
 DEFAULT_SIZE = 160
@@ -39,7 +39,8 @@ class CropSpec:
     size: int = DEFAULT_SIZE
     margin: float = DEFAULT_MARGIN
     align: bool = False
-    detector: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_DETECTOR})
+    # the dataclass defaults are the recipe of crops made before recipes were recorded
+    detector: dict[str, Any] = field(default_factory=lambda: {"name": LEGACY_DETECTOR})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -85,6 +85,16 @@ ERROR_STATUS: dict[type[BaseException], tuple[int, int]] = {
 }
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """User input as an error message shows it: quoted, with control and invisible characters
+    escaped (``repr``), and at most ``limit`` characters of it (then ``...`` and the length), so
+    that a huge or hostile value is never echoed whole."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{repr(text[:limit])[:-1]}...{repr(text)[-1]} ({len(text)} characters)"
+
+
 def _statuses(exc: BaseException) -> tuple[int, int]:
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:

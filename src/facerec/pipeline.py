@@ -77,15 +77,14 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
     ``batch_size``). See the module docstring for ``retrain`` and ``train_unnamed``."""
     from facerec.annotate import annotate, print_annotate_summary
     from facerec.detection.detect import detect_folder, get_detector, print_detect_summary
-    from facerec.defaults import DEFAULT_BACKBONE, DEFAULT_DETECTOR
-    from facerec.recognition.embed import DEFAULT_EMBEDDER, get_embedder
+    from facerec.recognition.backbones import detect_settings_for
 
     out = out or sys.stdout
     ws = Workspace(Path(work_dir), photos=Path(photos))
     if Path(photos).is_dir():
         check_output_location(ws.root, [photos], "--out folder")
     options = _train_options(train, backbone=backbone, max_epochs=max_epochs, seed=seed,
-                             val=val, test=test, default_backbone=DEFAULT_BACKBONE)
+                             val=val, test=test)
     detect = dict(detect or {})
     processed = ws.processed
     seconds: dict[str, float] = {}
@@ -101,8 +100,8 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
         seconds[name] = round(time.perf_counter() - seconds[name], 2)
 
     stage("detect")
-    detector = get_detector(detect.get("detector") or DEFAULT_DETECTOR, device=device,
-                            **detect.get("settings", {}))
+    detect = detect_settings_for(processed, {**detect, "backbone": options.backbone})
+    detector = get_detector(detect["detector"], device=device, **detect.get("settings", {}))
     crop = {k: detect[k] for k in ("size", "margin", "align", "min_score", "batch_size")
             if k in detect}
     summary = detect_folder(photos, processed, detector=detector, progress=progress, **crop)
@@ -112,9 +111,8 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
         raise NotFoundError(f"no faces found in {photos} ({summary.photos_read} photos read, "
                             f"{sum(summary.skipped.values())} files skipped): nothing to train on")
 
-    stage("annotate")
-    embedder = get_embedder(DEFAULT_EMBEDDER, device=device)
-    print_annotate_summary(annotate(processed, embedder=embedder, progress=progress), file=out)
+    stage("annotate")  # with the model of the crops (annotate's default), on this device
+    print_annotate_summary(annotate(processed, device=device, progress=progress), file=out)
     done("annotate")
     people = _people(processed)
     if not people:
@@ -159,7 +157,7 @@ def run_pipeline(photos: str | os.PathLike, work_dir: str | os.PathLike = "facer
 
 
 def _train_options(train: Any, *, backbone: str | None, max_epochs: int | None,
-                   seed: int | None, val: float, test: float, default_backbone: str):
+                   seed: int | None, val: float, test: float):
     """The workflow's TrainOptions from a TrainConfig (or a mapping of its fields) and the
     keyword overrides. Fields the workflow sets itself (the data, the run folder, the progress
     bars, the callbacks) are not options."""
@@ -180,8 +178,9 @@ def _train_options(train: Any, *, backbone: str | None, max_epochs: int | None,
     for key, value in (("backbone", backbone), ("max_epochs", max_epochs), ("seed", seed)):
         if value is not None:
             given[key] = value
+    # no backbone given: the model the crops were cut for (train's rule)
     return TrainOptions(max_epochs=int(given.pop("max_epochs", 100)),
-                        backbone=str(given.pop("backbone", default_backbone)), val=val, test=test,
+                        backbone=given.pop("backbone", None), val=val, test=test,
                         seed=int(given.pop("seed", 42)), extra=given)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from facerec._version import __version__
 from facerec.cropspec import read_processed_spec
-from facerec.crops import Manifest, list_images, person_folders, require_folder
+from facerec.crops import Manifest, check_person_name, list_images, person_folders, require_folder
 from facerec.manifest import sha256_file
 from facerec.errors import ConflictError, InvalidInputError, NotFoundError
 from facerec.safeio import META_DIR, atomic_write, display_path, folder_lock, remove_temporaries
@@ -104,13 +104,13 @@ def split_dataset(processed_dir: str | os.PathLike = "processed",
                   out_dir: str | os.PathLike = "dataset", val: float = 0.1, test: float = 0.1,
                   seed: int = 42, force: bool = False, dedup: str = "embedding",
                   dup_distance: float | None = None, link: bool = True,
-                  embedder: Any = "dlib_face", cache: Any = None,
+                  embedder: Any = None, cache: Any = None,
                   progress: bool = True) -> SplitResult:
     """Build ``out_dir`` from the person folders of ``processed_dir`` (see the module docstring).
 
     ``dedup``: "embedding" (near-duplicates by face embedding) or "none" (same photo only);
     ``dup_distance``: embedding distance below which crops count as one photo (default: the
-    embedder's ``duplicate_distance``, 0.25 for dlib).
+    embedder's ``duplicate_distance``); ``embedder``: default, the model the crops were cut for.
     ``link``: hard-link files where the filesystem allows (else copy). ``force``: replace a
     dataset built from other input. Returns counts per person and split.
 
@@ -154,11 +154,15 @@ def _split_locked(processed: Path, out: Path, val: float, test: float, seed: int
     names = sorted({c.person for c in crops})
     result.labels = names
 
-    if dedup == "embedding" and dup_distance is None:
+    if dedup == "embedding":
+        from facerec.recognition.backbones import backbone_for_crops
         from facerec.recognition.embed import get_embedder
 
-        emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
-        dup_distance = emb.duplicate_distance
+        if embedder is None:  # the model the crops were cut for
+            embedder = backbone_for_crops(read_processed_spec(processed))
+        embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
+        if dup_distance is None:
+            dup_distance = embedder.duplicate_distance
     params = {"val": float(val), "test": float(test), "seed": seed, "dedup": dedup,
               "dup_distance": float(dup_distance) if dedup == "embedding" else None}
     fingerprint = hashlib.sha256(json.dumps(
@@ -235,6 +239,11 @@ def _labelled_crops(processed: Path, result: SplitResult) -> list[_Crop]:
         if not files:
             result.warnings.append(f"{name}: empty folder, skipped")
             continue
+        try:  # the folder name becomes a label: the one name rule (no bidi override, ...)
+            check_person_name(name, "person folder name")
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc} (in {display_path(processed)}: rename the folder)") \
+                from None
         for path in files:
             info = manifest.info(path, size=(0, 0))
             digest = info.source[7:] if info.source.startswith("sha256:") else sha256_file(path)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from facerec.defaults import DEFAULT_BACKBONE
 from facerec.workspace import Workspace
 
 #: the stages of :func:`train_and_evaluate`, in order
@@ -29,7 +28,7 @@ class TrainOptions:
     """What the user chooses for a training (the rest are the train command's defaults)."""
 
     max_epochs: int = 30
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str | None = None  # None: the model the dataset's crops were cut for
     val: float = 0.1
     test: float = 0.1
     seed: int = 42

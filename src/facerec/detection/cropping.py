@@ -19,7 +19,7 @@ from facerec.cropspec import CropSpec
 from facerec.detection.align import crop_transform, warp_crop
 from facerec.images import LoadedImage, as_rgb_image
 
-__all__ = ["CROP_MAX_SIDE", "FaceCrop", "crop_face", "crop_faces"]
+__all__ = ["CROP_MAX_SIDE", "FaceCrop", "crop_face", "crop_faces", "operating_point"]
 
 #: an image with no face found whose sides are both at most this many pixels may itself be a
 #: face crop (the tutorial's crops, a thumbnail): it is one when the detector scores it as a face
@@ -52,6 +52,14 @@ def crop_face(image: Image.Image, face: Any, size: int, margin: float,
     :mod:`facerec.detection.align`). Areas outside the photo are black."""
     matrix = crop_transform(face.box, face.landmarks if align else None, size, margin)
     return warp_crop(image, matrix, size), matrix
+
+
+def operating_point(spec: CropSpec, detector: Any) -> float:
+    """The score from which a detection is a face, the same for every stage (the one face rule):
+    the ``min_score`` the crops of ``spec`` were cut at, else the detector's
+    ``default_min_score`` (crop specs from before it was recorded, or recorded as 0)."""
+    recorded = float(spec.detector.get("min_score") or 0.0)
+    return recorded if recorded > 0 else float(detector.default_min_score)
 
 
 def _whole(image: Image.Image, score: float) -> FaceCrop:

@@ -25,6 +25,7 @@ dropped on the next run, and a rerun skips photos already recorded with the same
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -44,7 +45,7 @@ from PIL import Image
 from facerec.detection.cropping import FaceCrop, crop_faces
 from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
 from facerec.defaults import DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE, resolve_device
-from facerec.errors import FacerecError
+from facerec.errors import FacerecError, InvalidInputError
 from facerec.registry import Registry
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
                             load_image, read_file)
@@ -102,13 +103,21 @@ register_detector = DETECTORS.register
 available_detectors = DETECTORS.names
 #: the class registered as NAME (its class attributes, without loading a model)
 detector_class = DETECTORS.get
+# the other entries, one module each, imported when first asked for by name
+DETECTORS.register_lazy("yunet", "facerec.detection.yunet:YuNetDetector")
 
 
 def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> Detector:
     """A new detector registered as ``name`` with ``settings`` (a :class:`Detector` as is)."""
     if not isinstance(name, str):
         return name
-    return detector_class(name)(**settings)
+    cls = detector_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise InvalidInputError(f"the {name} detector has no setting {unknown[0]!r} (its settings: "
+                                f"{', '.join(p for p in accepted if p != 'self')})")
+    return cls(**settings)
 
 
 @register_detector("mtcnn")
@@ -323,14 +332,19 @@ def unchanged(previous: dict | None, stat: os.stat_result) -> bool:
 def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
                   detector: Detector | str | None = None, size: int = DEFAULT_SIZE,
                   margin: float = DEFAULT_MARGIN,
-                  align: bool = False, min_score: float = 0.0, batch_size: int = 8,
+                  align: bool = False, min_score: float | None = None, batch_size: int = 8,
                   progress: bool = True, quality: int = 95) -> DetectSummary:
     """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable.
 
     Every entry under ``raw_dir`` gets exactly one manifest record: links, FIFOs and other special
     files are recorded with the reason they were skipped (and never opened). One writer at a time
     per ``out_dir``; ``out_dir`` may not overlap ``raw_dir``. ``detector``: a :class:`Detector` or
-    a registered name (default: MTCNN with its default settings)."""
+    a registered name (default: :data:`facerec.defaults.DEFAULT_DETECTOR` with its default
+    settings). ``min_score``: faces scoring below it are not cut (default: the detector's
+    operating point, ``default_min_score``; predict applies the same rule). The crop recipe
+    (``size``, ``margin``, ``align``) defaults to 160 px box crops; ``facerec detect`` and
+    ``facerec run`` choose the recipe of the model the crops are for
+    (:func:`facerec.recognition.backbones.detect_settings_for`)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_dirs(raw_dir, out_dir)
     with folder_lock(out_dir, "detect"):
@@ -339,8 +353,12 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
 
 
 def crop_spec_for(detector: Detector, size: int, margin: float, align: bool,
-                  min_score: float) -> CropSpec:
-    """The crop spec ``facerec detect`` records for crops made with these settings."""
+                  min_score: float | None) -> CropSpec:
+    """The crop spec ``facerec detect`` records for crops made with these settings (both
+    engines). ``min_score`` None: the detector's operating point, ``default_min_score`` (the one
+    face rule, as predict's); the spec's ``detector["min_score"]`` is the score crops are cut at."""
+    if min_score is None:
+        min_score = detector.default_min_score
     return CropSpec(size, margin, align, {"name": detector.name, **detector.settings(),
                                           "min_score": float(min_score)})
 
@@ -352,6 +370,7 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
     detector = get_detector(detector or DEFAULT_DETECTOR)
     done = read_manifest(out_dir, repair=True)
     spec = crop_spec_for(detector, size, margin, align, min_score)
+    min_score = spec.detector["min_score"]  # None given: the detector's operating point
     write_processed_spec(out_dir, spec, has_crops=any(r.get("faces") for r in done.values()))
     remove_temporaries(out_dir)
     files = list(iter_files(raw_dir, exclude=out_dir))

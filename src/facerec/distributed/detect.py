@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +40,7 @@ from facerec.distributed.pipeline import loaded_image, rows, run_stage
 from facerec.distributed.storage import Location, check_input_folder, list_tree
 from facerec.errors import FacerecError
 from facerec.manifest import MANIFEST, read_manifest
+from facerec.recognition.backbones import detect_settings_for
 from facerec.safeio import META_DIR, remove_temporaries
 
 SPEC = f"{META_DIR}/{SPEC_FILE}"
@@ -93,6 +96,20 @@ class DetectWorker:
                 target, format="JPEG", quality=self.quality))
             entries.append(entry)
         return entries
+
+
+def detect_settings_at(out_dir: str | os.PathLike, detect: dict,
+                       storage_options: dict | None = None) -> dict:
+    """:func:`facerec.recognition.backbones.detect_settings_for` (what ``facerec detect``
+    resolves: the choices given, else the recipe recorded in the output, else the backbone's)
+    for an output folder or fsspec URL: a store's recorded ``.facerec/crop.json`` is read into a
+    temporary folder first."""
+    target = Location(out_dir, storage_options)
+    if target.is_local:
+        return detect_settings_for(target.path, detect)
+    with tempfile.TemporaryDirectory(prefix="facerec-spec-") as tmp:
+        target.get(SPEC, Path(tmp) / SPEC)
+        return detect_settings_for(tmp, detect)
 
 
 def _check(source: Location, target: Location) -> None:
@@ -151,7 +168,7 @@ def _plan(entries: list[dict], done: dict[str, dict], summary: DetectSummary,
 
 def detect_ray(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
                detector: Any = None, settings: dict | None = None, size: int = DEFAULT_SIZE,
-               margin: float = DEFAULT_MARGIN, align: bool = False, min_score: float = 0.0,
+               margin: float = DEFAULT_MARGIN, align: bool = False, min_score: float | None = None,
                batch_size: int = 8, quality: int = 95, progress: bool = True,
                address: str | None = None, workers: int | None = None, device: str = "auto",
                threads: int | None = None, num_cpus: int | None = None,
@@ -160,7 +177,9 @@ def detect_ray(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "process
 
     ``raw_dir``/``out_dir``: folders or fsspec URLs (``storage_options`` for both).
     ``detector``: a registered name (each actor builds it with ``settings`` on its device) or a
-    :class:`~facerec.detection.detect.Detector` (sent to the actors as it is). ``address``: the
+    :class:`~facerec.detection.detect.Detector` (sent to the actors as it is); the crop recipe
+    and ``min_score`` default as ``detect_folder``'s (``facerec detect --engine ray`` resolves
+    them with :func:`detect_settings_at` first, as the local engine does). ``address``: the
     Ray cluster (default: a local Ray with ``num_cpus``); ``workers``: detector actors (default:
     one per GPU, else one per 2 CPUs); ``threads``: torch threads per CPU actor."""
     import_ray()  # without the extra: one line, before anything is read or written
@@ -169,7 +188,7 @@ def detect_ray(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "process
     _check(source, target)
     name = detector if detector is not None else DEFAULT_DETECTOR
     probe = get_detector(name, device="cpu", **(settings or {})) if isinstance(name, str) else name
-    spec = crop_spec_for(probe, size, margin, align, min_score)
+    spec = crop_spec_for(probe, size, margin, align, min_score)  # min_score None: the detector's
     with Output(target, "detect") as output, ray_session(address, num_cpus) as ray:
         done = _merge(output, fetch=True)  # what a killed run left first
         output.fetch(SPEC)
@@ -186,7 +205,7 @@ def detect_ray(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "process
         _write_special(output, special)
         pool = actor_pool(ray, workers, device, threads)
         kwargs = {"detector": name, "settings": settings or {}, "device": pool.device,
-                  "threads": pool.threads, "spec": spec.to_dict(), "min_score": min_score,
+                  "threads": pool.threads, "spec": spec.to_dict(), "min_score": spec.detector["min_score"],
                   "quality": quality, "output": target}
         _run(ray, todo, kwargs, pool, batch_size, storage_options or {}, summary, progress)
         _merge(output, fetch=False)

@@ -41,14 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from facerec.crops import check_person_name
 from facerec.cropspec import CropSpec
 from facerec.detection.cropping import CROP_MAX_SIDE
 from facerec.errors import FacerecError
 from facerec.recognition.backbones import backbone_of
 from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD, calibrate_threshold
-from facerec.recognition.checkpoint import (GALLERY_KEY, INFO_KEY, Checkpoint, check_person_name,
-                                            gallery_entry, new_checkpoint_path,
-                                            write_new_checkpoint)
+from facerec.recognition.checkpoint import (GALLERY_KEY, INFO_KEY, Checkpoint, gallery_entry,
+                                            new_checkpoint_path, write_new_checkpoint)
 from facerec.recognition.decision import UNKNOWN
 from facerec.recognition.runtime import model_kind
 
@@ -96,7 +96,7 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec 
     cropped as ``facerec predict`` crops (:func:`facerec.detection.cropping.crop_faces`, with
     ``crop``: default, as ``facerec detect`` does by default). Unreadable files, photos without
     a face and ambiguous group photos get ``reason`` instead of a crop (never an exception)."""
-    from facerec.detection.cropping import crop_faces
+    from facerec.detection.cropping import crop_faces, operating_point
     from facerec.images import ImageLoadError, load_image
     from facerec.inference.predict import collect_images
 
@@ -118,6 +118,7 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec 
             except OSError as exc:
                 r.reason = f"cannot read: {exc.strerror or exc}"
         found = crop_faces([img for _, img in loaded], detector, crop,
+                           min_score=operating_point(crop, detector),
                            crop_max_side=crop_max_side) if loaded else []
         for (r, img), faces in zip(loaded, found):
             r.n_faces = len(faces)

@@ -343,7 +343,7 @@ class Predictor:
         (:func:`facerec.detection.cropping.crop_faces`), left to right; ``whole_images``: a small
         face-like image without a detected face is itself one crop (mode ``crops``: every image
         is)."""
-        from facerec.detection.cropping import crop_faces
+        from facerec.detection.cropping import crop_faces, operating_point
 
         if self.mode == "crops":
             from facerec.detection.cropping import FaceCrop
@@ -352,6 +352,7 @@ class Predictor:
                               None, np.eye(2, 3), "whole_image")] for im in images]
         t0 = time.perf_counter()
         found = crop_faces(images, self.detector, self.crop,
+                           min_score=operating_point(self.crop, self.detector),
                            crop_max_side=self.crop_max_side if whole_images else 0)
         self.timings["detect"] += time.perf_counter() - t0
         return [sorted(faces, key=lambda f: (f.box[0], f.box[1])) for faces in found]

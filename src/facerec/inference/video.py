@@ -13,9 +13,13 @@ How a video is read (:func:`predict_video`):
 1. PyAV decodes it (any container/codec FFmpeg reads: ``.mp4 .mov .mkv .webm .avi``..., a webcam,
    an ``rtsp://`` or ``http://`` URL). ``fps`` frames per second are kept (by timestamp, so a
    variable frame rate is fine). A packet that fails to demux or decode in the middle of a file is
-   reported in ``decode_errors`` and skipped; decoding goes on with the next one.
-2. Kept frames go through the detector in batches (``batch_size``) and every face is cropped and
-   classified exactly as in a photo (:class:`facerec.inference.predict.Predictor`).
+   reported in ``decode_errors`` and skipped; decoding goes on with the next one. So is a frame
+   above :data:`MAX_FRAME_PIXELS` (the memory budget of one decode, :data:`facerec.images.
+   MAX_DECODE_BYTES`): FFmpeg refuses it before allocating it (its ``max_pixels``), and a frame
+   that a decoder still returns is checked before it is converted.
+2. Kept frames go through the detector in batches (``batch_size`` frames, and at most
+   :data:`BATCH_PIXELS` pixels) and every face is cropped and classified exactly as in a photo
+   (:class:`facerec.inference.predict.Predictor`).
 3. Faces are linked into tracks frame to frame (:class:`Tracker`): a face joins the track whose
    last box overlaps it and whose mean feature is close to its own, by a minimum-cost assignment
    (scipy's Hungarian solver) on ``(1 - IoU) + distance / link_distance``. ``link_distance`` is the
@@ -30,6 +34,7 @@ How a video is read (:func:`predict_video`):
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from facerec.errors import FacerecError
+from facerec.images import MAX_DECODE_BYTES
 
 __all__ = ["VIDEO_EXTS", "Detection", "Track", "Tracker", "VideoResult", "is_video",
            "predict_video", "run_video"]
@@ -50,6 +56,11 @@ VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg",
 DEFAULT_FPS = 5.0
 #: consecutive demux/decode failures after which a file is given up as unreadable
 MAX_CONSECUTIVE_ERRORS = 50
+#: the largest frame decoded (8K UHD is 33.2 MP): a decoded frame, its RGB array and its image
+#: take about 10 bytes per pixel, within one decode's memory budget
+MAX_FRAME_PIXELS = MAX_DECODE_BYTES // 12
+#: the most pixels of sampled frames held at once before they go through the model
+BATCH_PIXELS = MAX_DECODE_BYTES // 8
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -247,6 +258,15 @@ def open_source(source: str) -> Any:
         raise FacerecError(f"cannot open {source}: {_first(exc)}") from None
 
 
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} MP"
+
+
+#: added to an EINVAL decode error: FFmpeg says only "Invalid argument" for a frame above its
+#: max_pixels
+_BUDGET_HINT = f" (a broken packet, or a frame above the {_mp(MAX_FRAME_PIXELS)} limit)"
+
+
 def _first(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -260,6 +280,9 @@ def sample_frames(container, fps: float, errors: list[dict], counts: dict,
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    # FFmpeg refuses a frame above the budget before allocating it (a decode error, skipped)
+    stream.codec_context.options = {**stream.codec_context.options,
+                                    "max_pixels": str(MAX_FRAME_PIXELS)}
     step = 1.0 / fps
     next_t = None
     started = time.monotonic()
@@ -274,7 +297,8 @@ def sample_frames(container, fps: float, errors: list[dict], counts: dict,
                 except av.error.FFmpegError as exc:
                     pt = float(packet.pts * packet.time_base) if packet.pts is not None \
                         and packet.time_base is not None else None
-                    errors.append({"time": _r(pt, 3), "error": _first(exc)})
+                    hint = _BUDGET_HINT if getattr(exc, "errno", None) == errno.EINVAL else ""
+                    errors.append({"time": _r(pt, 3), "error": _first(exc) + hint})
                     consecutive += 1
                     if consecutive > MAX_CONSECUTIVE_ERRORS:
                         return
@@ -283,6 +307,11 @@ def sample_frames(container, fps: float, errors: list[dict], counts: dict,
                 for frame in frames:
                     counts["decoded"] += 1
                     t = frame.time if frame.time is not None else time.monotonic() - started
+                    if frame.width * frame.height > MAX_FRAME_PIXELS:  # never converted
+                        errors.append({"time": _r(t, 3), "error": f"frame {frame.width}x"
+                                       f"{frame.height} is above the {_mp(MAX_FRAME_PIXELS)} "
+                                       "limit per frame"})
+                        continue
                     last_t = t
                     first = counts.setdefault("first_time", t)
                     if max_seconds is not None and t - first > max_seconds:
@@ -423,7 +452,8 @@ def predict_video(predictor, source: str, *, fps: float = DEFAULT_FPS, annotate:
             if res.width is None:
                 res.height, res.width = arr.shape[:2]
             batch.append((t, arr))
-            if len(batch) >= predictor.batch_size:
+            if len(batch) >= predictor.batch_size \
+                    or sum(a.shape[0] * a.shape[1] for _, a in batch) >= BATCH_PIXELS:
                 flush(batch)
                 batch = []
     except KeyboardInterrupt:  # a live source runs until Ctrl-C: report what was seen

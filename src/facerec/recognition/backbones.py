@@ -224,6 +224,8 @@ def create_timm_model(name: str, pretrained: bool = False):
     """A timm feature extractor (``num_classes=0``); ImageNet weights with ``pretrained``."""
     import timm
 
+    if not (timm.is_model(name) or timm.is_model(name.split(".", 1)[0])):  # e.g. a checkpoint's
+        raise FacerecError(f"unknown timm model {name!r} (not in timm {timm.__version__})")
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=0)
     try:
@@ -304,6 +306,52 @@ def _tunable() -> str:
 def available_backbones() -> list[str]:
     """The face embedders by name (timm's models are open-ended: any timm name)."""
     return _embedder_names()
+
+
+def _recipe(crop: CropSpec) -> tuple:
+    return int(crop.size), round(float(crop.margin), 6), bool(crop.align)
+
+
+def backbone_for_crops(crop: CropSpec | None) -> str:
+    """The face model crops made by ``crop`` were cut for: the default model
+    (:data:`facerec.defaults.DEFAULT_BACKBONE`) when its crop recipe (size, margin, alignment)
+    is this one, else the first embedder whose recipe is; ``dlib_face`` (which fits its own
+    landmarks inside any face crop) for any other recipe. What annotate, split, train and run use
+    when no ``--backbone`` is given, so a folder made by an older facerec keeps its model."""
+    from facerec.defaults import DEFAULT_BACKBONE
+    from facerec.recognition.embed import embedder_class
+
+    crop = crop or CropSpec()
+    names = [DEFAULT_BACKBONE, *[n for n in _embedder_names() if n != DEFAULT_BACKBONE]]
+    for name in names:
+        cls = embedder_class(name)
+        if not getattr(cls, "composite", False) and _recipe(cls.crop) == _recipe(crop):
+            return name
+    return "dlib_face"
+
+
+def detect_settings_for(processed: Any, detect: dict) -> dict:
+    """``detect``'s choices (``facerec detect``/``run``'s options: ``detector``, ``size``,
+    ``margin``, ``align``, ``backbone``; None = not given) completed for the folder
+    ``processed``: what is given wins; else the recipe of the crops already there (so an older
+    work folder resumes as it was made); else the crop of ``backbone`` (the default model) found
+    by the default detector. Returns a copy with every key set."""
+    from facerec.cropspec import read_processed_spec
+    from facerec.defaults import DEFAULT_BACKBONE, DEFAULT_DETECTOR
+
+    out = dict(detect)
+    recorded = read_processed_spec(processed) if processed is not None else None
+    if recorded is not None:
+        base = recorded
+    else:
+        kind = backbone_for(out.get("backbone") or DEFAULT_BACKBONE)
+        base = kind.new_work_crop() if isinstance(kind, FrozenEmbedder) else CropSpec(
+            detector={"name": DEFAULT_DETECTOR})
+    for key, value in (("size", base.size), ("margin", base.margin), ("align", base.align),
+                       ("detector", base.detector_name)):
+        if out.get(key) is None:
+            out[key] = value
+    return out
 
 
 def backbone_for(name: str, finetune: int = 0) -> Backbone:

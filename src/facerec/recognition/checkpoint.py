@@ -25,13 +25,13 @@ import math
 import os
 import re
 import tempfile
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facerec.crops import check_person_name  # the name rule (re-exported: __all__)
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
 from facerec.safeio import display_path, error_summary
@@ -43,8 +43,6 @@ FORMAT = 1
 FORMAT_KEY = "facerec_format"
 INFO_KEY = "facerec"
 GALLERY_KEY = "facerec_gallery"
-#: a person's name: at most this many characters
-NAME_MAX = 100
 
 
 @dataclass
@@ -81,25 +79,6 @@ def _number(value: Any, what: str, low: float, high: float, kind: type = float) 
     _need(math.isfinite(float(value)) and low <= float(value) <= high,
           f"{what} must be between {low:g} and {high:g} (it is {value!r})")
     return value
-
-
-def check_person_name(name: Any, what: str = "name") -> str:
-    """A person's name as labels, folders and the web UI use it: a non-empty string of at most
-    :data:`NAME_MAX` characters, no control or format characters (a right-to-left override would
-    make ``x\\u202ey`` display as another name), no slashes, not starting with '.' or '_'."""
-    if not isinstance(name, str) or not name.strip():
-        raise FacerecError(f"{what} must not be empty")
-    shown = name if len(name) <= 40 else name[:40] + "..."
-    if len(name) > NAME_MAX:
-        raise FacerecError(f"{what} is {len(name)} characters long (at most {NAME_MAX}): "
-                           f"{shown.encode('unicode_escape').decode()!r}")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
-        raise FacerecError(f"{what} {shown.encode('unicode_escape').decode()!r} holds control or "
-                           "invisible formatting characters")
-    if "/" in name or "\\" in name or name.startswith((".", "_")) or name != name.strip():
-        raise FacerecError(f"{what} {name!r} is not usable (no slashes, no leading or trailing "
-                           "spaces, not starting with '.' or '_', as in dataset folders)")
-    return name
 
 
 def _check_labels(labels: Any) -> list[str]:

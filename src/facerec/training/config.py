@@ -51,8 +51,11 @@ class TrainConfig:
     learning_rate: float | None = _opt(
         None, "AdamW learning rate", type=float, group="data",
         default_text="0.01 for a frozen face embedder, 0.001 for timm models")
-    backbone: str = _opt(DEFAULT_BACKBONE, "a face embedder (frozen: only the head trains) or a "
-                         "timm model name, e.g. resnet18", group="data")
+    backbone: str | None = _opt(
+        None, "a face embedder (frozen: only the head trains) or a timm model name, e.g. "
+        "resnet18", type=str, group="data",
+        default_text=f"the face model the dataset's crops were cut for: {DEFAULT_BACKBONE} for "
+        "crops made by facerec detect's defaults")
     finetune: int = _opt(0, "dlib_face: also train its last N residual levels (1 to 5; 0: frozen); "
                          "their weights go into the checkpoint", group="data", metavar="N")
     backbone_lr: float | None = _opt(None, "learning rate of the --finetune levels", type=float,

@@ -39,7 +39,7 @@ import torch
 
 from facerec.defaults import DEFAULT_BACKBONE
 from facerec.errors import FacerecError
-from facerec.recognition.backbones import Backbone, backbone_for
+from facerec.recognition.backbones import Backbone, backbone_for, backbone_for_crops
 from facerec.recognition.calibration import FALLBACK_PRIOR_THRESHOLD
 from facerec.recognition.model import build_model_config
 from facerec.safeio import first_line, folder_lock
@@ -149,8 +149,10 @@ def _train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         data_path = resolve_data_path(data_path, progress=cfg.progress and is_rank_zero())
     except ImportError:  # pragma: no cover - datastore is part of facerec
         pass
-    kind = backbone_for(cfg.backbone, int(cfg.finetune))
     info = scan_dataset(data_path)
+    if cfg.backbone is None:  # the model the dataset's crops were cut for
+        cfg = cfg.replace(backbone=backbone_for_crops(info.crop))
+    kind = backbone_for(cfg.backbone, int(cfg.finetune))
     pending = list(info.warnings)  # printed once every check passed (an error stays one line)
     info.warnings = warns
     k = len(info.labels)

@@ -3,32 +3,36 @@ move, undo), each through :mod:`facerec.annotate` (logged in ``processed/.facere
 undone by ``facerec annotate --undo`` as well as by the page) and serialized by the edit lock,
 so two renames at once never interleave."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 import facerec.annotate as ann
-from facerec.errors import InvalidInputError, NotFoundError, http_status
+from facerec.errors import InvalidInputError, NotFoundError, shown
 from facerec.serve.files import UnsafePath, safe_file, safe_folder
 from facerec.serve.people import crop_info, list_crops, list_groups
 from facerec.serve.state import ServeState, State
 
 PAGE_SIZE_MAX = 500
+#: the longest text field taken (a person name is at most 100 characters: facerec.crops)
+TEXT_MAX = 1000
 
 router = APIRouter()
 
 
 class RenameBody(BaseModel):
-    new_name: str = Field(..., description="new name; an existing person = merge")
+    new_name: str = Field(..., max_length=TEXT_MAX,
+                          description="new name; an existing person = merge")
 
 
 class MovesBody(BaseModel):
-    to: str = Field(..., description="a person (created if new), _rejected or _singletons")
-    crops: list[str] = Field(default_factory=list, max_length=100_000,
-                             description="crop paths relative to processed/")
-    folder: str | None = Field(None, description="or: every crop of this folder "
-                               "(e.g. _suggested/alice to accept all suggestions)")
+    to: str = Field(..., max_length=TEXT_MAX,
+                    description="a person (created if new), _rejected or _singletons")
+    crops: list[Annotated[str, Field(max_length=TEXT_MAX)]] = Field(
+        default_factory=list, max_length=100_000, description="crop paths relative to processed/")
+    folder: str | None = Field(None, max_length=TEXT_MAX, description="or: every crop of this "
+                               "folder (e.g. _suggested/alice to accept all suggestions)")
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -47,7 +51,7 @@ def crops(state: State, folder: str = "", offset: int = Query(0, ge=0),
     try:
         safe_folder(processed, folder)
     except UnsafePath:
-        raise NotFoundError(f"no such folder: {folder}") from None
+        raise NotFoundError(f"no such folder: {shown(folder)}") from None
     return list_crops(processed, folder, offset, limit)
 
 
@@ -57,24 +61,21 @@ def info(path: str, state: State) -> dict[str, Any]:
     try:
         safe_file(state.workspace.processed, path)
     except UnsafePath:
-        raise NotFoundError(f"no such crop: {path}") from None
+        raise NotFoundError(f"no such crop: {shown(path)}") from None
     return crop_info(state.manifest.get(), path, state.workspace.photos)
 
 
 # --------------------------------------------------------------------------------------- editing
 def _edit(state: ServeState, fn, *args) -> dict[str, Any]:
     """``fn(processed, *args)`` under the edit lock; its :class:`~facerec.annotate.EditResult`
-    as JSON. A :class:`~facerec.errors.FacerecError` goes to the app's handler; an ``OSError``
-    (a full disk...) is the server's failure, with its reason."""
+    as JSON. A :class:`~facerec.errors.FacerecError` or an ``OSError`` (a full disk...) goes to
+    the app's handler: the edit was put back, and the log is as it was."""
     with state.edit_lock:
-        try:
-            result = fn(state.workspace.processed, *args)
-        except OSError as exc:
-            raise HTTPException(http_status(exc), f"{exc.strerror or exc}: "
-                                f"{exc.filename or ''}") from None
+        result = fn(state.workspace.processed, *args)
     return {"op": result.op, "moved": result.moved, "renamed": [list(r) for r in result.renamed],
             "merged": result.merged,
-            "moves": [{"src": m.src, "dst": m.dst} for m in result.moves[:1000]]}
+            "moves": [{"src": m.src, "dst": m.dst} for m in result.moves[:1000]],
+            "recovered": [state.public_text(line) for line in result.recovered]}
 
 
 @router.post("/api/people/{name}/rename")
@@ -94,7 +95,7 @@ def moves(body: MovesBody, state: State) -> dict[str, Any]:
         try:
             safe_folder(processed, body.folder)
         except UnsafePath:
-            raise NotFoundError(f"no such folder: {body.folder}") from None
+            raise NotFoundError(f"no such folder: {shown(body.folder)}") from None
         crops += list_crops(processed, body.folder, 0, 10**9)["crops"]
     if not crops:
         raise InvalidInputError("no crops given")
@@ -108,7 +109,8 @@ def undo(state: State) -> dict[str, Any]:
     with state.edit_lock:
         result = ann.undo(state.workspace.processed)
     return {"op": result.op, "restored": result.restored, "removed_dirs": result.removed_dirs,
-            "command": result.command, "what": result.what, "crops": result.crops}
+            "command": result.command, "what": result.what, "crops": result.crops,
+            "kept": result.kept}
 
 
 @router.post("/api/cluster")
@@ -120,11 +122,8 @@ def cluster(state: State) -> dict[str, Any]:
 
     embedder = get_embedder(DEFAULT_EMBEDDER, device=state.config.device)
     with state.edit_lock:
-        try:
-            result = ann.annotate(state.workspace.processed, embedder=embedder, progress=False)
-        except OSError as exc:
-            raise HTTPException(http_status(exc), f"{exc.strerror or exc}: "
-                                f"{exc.filename or ''}") from None
+        # a FacerecError or an OSError goes to the app's handler (paths made relative there)
+        result = ann.annotate(state.workspace.processed, embedder=embedder, progress=False)
     return {"op": result.op, "loose": result.loose, "clusters": result.clusters,
             "singletons": result.singletons, "suggested": result.suggested,
             "rejected": dict(result.rejected), "moved": len(result.moves)}
