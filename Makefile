@@ -60,6 +60,7 @@ bench: venv
 	$(PY) bench/video_fps.py
 	$(PY) bench/serve.py
 	$(PY) bench/serve_memory.py
+	$(PY) bench/ray_engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

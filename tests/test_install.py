@@ -42,10 +42,11 @@ def _run(venv: Path, *args: str, env_extra: dict | None = None, cwd: Path | None
 
 def test_the_core_install_has_no_training_stack(core_venv):
     code = ("import importlib.util, json; print(json.dumps([importlib.util.find_spec(m) is None "
-            "for m in ('lightning', 'timm', 'optuna', 'sklearn', 'fastapi', 'av', 'tensorboard')]))")
+            "for m in ('lightning', 'timm', 'optuna', 'sklearn', 'fastapi', 'av', 'tensorboard', "
+            "'ray')]))")
     out = subprocess.run([str(core_venv / "bin" / "python"), "-c", code], capture_output=True,
                          text=True, check=True).stdout
-    assert out.strip() == "[true, true, true, true, true, true, true]"
+    assert out.strip() == "[true, true, true, true, true, true, true, true]"
 
 
 def test_the_core_install_predicts_verifies_and_enrolls(core_venv, celebrities, tmp_path):
@@ -83,3 +84,12 @@ def test_a_command_of_an_extra_names_it_in_one_line(core_venv, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'facerec[train]'" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+    # --engine ray without the ray extra: one line, before anything is loaded or written
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    proc = _run(core_venv, "detect", str(photos), "--out", str(tmp_path / "out"), "--engine",
+                "ray", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'facerec[ray]'" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -134,7 +134,11 @@ def test_local_store_is_copied_and_unpinned_version_noted(tmp_path, capsys, monk
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--", "detect", "raw"], "runs train or sweep"),
+    (["--", "split", "processed"], "runs train, sweep, detect or predict"),
+    (["--datastore", "a:1", "--", "detect", "s3://b/raw"], "are for train and sweep"),
+    (["--", "predict", "s3://b/x", "--checkpoint_path", "s3://b/m.ckpt"], "add --out"),
+    (["--", "detect", "s3://b/raw", "--engine", "local"], "on a Ray cluster"),
+    (["--", "detect", "s3://b/raw", "--ray_address", "10.0.0.1:6379"], "its own Ray cluster"),
     ([], "no facerec command"),
     (["--num_nodes", "2", "--accelerators", "T4:1", "--", "train", "--num_nodes", "3"], "disagrees"),
     (["--num_nodes", "2", "--", "train"], "needs GPUs"),
@@ -217,3 +221,75 @@ def test_setup_installs_what_pip_names_or_refuses_without_a_checkout(capsys, mon
     monkeypatch.setattr(facerec.training.launch, "source_checkout", lambda: None)
     assert main(["launch", "--accelerators", "T4:1", "--dry_run", "--", "train"]) == 2
     assert "pass --pip SPEC" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ detect/predict on Ray
+def test_detect_on_a_ray_cluster_of_the_nodes(capsys):
+    task = _dryrun(capsys, "--accelerators", "T4:1", "--num_nodes", "4", "--use_spot", "--",
+                   "detect", "s3://photos/raw", "--out", "s3://photos/processed")
+    assert task["name"] == "facerec-detect" and task["num_nodes"] == 4
+    assert task["resources"] == {"accelerators": "T4:1", "use_spot": True}
+    assert task["setup"] == "set -e\npip install '.[ray,s3,gcs]'\n" and "file_mounts" not in task
+    run = task["run"]
+    assert "ray start --head --port 6379" in run and 'ray start --address "$HEAD_IP:6379"' in run
+    assert ("facerec detect s3://photos/raw --out s3://photos/processed --engine ray "
+            '--ray_address auto --ray_workers "$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))"'
+            ) in run
+    # predict: the checkpoint and the output are URLs too (a local path is noted)
+    assert main(["launch", "--dry_run", "--", "predict", "s3://photos/new", "--checkpoint_path",
+                 "model.ckpt", "--out", "s3://photos/predictions", "--ray_workers", "3"]) == 0
+    captured = capsys.readouterr()
+    task = yaml.safe_load(captured.out)
+    assert "resources" not in task and "num_nodes" not in task
+    assert task["run"].count("--ray_workers") == 1  # the command's own, kept
+    assert "--checkpoint_path model.ckpt is a path on the first node" in captured.err
+
+
+def _fake(bin_dir: Path, name: str, log: Path, status: int = 0) -> None:
+    path = bin_dir / name
+    path.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> {log}\nexit {status}\n')
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_ray_run_script_starts_the_head_or_joins_it(tmp_path, rank):
+    """Run the generated `run` with SkyPilot's variables and stand-ins for ray, python, ps and
+    facerec: the first node starts the head, waits for the nodes and runs the stage; the others
+    join the head."""
+    plan = build_task(["detect", "s3://b/raw", "--out", "s3://b/out"], accelerators="A100:2",
+                      num_nodes=2)
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for name in ("ray", "python", "facerec"):
+        _fake(bin_dir, name, log)
+    _fake(bin_dir, "ps", log, status=1)  # no raylet running on this node yet
+    (bin_dir / "ray").write_text(  # `ray status`: no cluster yet; `ray start`: fine
+        f'#!/usr/bin/env bash\necho "ray $*" >> {log}\n[ "$1" = status ] && exit 1; exit 0\n')
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "SKYPILOT_NODE_IPS": "10.0.0.7\n10.0.0.8", "SKYPILOT_NODE_RANK": rank,
+           "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NUM_GPUS_PER_NODE": "2"}
+    subprocess.run(["bash", "-c", plan.task["run"]], env=env, check=True, timeout=30)
+    calls = log.read_text().splitlines()
+    if rank == "0":
+        assert calls[0] == "ray status --address 127.0.0.1:6379"
+        assert calls[1].startswith("ray start --head --port 6379")
+        assert calls[2].startswith("python -c import os, time, ray")
+        assert calls[-1] == ("facerec detect s3://b/raw --out s3://b/out --engine ray "
+                             "--ray_address auto --ray_workers 4")
+    else:
+        assert calls == ["ps -C raylet",
+                         "ray start --address 10.0.0.7:6379 --disable-usage-stats"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sky") is None,
+                    reason='SkyPilot not installed (pip install "facerec[cloud]")')
+def test_skypilot_parses_the_ray_task(tmp_path):
+    import sky
+
+    plan = build_task(["detect", "s3://b/raw", "--out", "s3://b/processed"],
+                      accelerators="T4:1", num_nodes=3, cloud="aws")
+    task = sky.Task.from_yaml(str(write_yaml(plan, tmp_path / "task.yaml")))
+    assert task.num_nodes == 3
+    assert "ray start --head" in task.run and "--engine ray --ray_address auto" in task.run
+    [resources] = list(task.resources)
+    assert resources.accelerators == {"T4": 1}

@@ -22,6 +22,7 @@ LAYERS = [
     ("datastore", ["facerec.datastore"]),
     ("training", ["facerec.training"]),
     ("inference", ["facerec.inference"]),
+    ("distributed", ["facerec.distributed"]),
     ("apps", ["facerec.workflow", "facerec.pipeline", "facerec.serve"]),
     ("cli", ["facerec.cli"]),
 ]

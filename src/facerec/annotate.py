@@ -227,7 +227,8 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
              reject: bool = True, min_score: float | None = None,
              min_face: float = DEFAULT_MIN_FACE, max_fit_error: float = DEFAULT_MAX_FIT_ERROR,
              dry_run: bool = False, embedder: Any = None, cache: Any = None,
-             progress: bool = True, device: str = "auto") -> AnnotateResult:
+             progress: bool = True, device: str = "auto",
+             embed_engine: Any = None) -> AnnotateResult:
     """Sort the crops of ``processed_dir`` (see the module docstring). Returns what was done.
 
     ``albums``: None = album mode for person folders that ``facerec detect`` filled from albums
@@ -236,7 +237,9 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     the model the crops were cut for, :func:`facerec.recognition.backbones.backbone_for_crops`,
     on ``device``); the thresholds default to that embedder's; ``min_score`` to the operating
     point of the detector the crops were made with (its ``default_min_score``). ``cache``:
-    embedding cache (see :func:`facerec.recognition.embed.embed_files`).
+    embedding cache (see :func:`facerec.recognition.embed.embed_files`); ``embed_engine``: where
+    the crops missing from it are embedded (``engine`` of that function, such as
+    :class:`facerec.distributed.embed.RayEmbedEngine`; None: this process).
     """
     processed = require_folder(processed_dir)
     if embedder is None:
@@ -251,19 +254,19 @@ def annotate(processed_dir: str | os.PathLike, *, threshold: float | None = None
     if dry_run:  # plans only: never waits for, or changes, anything
         return _annotate(processed, threshold, member_distance, suggest_distance, album_distance,
                          albums, reject, min_score, min_face, max_fit_error, dry_run, embedder,
-                         cache, progress)
+                         cache, progress, embed_engine)
     with folder_lock(processed, "annotate"):
         recovered = recover_interrupted(processed)
         result = _annotate(processed, threshold, member_distance, suggest_distance,
                            album_distance, albums, reject, min_score, min_face, max_fit_error,
-                           dry_run, embedder, cache, progress)
+                           dry_run, embedder, cache, progress, embed_engine)
         result.recovered = recovered
         return result
 
 
 def _annotate(processed: Path, threshold, member_distance, suggest_distance, album_distance,
               albums, reject, min_score, min_face, max_fit_error, dry_run, embedder, cache,
-              progress) -> AnnotateResult:
+              progress, embed_engine=None) -> AnnotateResult:
     from facerec.recognition.embed import EmbedStats, embed_files, get_embedder
 
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
@@ -304,7 +307,7 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     stats = EmbedStats()
     vecs, quality = embed_files([i.path for i in infos], emb, cache=cache, progress=progress,
                                 landmarks=[i.landmarks for i in infos], return_quality=True,
-                                on_error="nan", stats=stats)
+                                on_error="nan", stats=stats, engine=embed_engine)
     result.embedded, result.embedded_cached = stats.computed, stats.cached
     result.embed_seconds = stats.seconds
 

@@ -78,6 +78,30 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="torch or onnxruntime (a .onnx model always runs on onnxruntime)")
 
 
+def _add_engine(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help=f"local: this process; ray: {what} on Ray Data (tasks read and decode, "
+                   "an actor pool holds the model, one per GPU when there are GPUs; inputs and "
+                   "outputs may be s3:// or gs:// URLs; pip install 'facerec[ray]')")
+    g.add_argument("--ray_address", metavar="ADDR", default=None,
+                   help="with --engine ray: the Ray cluster (auto, HOST:PORT, ray://HOST:10001; "
+                   "default: start a local Ray on this machine)")
+    g.add_argument("--ray_workers", metavar="N", type=int, default=None,
+                   help="with --engine ray: model actors (default: one per GPU, else one per 2 CPUs)")
+
+
+def _ray_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The Ray engine's options, or None for the local engine (where the ray flags are errors)."""
+    if args.engine != "ray":
+        given = [flag for flag, value in (("--ray_address", args.ray_address),
+                                          ("--ray_workers", args.ray_workers)) if value is not None]
+        if given:
+            raise InvalidInputError(f"{given[0]} is for --engine ray")
+        return None
+    return {"address": args.ray_address, "workers": args.ray_workers, "device": args.device}
+
+
 @contextlib.contextmanager
 def _stdout_for(args: argparse.Namespace) -> Iterator[None]:
     """With --json, whatever the command prints while it runs goes to stderr: stdout is the JSON.
@@ -144,6 +168,7 @@ def _add_detect(sub: Any) -> None:
     _add_device(p)
     _add_quiet(p)
     _add_json(p)
+    _add_engine(p, "listing, decoding and detection")
     p.set_defaults(func=_run_detect)
 
 
@@ -192,6 +217,17 @@ def detect_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _run_detect(args: argparse.Namespace) -> int:
     from facerec.detection.detect import detect_folder, get_detector, print_detect_summary
 
+    ray = _ray_options(args)
+    if ray is not None:  # the same choices, from the output's recorded recipe (a folder or URL)
+        from facerec.distributed.detect import detect_ray, detect_settings_at
+
+        d = detect_settings_at(args.out, detect_settings(args))
+        summary = detect_ray(args.raw_dir, args.out, detector=d["detector"], settings=d["settings"],
+                             size=d["size"], margin=d["margin"], align=d["align"],
+                             min_score=d["min_score"], batch_size=d["batch_size"],
+                             progress=not args.quiet, **ray)
+        _report(args, summary, print_detect_summary)
+        return EXIT_PARTIAL if summary.skipped else EXIT_OK
     from facerec.recognition.backbones import detect_settings_for
 
     d = detect_settings_for(args.out, detect_settings(args))
@@ -247,6 +283,7 @@ def _add_annotate(sub: Any) -> None:
     _add_cache_dir(p)
     _add_quiet(p)
     _add_json(p)
+    _add_engine(p, "the embedding of the crops not in the cache")
     p.set_defaults(func=_run_annotate)
 
 
@@ -260,15 +297,22 @@ def _run_annotate(args: argparse.Namespace) -> int:
     from facerec.cropspec import read_processed_spec
     from facerec.recognition.backbones import backbone_for_crops
 
+    ray = _ray_options(args)  # a ray flag without --engine ray: refused before a model loads
     name = args.backbone or backbone_for_crops(read_processed_spec(args.processed_dir))
     embedder = get_embedder(name, device=args.device, **(
         {"batch_size": args.batch_size} if "batch_size" in embedder_class(name).settings
         else {}))
-    result = annotate(args.processed_dir, threshold=args.cluster_distance,
-                      suggest_distance=args.suggest_distance, albums=args.albums,
-                      reject=not args.keep_poor, min_score=args.min_score, min_face=args.min_face_size,
-                      dry_run=args.dry_run, embedder=embedder, cache=args.cache_dir,
-                      progress=not args.quiet)
+    engine: Any = contextlib.nullcontext()
+    if ray is not None:
+        from facerec.distributed.embed import RayEmbedEngine
+
+        engine = RayEmbedEngine(batch_size=args.batch_size, **ray)
+    with engine as embed_engine:
+        result = annotate(args.processed_dir, threshold=args.cluster_distance,
+                          suggest_distance=args.suggest_distance, albums=args.albums,
+                          reject=not args.keep_poor, min_score=args.min_score,
+                          min_face=args.min_face_size, dry_run=args.dry_run, embedder=embedder,
+                          cache=args.cache_dir, progress=not args.quiet, embed_engine=embed_engine)
     _report(args, result, print_annotate_summary)
     return EXIT_OK
 
@@ -569,6 +613,11 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--timing", action="store_true",
                    help="print the time spent loading, detecting, embedding and classifying")
     _add_quiet(p)
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="with --engine ray: the folder or URL that gets predictions.jsonl (one "
+                   "line per image, the objects --json prints; a rerun skips images already "
+                   "done); --json then prints the summary")
+    _add_engine(p, "decoding, detection and classification")
     p.set_defaults(func=_run_predict)
 
 
@@ -579,6 +628,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     paths = list(args.image_path or []) + ([args.source] if args.source else [])
     if not paths:
         raise InvalidInputError("give PATH (photos, folders or videos) or --source URL")
+    ray = _ray_options(args)
+    if ray is not None:
+        return _run_predict_ray(args, ray)
+    if args.out:
+        raise InvalidInputError("--out is where --engine ray writes predictions.jsonl; the local "
+                                "engine prints them (--json, --csv FILE)")
     videos = [p for p in args.image_path or [] if is_video(p)]
     if args.source or videos:
         if len(videos) != len(args.image_path or []):
@@ -598,6 +653,26 @@ def _run_predict(args: argparse.Namespace) -> int:
                           mode="crops" if args.crops else "auto", batch_size=args.batch_size,
                           progress=not args.quiet, timing=args.timing)
     return EXIT_PARTIAL if any(r.error for r in results) else EXIT_OK
+
+
+def _run_predict_ray(args: argparse.Namespace, ray: dict[str, Any]) -> int:
+    from facerec.distributed.predict import predict_ray, print_predict_summary
+    from facerec.inference.video import is_video
+
+    unsupported = [flag for flag, value in (("--source", args.source), ("--csv", args.csv),
+                                            ("--save_annotated", args.save_annotated),
+                                            ("--timing", args.timing)) if value]
+    if unsupported or any(is_video(p) for p in args.image_path):
+        raise InvalidInputError(f"{unsupported[0] if unsupported else 'a video'} is not supported "
+                                "with --engine ray (photos and folders of photos, --out DIR)")
+    if not args.out:
+        raise InvalidInputError("--engine ray writes its predictions to a folder or URL: add --out DIR")
+    summary = predict_ray(args.checkpoint_path, args.image_path, args.out,
+                          threshold=args.threshold, runtime=args.runtime,
+                          mode="crops" if args.crops else "auto", batch_size=args.batch_size,
+                          progress=not args.quiet, **ray)
+    _report(args, summary, print_predict_summary)
+    return EXIT_PARTIAL if summary.unreadable else EXIT_OK
 
 
 # ------------------------------------------------------------------------- enroll, forget, verify

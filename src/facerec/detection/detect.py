@@ -277,7 +277,9 @@ class DetectSummary:
     crops: str = ""  # the recipe, in words: "112 px aligned (yunet)"
 
 
-def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
+def check_dirs(raw_dir: Path, out_dir: Path) -> None:
+    """The input folder exists and is a folder; the output folder does not overlap it and is
+    writable (created if needed). Raises :class:`FacerecError` (one line)."""
     if not raw_dir.exists():
         raise FacerecError(f"input folder not found: {raw_dir}")
     if not raw_dir.is_dir():
@@ -329,7 +331,7 @@ def _prefetch(pool: ThreadPoolExecutor, batches: list[list[_Todo]]):
         yield batch, [future.result() for future in current]
 
 
-def _unchanged(previous: dict | None, stat: os.stat_result) -> bool:
+def unchanged(previous: dict | None, stat: os.stat_result) -> bool:
     """Same size and modification time as when it was recorded (the check rsync and git make):
     skip without reading. Records without a content hash (unreadable files) are always retried."""
     return (previous is not None and bool(previous.get("sha256"))
@@ -353,10 +355,21 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     ``facerec run`` choose the recipe of the model the crops are for
     (:func:`facerec.recognition.backbones.detect_settings_for`)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    _check_dirs(raw_dir, out_dir)
+    check_dirs(raw_dir, out_dir)
     with folder_lock(out_dir, "detect"):
         return _detect_folder(raw_dir, out_dir, detector, size, margin, align, min_score,
                               batch_size, progress, quality)
+
+
+def crop_spec_for(detector: Detector, size: int, margin: float, align: bool,
+                  min_score: float | None) -> CropSpec:
+    """The crop spec ``facerec detect`` records for crops made with these settings (both
+    engines). ``min_score`` None: the detector's operating point, ``default_min_score`` (the one
+    face rule, as predict's); the spec's ``detector["min_score"]`` is the score crops are cut at."""
+    if min_score is None:
+        min_score = detector.default_min_score
+    return CropSpec(size, margin, align, {"name": detector.name, **detector.settings(),
+                                          "min_score": float(min_score)})
 
 
 def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None, size: int,
@@ -364,11 +377,9 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
                    quality: int) -> DetectSummary:
     started = time.perf_counter()
     detector = get_detector(detector or DEFAULT_DETECTOR)
-    if min_score is None:  # the one face rule: the detector's operating point, as predict's
-        min_score = float(detector.default_min_score)
     done = read_manifest(out_dir, repair=True)
-    spec = CropSpec(size, margin, align, {"name": detector.name, **detector.settings(),
-                                          "min_score": float(min_score)})
+    spec = crop_spec_for(detector, size, margin, align, min_score)
+    min_score = spec.detector["min_score"]  # None given: the detector's operating point
     write_processed_spec(out_dir, spec, has_crops=any(r.get("faces") for r in done.values()))
     remove_temporaries(out_dir)
     files = list(iter_files(raw_dir, exclude=out_dir))
@@ -387,9 +398,9 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
             record = manifest_record(rel, None, None, None, [], str(problem))
             if record != previous:
                 special.append(record)
-            _count(summary, record)
-        elif _unchanged(previous, stat):
-            _count(summary, previous, already_done=True)
+            count_record(summary, record)
+        elif unchanged(previous, stat):
+            count_record(summary, previous, already_done=True)
         else:
             todo.append(_Todo(path, rel, stat, previous))
 
@@ -400,7 +411,7 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
     manifest = os.open(out_dir / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pool = ThreadPoolExecutor(max_workers=2)
     try:
-        _append(manifest, special)
+        append_records(manifest, special)
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), max(1, batch_size))]
         for batch, loaded in _prefetch(pool, batches):
             ok = [(item, image) for item, (image, _, _) in zip(batch, loaded) if image is not None]
@@ -411,28 +422,28 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
                 stat = {"size": item.stat.st_size, "mtime_ns": item.stat.st_mtime_ns}
                 if image is None and error is None:  # touched but same content: keep its record
                     record = {**item.previous, **stat}
-                    _count(summary, record, already_done=True)
+                    count_record(summary, record, already_done=True)
                 elif image is None:
                     record = manifest_record(item.rel, digest, None, None, [], error, **stat)
-                    _count(summary, record)
+                    count_record(summary, record)
                 else:
                     crops = _save_crops(faces_of[item.rel], item.rel, out_dir, quality)
                     record = manifest_record(item.rel, digest, image.width, image.height, crops,
                                              None, **stat)
                     summary.photos_read += 1
-                    _count(summary, record)
-                _append(manifest, [record])
+                    count_record(summary, record)
+                append_records(manifest, [record])
                 bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         os.close(manifest)
         bar.close()
-    _compact_manifest(out_dir)
+    compact_manifest(out_dir)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _append(manifest: int, records: list[dict]) -> None:
+def append_records(manifest: int, records: list[dict]) -> None:
     """Append whole manifest lines to the file descriptor ``manifest`` and make them durable
     before going on (a kill loses nothing done). A failed write (full disk) is cut back off, so
     the manifest is never left with a torn line."""
@@ -453,7 +464,7 @@ def _append(manifest: int, records: list[dict]) -> None:
         raise
 
 
-def _count(summary: DetectSummary, record: dict, already_done: bool = False) -> None:
+def count_record(summary: DetectSummary, record: dict, already_done: bool = False) -> None:
     """Each file counts once: read now, done before (and unchanged), or skipped with a reason."""
     if record.get("error"):
         reason = record["error"].split(":")[0]
@@ -469,24 +480,30 @@ def _count(summary: DetectSummary, record: dict, already_done: bool = False) -> 
 
 
 def _save_crops(faces: list[FaceCrop], rel: str, out_dir: Path, quality: int) -> list[dict]:
-    folder = out_dir / crop_folder(rel)
-    folder.mkdir(parents=True, exist_ok=True)
+    (out_dir / crop_folder(rel)).mkdir(parents=True, exist_ok=True)
     entries = []
     for i, face in enumerate(faces):
-        crop, matrix, size = face.crop, face.matrix, face.crop.width
-        target = folder / crop_name(rel, i)
-        atomic_write(target, lambda tmp: crop.save(tmp, format="JPEG", quality=quality))
-        inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
-        corners = inverse @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]])
-        entry = Face(face.box, face.score, face.landmarks).to_dict()
-        entry["crop"] = target.relative_to(out_dir).as_posix()
-        entry["crop_box"] = [round(float(v), 2) for v in (*corners.min(1), *corners.max(1))]
-        entry["crop_transform"] = [[round(float(v), 6) for v in row] for row in matrix]
+        entry = crop_entry(face, rel, i)
+        atomic_write(out_dir / entry["crop"],
+                     lambda tmp, crop=face.crop: crop.save(tmp, format="JPEG", quality=quality))
         entries.append(entry)
     return entries
 
 
-def _compact_manifest(out_dir: Path) -> None:
+def crop_entry(face: FaceCrop, rel: str, index: int) -> dict:
+    """The manifest entry of face ``index`` of photo ``rel`` (see :func:`manifest_record`); its
+    ``crop`` is where the crop is saved, relative to the output folder."""
+    matrix, size = face.matrix, face.crop.width
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    corners = inverse @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]])
+    entry = Face(face.box, face.score, face.landmarks).to_dict()
+    entry["crop"] = (Path(crop_folder(rel)) / crop_name(rel, index)).as_posix()
+    entry["crop_box"] = [round(float(v), 2) for v in (*corners.min(1), *corners.max(1))]
+    entry["crop_transform"] = [[round(float(v), 6) for v in row] for row in matrix]
+    return entry
+
+
+def compact_manifest(out_dir: Path) -> None:
     """Rewrite the manifest with one line per path (sorted), atomically."""
     records = read_manifest(out_dir)
 

@@ -359,8 +359,10 @@ class Predictor:
 
     def predict_loaded(self, work: list[tuple[str, Any, str | None]], keep_images: bool = False
                        ) -> list[ImageResult]:
-        """One result per ``(name, LoadedImage or None, error)``, the images detected in one
-        batch and all their faces embedded in one (``facerec serve`` batches requests here)."""
+        """One :class:`ImageResult` per ``(name, LoadedImage or None, error or None)``: the
+        images loaded elsewhere (:func:`facerec.images.load_image`), detected in one batch and
+        all their faces embedded in one (``facerec serve`` batches requests here, the Ray
+        engine its blocks); a None image gives its error."""
         results = [ImageResult(image=name, error=err,
                                width=None if img is None else img.width,
                                height=None if img is None else img.height,

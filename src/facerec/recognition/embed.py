@@ -414,10 +414,13 @@ _FORK_EMBEDDER: Embedder | None = None  # the parent's model, inherited by forke
 def _worker_embed(datas: list[bytes], boxes: list, mirror: bool = False):
     """Process-pool worker: decode and embed one batch with the model inherited from the parent."""
     assert _FORK_EMBEDDER is not None
-    return _embed_bytes(_FORK_EMBEDDER, datas, boxes, mirror)
+    return embed_bytes(_FORK_EMBEDDER, datas, boxes, mirror)
 
 
-def _embed_bytes(emb: Embedder, datas: list[bytes], boxes: list, mirror: bool = False):
+def embed_bytes(emb: Embedder, datas: list[bytes], boxes: list, mirror: bool = False):
+    """(vectors, metas) of encoded crops (``boxes``: face boxes in crop pixels or None each), as
+    :func:`embed_files` computes a batch of cache misses; an undecodable crop gets a NaN row and
+    an ``error`` in its meta."""
     images: list[Any] = []
     bad: dict[int, str] = {}
     for i, data in enumerate(datas):
@@ -444,7 +447,7 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
                 batch_size: int = 64, landmarks: Sequence[Any] | None = None,
                 boxes: Sequence[Any] | None = None, return_quality: bool = False,
                 on_error: str = "raise", workers: int | None = None,
-                stats: EmbedStats | None = None, mirror: bool = False):
+                stats: EmbedStats | None = None, mirror: bool = False, engine: Any = None):
     """Embeddings of crop files, float32 (N, dim), computed in batches and cached by content.
 
     ``mirror``: also the embedding of each crop's mirror image, (N, 2, dim) (crop, mirror), both
@@ -456,6 +459,9 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
     ``on_error``: "raise" (a :class:`FacerecError` naming the file) or "nan" (NaN row; see quality).
     ``workers``: processes for the cache misses (default: up to 4 CPU cores when there are more than
     64 misses; always 1 for embedders that parallelise a batch themselves, ``uses_processes`` False). ``stats``: an :class:`EmbedStats` filled with counts and the seconds spent computing.
+    ``engine``: computes the cache misses elsewhere instead (``--engine ray``): called as
+    ``engine(embedder, [(bytes, box), ...], mirror)``, it yields ``(indices, vectors, metas)``
+    as :func:`embed_bytes` returns them, in any order; what it yields is cached as it comes.
     Returns the array, or ``(array, [FaceQuality])`` with ``return_quality=True``.
     """
     if on_error not in ("raise", "nan"):
@@ -484,7 +490,7 @@ def embed_files(paths: Sequence[str | os.PathLike], embedder: Embedder | str = D
     if first:
         t0 = time.perf_counter()
         work = _Work(emb, store, datas, {k: boxes[i] if boxes is not None else None
-                                         for k, i in first.items()}, mirror, found)
+                                         for k, i in first.items()}, mirror, found, engine)
         work.run(list(first), batch_size, workers, progress)
         stats.computed = len(first)
         stats.seconds = time.perf_counter() - t0
@@ -539,11 +545,22 @@ class _Work:
     boxes: dict[str, Any]
     mirror: bool
     found: dict
+    engine: Any = None
 
     def args(self, batch: list[str]) -> tuple[list[bytes], list]:
         return [self.datas[k] for k in batch], [self.boxes[k] for k in batch]
 
     def run(self, todo: list[str], batch_size: int, workers: int | None, progress: bool) -> None:
+        if self.engine is not None:
+            bar = _progress(len(todo), f"embedding ({self.emb.name})", progress)
+            try:
+                items = [(self.datas[k], self.boxes[k]) for k in todo]
+                for indices, vecs, metas in self.engine(self.emb, items, self.mirror):
+                    self.keep([todo[i] for i in indices], vecs, metas)
+                    bar.update(len(indices))
+            finally:
+                bar.close()
+            return
         batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
         if not getattr(self.emb, "uses_processes", True):
             workers = 1
@@ -555,7 +572,7 @@ class _Work:
             done = self._in_workers(batches, workers, bar) if workers > 1 and _can_fork() else set()
             for j, batch in enumerate(batches):
                 if j not in done:
-                    self.keep(batch, *_embed_bytes(self.emb, *self.args(batch), self.mirror))
+                    self.keep(batch, *embed_bytes(self.emb, *self.args(batch), self.mirror))
                     bar.update(len(batch))
         finally:
             bar.close()

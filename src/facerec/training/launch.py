@@ -21,6 +21,12 @@ The task:
   SKYPILOT_NUM_GPUS_PER_NODE) to Lightning's (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE)
   and passes ``--num_nodes``/``--devices``. For ``sweep`` on several nodes every node runs a
   worker of the same Optuna study, which needs a shared ``--storage`` database.
+* ``detect`` and ``predict`` run on a Ray cluster made of the nodes (``--engine ray``, see
+  :mod:`facerec.distributed`): the first node starts the Ray head (port 6379; SkyPilot's own Ray
+  uses 6380), the others join it, and the first node waits for all of them and runs the command
+  with ``--engine ray --ray_address auto`` (and one worker per GPU of the cluster). Setup installs
+  ``.[ray,s3,gcs]``; the photos and ``--out`` should be bucket URLs, which every node reads and
+  writes.
 """
 
 from __future__ import annotations
@@ -41,8 +47,11 @@ from facerec._version import __version__
 from facerec.errors import FacerecError
 
 COMMANDS = ("train", "sweep")
+#: the stages that run on a Ray cluster made of the nodes (--engine ray)
+RAY_COMMANDS = ("detect", "predict")
 STORE_MOUNT = "/facerec-store"
 MASTER_PORT = 29500
+RAY_PORT = 6379  # SkyPilot runs its own Ray on 6380
 _GPU_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d+(?:\.\d+)?))?")
 _CLUSTER_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _BUCKETS = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://")
@@ -133,9 +142,10 @@ def _normalize_command(command: Sequence[str]) -> list[str]:
         cmd = cmd[1:]
     if not cmd:
         raise FacerecError("no facerec command to launch: use `facerec launch [flags] -- train ...`")
-    if cmd[0] not in COMMANDS:
-        raise FacerecError(f"facerec launch runs {' or '.join(COMMANDS)}, not {cmd[0]!r}: "
-                           "use `facerec launch [flags] -- train ...`")
+    if cmd[0] not in COMMANDS + RAY_COMMANDS:
+        raise FacerecError(f"facerec launch runs {', '.join(COMMANDS + RAY_COMMANDS[:-1])} or "
+                           f"{RAY_COMMANDS[-1]}, not {cmd[0]!r}: use `facerec launch [flags] -- "
+                           "train ...`")
     return cmd
 
 
@@ -167,6 +177,11 @@ def build_task(command: Sequence[str], *, accelerators: str | None = None, use_s
     cmd = _normalize_command(command)
     sub, notes = cmd[0], []
     accelerators, datastore, use_spot = _take_launch_flags(cmd, accelerators, datastore, use_spot)
+    if sub in RAY_COMMANDS:
+        if datastore or store:
+            raise FacerecError(f"--datastore and --store are for train and sweep; {sub} reads its "
+                               "photos from the URLs in its command (s3://..., gs://...)")
+        return _ray_task(cmd, accelerators, use_spot, num_nodes, cloud, name, pip, notes)
     given = _command_flags(cmd)
     nodes, cmd_nodes = _nodes(sub, given, num_nodes)
     resources, per_node = _resources(cloud, accelerators, use_spot)
@@ -325,8 +340,9 @@ def _run_script(cmd: list[str], given: dict[str, Any], nodes: int, cmd_nodes: in
     return "\n".join([*lines, run_cmd]) + "\n"
 
 
-def _setup(pip: str | None, notes: list[str]) -> dict[str, str]:
-    """What the machines install: PIP, else this source checkout synced as the workdir."""
+def _setup(pip: str | None, notes: list[str], target: str = ".") -> dict[str, str]:
+    """What the machines install: PIP, else this source checkout (``target``: with extras,
+    ``.[ray,s3]``) synced as the workdir."""
     if pip:
         return {"setup": "set -e\n" + f"pip install {shlex.quote(pip)}\n"}
     source = source_checkout()
@@ -335,8 +351,93 @@ def _setup(pip: str | None, notes: list[str]) -> dict[str, str]:
                            "PyPI: pass --pip SPEC (e.g. a wheel or git URL the cloud machine "
                            "can install)")
     notes.append(f"the facerec source at {source} is synced to the machines as the workdir "
-                 "and installed there (pip install .)")
-    return {"workdir": str(source), "setup": "set -e\npip install .\n"}
+                 f"and installed there (pip install {target})")
+    return {"workdir": str(source), "setup": f"set -e\npip install {shlex.quote(target)}\n"}
+
+
+# ------------------------------------------------------------------------------ Ray stages
+def _flag_value(cmd: list[str], flag: str) -> str | None:
+    """The value of FLAG in CMD (``--flag V`` or ``--flag=V``), the last one given; else None."""
+    found = None
+    for i, a in enumerate(cmd):
+        if a == flag and i + 1 < len(cmd):
+            found = cmd[i + 1]
+        elif a.startswith(flag + "="):
+            found = a.split("=", 1)[1]
+    return found
+
+
+def _ray_task(cmd: list[str], accelerators: str | None, use_spot: bool, num_nodes: int | None,
+              cloud: str | None, name: str | None, pip: str | None,
+              notes: list[str]) -> LaunchPlan:
+    """The task that runs ``detect``/``predict`` on a Ray cluster of ``num_nodes`` machines."""
+    sub = cmd[0]
+    nodes = num_nodes or 1
+    if nodes < 1:
+        raise FacerecError(f"--num_nodes must be at least 1, not {nodes}")
+    engine, address = _flag_value(cmd, "--engine"), _flag_value(cmd, "--ray_address")
+    if engine not in (None, "ray"):
+        raise FacerecError(f"--engine {engine}: facerec launch runs {sub} on a Ray cluster "
+                           "(--engine ray)")
+    if address not in (None, "auto"):
+        raise FacerecError(f"--ray_address {address}: the task starts its own Ray cluster (auto)")
+    out = _flag_value(cmd, "--out")
+    if sub == "predict" and out is None:
+        raise FacerecError("predict on a Ray cluster writes its predictions to --out: add "
+                           "--out s3://BUCKET/PREFIX")
+    for flag, value in (("--out", out), ("--checkpoint_path", _flag_value(cmd, "--checkpoint_path"))):
+        if value is not None and not value.startswith(_BUCKETS):
+            notes.append(f"{flag} {value} is a path on the first node: use a bucket URL "
+                         "(s3://..., gs://...) to find it there")
+    notes.append(f"the photos of `{sub}` are read by every node: give them as a bucket URL "
+                 "(s3://..., gs://...); the machines need read and write access to it")
+    cmd = [*cmd] + (["--engine", "ray"] if engine is None else []) + (
+        ["--ray_address", "auto"] if address is None else [])
+    name = name or f"facerec-{sub}"
+    if not _CLUSTER_RE.fullmatch(name):
+        raise FacerecError(f"invalid --name {name!r}: lowercase letters, digits and '-', "
+                           "starting with a letter")
+    resources, _ = _resources(cloud, accelerators, use_spot)
+    task: dict[str, Any] = {"name": name}
+    if nodes > 1:
+        task["num_nodes"] = nodes
+    if resources:
+        task["resources"] = resources
+    task.update(_setup(pip, notes, ".[ray,s3,gcs]"))
+    task["run"] = _ray_run_script(cmd, bool(accelerators) and _flag_value(cmd, "--ray_workers") is None)
+    return LaunchPlan(name=name, task=task, command=cmd, notes=notes)
+
+
+def _ray_run_script(cmd: list[str], one_worker_per_gpu: bool) -> str:
+    """The task's ``run`` for a Ray stage: the first node starts the Ray head, waits for the
+    others (up to 10 minutes) and runs the command; the others join the head (retrying while
+    it starts)."""
+    run_cmd = shlex.join(["facerec", *cmd])
+    if one_worker_per_gpu:
+        run_cmd += ' --ray_workers "$((SKYPILOT_NUM_NODES * SKYPILOT_NUM_GPUS_PER_NODE))"'
+    wait = ('import os, time, ray\n'
+            'ray.init(address="auto", logging_level="ERROR")\n'
+            'want, end = int(os.environ.get("SKYPILOT_NUM_NODES", "1")), time.time() + 600\n'
+            'while sum(n["Alive"] for n in ray.nodes()) < want and time.time() < end:\n'
+            '    time.sleep(5)\n'
+            'print("Ray cluster:", sum(n["Alive"] for n in ray.nodes()), "of", want, "nodes")')
+    return "\n".join([
+        "set -e",
+        "export RAY_USAGE_STATS_ENABLED=0",
+        'HEAD_IP="$(echo "$SKYPILOT_NODE_IPS" | head -n1)"',
+        'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then',
+        f"  ray status --address 127.0.0.1:{RAY_PORT} >/dev/null 2>&1 || "
+        f"ray start --head --port {RAY_PORT} --disable-usage-stats --include-dashboard=false",
+        f"  python -c {shlex.quote(wait)}",
+        f"  {run_cmd}",
+        "else",
+        "  for i in $(seq 60); do  # join the head (it may still be starting): up to 5 minutes",
+        "    ps -C raylet >/dev/null 2>&1 && break",
+        f'    ray start --address "$HEAD_IP:{RAY_PORT}" --disable-usage-stats && break',
+        "    sleep 5",
+        "  done",
+        "fi",
+    ]) + "\n"
 
 
 def source_checkout() -> Path | None:
