@@ -20,7 +20,9 @@ Parts (every comparison runs in the same process or the same run, alternating, b
   ``facerec predict --image_path FOLDER --json`` (a new process each time) against the
   face_recognition library's approach in-process (dlib's HOG detector, 5 landmarks, dlib's
   descriptor, the nearest of 100 known faces), same photos, alternating; facerec also with
-  ``OMP_NUM_THREADS=1`` (``facerec_1thread``), and ``--before_src``'s facerec if given.
+  ``OMP_NUM_THREADS=1`` (``facerec_1thread``) and with every usable CPU (``facerec_allthreads``)
+  beside the thread policy's choice (``facerec``), and ``--before_src``'s facerec if given;
+  ``--busy 1`` runs it all with one core kept busy by another process.
   facerec's checkpoint is trained (``facerec train``, defaults) on the crops of the same 100 known
   faces (50 other photos of 50 of those people, 2 each).
 * **annotate**: ``facerec annotate`` on lfw-dev crops with a cold (empty) embedding cache, this
@@ -292,7 +294,8 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
     folder, tests, known = compare_photos(work)
     ckpt = known_checkpoint(work, known, REPO / "src")
     approach = FaceRecognitionApproach(known)
-    runs: dict[str, list[float]] = {"facerec": [], "facerec_1thread": [], "face_recognition": []}
+    runs: dict[str, list[float]] = {"facerec": [], "facerec_1thread": [],
+                                    "facerec_allthreads": [], "face_recognition": []}
     if before_src is not None:
         runs["facerec_before"] = []
     faces = {}
@@ -304,6 +307,10 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
         # process avoids OpenMP threads waiting for each other at every layer
         wall, result = facerec_predict_folder(REPO / "src", ckpt, folder, work / "cache", 1)
         runs["facerec_1thread"].append(len(tests) / wall)
+        # every usable CPU, whatever else runs (torch's own default): what the policy avoids
+        wall, result = facerec_predict_folder(REPO / "src", ckpt, folder, work / "cache",
+                                              len(os.sched_getaffinity(0)))
+        runs["facerec_allthreads"].append(len(tests) / wall)
         t0 = time.perf_counter()
         names = approach.predict_folder(tests)
         runs["face_recognition"].append(len(tests) / (time.perf_counter() - t0))
@@ -316,7 +323,9 @@ def bench_compare(work: Path, rounds: int, before_src: Path | None) -> dict:
            "all_rounds": runs, "faces_found": faces,
            "ratio_facerec_over_face_recognition": best["facerec"] / best["face_recognition"],
            "ratio_facerec_1thread_over_face_recognition": (best["facerec_1thread"]
-                                                           / best["face_recognition"])}
+                                                           / best["face_recognition"]),
+           "ratio_facerec_allthreads_over_face_recognition": (best["facerec_allthreads"]
+                                                              / best["face_recognition"])}
     if before_src is not None:
         out["ratio_before_over_face_recognition"] = (best["facerec_before"]
                                                      / best["face_recognition"])
@@ -432,6 +441,9 @@ def main() -> int:
     parser.add_argument("--work", default=str(REPO / "bench" / "work" / "embedding"))
     parser.add_argument("--before_src", default=None,
                         help="src/ of an older facerec to time too (predict compare, annotate)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="keep this many cores busy (a busy loop in another process each) "
+                        "for the whole run: the 'one core busy' condition of docs/speed.md")
     parser.add_argument("--worker_threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
@@ -444,6 +456,19 @@ def main() -> int:
     parts = args.only or ["throughput", "predict", "compare", "annotate"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     results = {"cpu_count": os.cpu_count(), "note": "shared machine: compare ratios of one run"}
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(args.busy)]
+    try:
+        run_parts(parts, args, work, before, results)
+    finally:
+        for loop in loops:
+            loop.kill()
+    return 0
+
+
+def run_parts(parts: list[str], args: argparse.Namespace, work: Path, before: Path | None,
+              results: dict) -> None:
+    suffix = f"-busy{args.busy}" if args.busy else ""
     for part in parts:
         print(f"== {part}", flush=True)
         if part == "throughput":
@@ -454,8 +479,8 @@ def main() -> int:
             results[part] = bench_compare(work, args.rounds, before)
         else:
             results[part] = bench_annotate(work, args.rounds, before)
-        (RESULTS / f"{part}.json").write_text(json.dumps(results[part], indent=1))
-    return 0
+        results[part]["busy_cores"] = args.busy
+        (RESULTS / f"{part}{suffix}.json").write_text(json.dumps(results[part], indent=1))
 
 
 if __name__ == "__main__":

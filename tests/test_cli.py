@@ -60,7 +60,9 @@ def test_one_meaning_per_flag_name_across_commands(capsys):
 
 def test_every_default_is_shown_the_same_way(capsys):
     text = _help(capsys, "detect")
-    assert "(default: 160)" in text and "(default: 0.2)" in text and "(default: 1600)" in text
+    assert "(default: 20)" in text and "(default: 1600)" in text and "(default: 8)" in text
+    assert "(default: as the crops already in the output folder, else the recipe of the " \
+        "--backbone model" in " ".join(text.split())
     assert "(default: processed)" in text and "default " not in text.replace("(default: ", "")
 
 
@@ -146,9 +148,12 @@ def test_the_model_choice_is_backbone_with_the_default_from_facerec_defaults(cap
     for command in ("annotate", "verify", "run", "train", "sweep"):
         text = " ".join(_help(capsys, command).split())
         assert "--backbone BACKBONE" in text and "--embedder" not in text, command
-        if command != "sweep":
+        if command == "verify":
             assert f"(default: {DEFAULT_BACKBONE})" in text, command
-    assert f"(default: {DEFAULT_DETECTOR})" in " ".join(_help(capsys, "detect").split())
+        elif command != "sweep":
+            assert f"{DEFAULT_BACKBONE} for crops made by facerec detect's defaults" in text, command
+    assert f"(default: the output folder's, else {DEFAULT_DETECTOR})" in " ".join(
+        _help(capsys, "detect").split())
     assert build_parser().parse_args(["annotate", "--embedder", "x"]).backbone == "x"
     source = (Path(__file__).resolve().parents[1] / "src" / "facerec" / "cli.py").read_text()
     assert '"dlib_face"' not in source and '"mtcnn"' not in source

@@ -86,7 +86,12 @@ def test_a_registered_detector_runs_detect_and_annotate(centre, tmp_path, monkey
 
     monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "cache"))
     processed = tmp_path / "processed"
-    summary = detect.detect_folder(_photos(tmp_path / "raw"), processed, detector="centre",
+    raw = _photos(tmp_path / "raw")
+    # by default detect cuts at the detector's operating point (0.6): its 0.5 faces are not faces
+    assert detect.detect_folder(raw, tmp_path / "strict", detector="centre",
+                                progress=False).faces == 0
+    assert read_processed_spec(tmp_path / "strict").detector["min_score"] == 0.6
+    summary = detect.detect_folder(raw, processed, detector="centre", min_score=0.0,
                                    progress=False)
     assert summary.faces == 3
     spec = read_processed_spec(processed)
@@ -109,7 +114,7 @@ def test_predict_builds_the_detector_its_checkpoint_names(centre, tmp_path, cele
     from facerec.inference.predict import Predictor
 
     ckpt = _with_detector(_checkpoints.checkpoint("dlib", celebrities), tmp_path / "c.ckpt",
-                          {"name": "centre", "min_side": 200})
+                          {"name": "centre", "min_side": 200, "min_score": 0.45})
     p = Predictor(ckpt, device="cpu")
     photo = sorted((celebrities / "val" / "madonna").glob("*.jpg"))[0]
     face, = p.predict_image(photo).faces

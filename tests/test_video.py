@@ -83,6 +83,15 @@ def test_synthetic_clip_tracks_are_pure_and_labelled(clip, ckpt, capsys, tmp_pat
     assert len(strangers) == 1 and strangers[0]["label"] != KNOWN
     # every sampled face is in exactly one track
     assert sum(t["frames"] for t in tracks) >= 12
+    # faces followed by their box are not embedded again, but every track was embedded anew
+    # at least once a second (--embed_every 1)
+    faces = sum(t["frames"] for t in tracks)
+    assert 0 < res["faces_embedded"] < faces, (res["faces_embedded"], faces)
+    for tr in tracks:
+        embedded_at = [d["time"] for d in tr["detections"] if d["embedded"]]
+        assert embedded_at and embedded_at[0] == tr["start"]
+        gaps = np.diff(embedded_at + [tr["end"]])
+        assert (gaps <= 1.0 + 1e-6).all(), (tr["track"], embedded_at)
     # the annotated video: one frame per sampled frame, same size
     import av
 
@@ -188,3 +197,35 @@ def test_containers_decode_and_sample_by_time(tmp_path, suffix, codec):
     container.close()
     assert errors == [] and counts["decoded"] == 16
     assert times == pytest.approx([0.0, 0.5, 1.0, 1.5], abs=0.07)
+
+
+def test_a_face_followed_by_its_box_is_not_embedded_again():
+    """reuse_links: a face that clearly continues one of the frame before (overlap, nobody near,
+    same look) reuses its embedding for up to embed_every seconds; a crowd, a cut to another
+    face in the same place, or an old embedding means the embedder runs."""
+    from facerec.inference.video import Detection, reuse_links
+
+    rng = np.random.default_rng(0)
+
+    def look():
+        v = rng.normal(size=256)
+        v -= v.mean()
+        return v / np.linalg.norm(v)
+
+    alice, bob = look(), look()
+    prev = [Detection(0.0, (0, 0, 100, 100), "alice", 0.9, "alice", 0.99, thumb=alice, anchor=0.0)]
+    frames = [(0.2, [((5, 5, 100, 100), alice)]),     # same place, same look: reuse prev
+              (0.4, [((8, 5, 100, 100), alice)]),     # reuse the face before (index 0)
+              (0.6, [((8, 5, 100, 100), bob)])]       # a cut to someone else: embed
+    links = reuse_links(prev, frames, embed_every=1.0)
+    assert links[0] is prev[0] and links[1] == 0 and links[2] is None
+    # the embedding is at most embed_every old: at 1.0 s alice's (from 0.0) is renewed
+    links = reuse_links(prev, [(0.5, [((5, 5, 100, 100), alice)]),
+                               (1.0, [((5, 5, 100, 100), alice)])], embed_every=1.0)
+    assert links == [prev[0], None]
+    assert reuse_links(prev, [(0.2, [((5, 5, 100, 100), alice)])], embed_every=0) == [None]
+    # two faces near each other: no unambiguous link
+    crowd = [(0.2, [((5, 5, 100, 100), alice), ((60, 0, 100, 100), alice)])]
+    assert reuse_links(prev, crowd, embed_every=1.0) == [None, None]
+    # a face that moved away: embed
+    assert reuse_links(prev, [(0.2, [((300, 0, 100, 100), alice)])], embed_every=1.0) == [None]

@@ -58,14 +58,17 @@ def test_run_pipeline_uses_train_and_evaluate(calls, monkeypatch, tmp_path):
     monkeypatch.setattr(det, "detect_folder", detect_folder)
     monkeypatch.setattr(det, "print_detect_summary", lambda summary, file: None)
     monkeypatch.setattr(emb, "get_embedder", lambda name, **kwargs: None)
-    monkeypatch.setattr(ann, "annotate", lambda processed, embedder, progress: None)
+    annotated = []
+    monkeypatch.setattr(ann, "annotate", lambda processed, **kw: annotated.append(kw))
     monkeypatch.setattr(ann, "print_annotate_summary", lambda result, file: None)
     out = io.StringIO()
     result = run_pipeline(photos, work, max_epochs=7, val=0.2, test=0.3, seed=5, device="cpu",
                           progress=False, out=out)
     [(ws, options, kwargs)] = calls
     assert ws == Workspace(work, photos=photos)
-    assert options == TrainOptions(max_epochs=7, backbone="dlib_face", val=0.2, test=0.3, seed=5)
+    # no --backbone: the model the crops were cut for decides (when training starts)
+    assert options == TrainOptions(max_epochs=7, backbone=None, val=0.2, test=0.3, seed=5)
+    assert annotated == [{"device": "cpu", "progress": False}]
     assert kwargs["device"] == "cpu" and kwargs["out"] is out and not kwargs["progress"]
     assert [line for line in out.getvalue().splitlines() if line.startswith("==")] == [
         "== detect ==", "== annotate ==", "== split ==", "== train ==", "== evaluate =="]

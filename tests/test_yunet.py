@@ -293,3 +293,31 @@ def test_detect_stage_and_cli_with_yunet(tmp_path, celebrity_photos, capsys):
                  "--thresholds", "0.6", "0.7", "0.7"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--thresholds is an mtcnn setting" in err and len(err.splitlines()) == 1
+
+
+def test_nms_is_torchvisions_without_importing_it():
+    """facerec.detection.nms runs torchvision's kernel from its library file: the same indices
+    as torchvision.ops (both strategies of batched_nms), and no torchvision (nor torch._dynamo)
+    import in a fresh process."""
+    import subprocess
+    import sys
+
+    import torch
+    from torchvision.ops import batched_nms as tv_batched, nms as tv_nms
+
+    from facerec.detection.nms import batched_nms, nms
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (0, 7, 600, 3000):  # 3000 boxes: over 4000 coordinates, one NMS per category
+        boxes = torch.rand(n, 4, generator=gen) * 400
+        boxes[:, 2:] += boxes[:, :2] + 1
+        scores = torch.rand(n, generator=gen)
+        idxs = torch.randint(0, 3, (n,), generator=gen)
+        assert torch.equal(nms(boxes, scores, 0.4), tv_nms(boxes, scores, 0.4))
+        assert torch.equal(batched_nms(boxes, scores, idxs, 0.3), tv_batched(boxes, scores, idxs, 0.3))
+    code = ("import sys; from facerec.detection import nms; import torch; "
+            "b = torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10]]); "
+            "print(nms.nms(b, torch.tensor([0.9, 0.8]), 0.5).tolist(), "
+            "[m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[0] []"

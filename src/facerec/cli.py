@@ -59,6 +59,9 @@ def _add_json(p: argparse.ArgumentParser, what: str = "the summary") -> None:
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="where the networks run: auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", default=None, metavar="N",
+                   help="CPU threads for the networks (default: $FACEREC_THREADS, else the CPUs "
+                   "not busy with other work; see docs/speed.md)")
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
@@ -147,8 +150,10 @@ def _add_detect(sub: Any) -> None:
 def add_detect_options(p: argparse.ArgumentParser, *, batch_flag: str = "--batch_size") -> None:
     """detect's options, declared once: ``facerec detect`` and ``facerec run`` take the same
     (run names the detector's batch ``--detect_batch_size``: its ``--batch_size`` is train's)."""
-    recipe = ("default: as the crops already in the output folder, else the crop of the "
-              f"--backbone model ({DEFAULT_BACKBONE}: {_crop_text(DEFAULT_BACKBONE)})")
+    # The numbers live with each model (Embedder.crop) and are printed by detect itself: naming
+    # them here would import the model registry (numpy) into every `--help`.
+    recipe = ("default: as the crops already in the output folder, else the recipe of the "
+              f"--backbone model, {DEFAULT_BACKBONE} by default")
     p.add_argument("--crop_size", type=int, default=None, help=f"crop side in pixels ({recipe})")
     p.add_argument("--crop_margin", type=float, default=None,
                    help="context added around the face box, as a fraction of its size (default: "
@@ -182,15 +187,6 @@ def detect_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"detector": args.detector, "settings": settings, "size": args.crop_size,
             "margin": args.crop_margin, "align": args.align, "min_score": args.min_score,
             "batch_size": args.detect_batch_size, "backbone": getattr(args, "backbone", None)}
-
-
-def _crop_text(backbone: str) -> str:
-    """How ``backbone``'s crops are cut, in words (for help texts; no model is loaded)."""
-    from facerec.recognition.embed import embedder_class
-
-    crop = embedder_class(backbone).crop
-    how = "aligned" if crop.align else "box crops"
-    return f"{crop.size} px {how}, margin {crop.margin:g}"
 
 
 def _run_detect(args: argparse.Namespace) -> int:
@@ -552,6 +548,10 @@ def _add_predict(sub: Any) -> None:
                    help="videos: frames per second to analyse (default: 5)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="videos: stop after this many seconds of video")
+    p.add_argument("--embed_every", type=float, default=1.0, metavar="SECONDS",
+                   help="videos: a face followed by its box alone (one face, clearly the same "
+                   "place as a frame before) is recognised anew at least this often (0: every "
+                   "frame)")
     p.add_argument("--threshold", type=float, default=None,
                    help="unknown below this confidence (default: the checkpoint's; -1: never unknown)")
     p.add_argument("--json", action="store_true",
@@ -589,7 +589,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         run_video(args.checkpoint_path, paths, fps=args.fps, threshold=args.threshold,
                   device=args.device, runtime=args.runtime, as_json=args.json,
                   annotate_path=args.save_annotated, batch_size=min(args.batch_size, 8),
-                  max_seconds=args.duration, progress=not args.quiet, timing=args.timing)
+                  max_seconds=args.duration, progress=not args.quiet, timing=args.timing,
+                  embed_every=args.embed_every)
         return EXIT_OK
     results = run_predict(args.checkpoint_path, args.image_path, threshold=args.threshold,
                           device=args.device, runtime=args.runtime, as_json=args.json,
@@ -1001,6 +1002,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("FACEREC_DEBUG", "") not in ("", "0")
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
+        if hasattr(args, "threads"):  # the commands that run networks (they take --device)
+            from facerec.threads import apply_thread_policy
+
+            plan = apply_thread_policy(args.threads)
+            if getattr(args, "verbose", False):
+                print(f"facerec {args.command}: {plan.describe()}", file=sys.stderr)
         return int(args.func(args) or 0)
     except FacerecError as exc:
         if debug:

@@ -98,7 +98,7 @@ def read_processed_spec(processed: str | os.PathLike) -> CropSpec | None:
 
     try:
         return CropSpec.from_dict(json.loads((Path(processed) / META_DIR / SPEC_FILE).read_text("utf-8")))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no folder yet: detect says why
         return None
     except ValueError as exc:
         raise FacerecError(f"{processed}/{META_DIR}/{SPEC_FILE} is damaged ({exc}): rerun "

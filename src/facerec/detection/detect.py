@@ -112,12 +112,20 @@ def get_detector(name: str | Detector = DEFAULT_DETECTOR, **settings: Any) -> De
     if not isinstance(name, str):
         return name
     cls = detector_class(name)
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = _settings_of(cls)
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
-        raise InvalidInputError(f"the {name} detector has no setting {unknown[0]!r} (its settings: "
-                                f"{', '.join(p for p in accepted if p != 'self')})")
+        # settings are flags of the same name: say whose flag it is (--thresholds is mtcnn's)
+        owners = [n for n in DETECTORS.names() if n != name
+                  and unknown[0] in _settings_of(detector_class(n))]
+        whose = f"is an {' / '.join(owners)} setting" if owners else "is no detector's setting"
+        raise InvalidInputError(f"--{unknown[0]} {whose}: the {name} detector has no such setting "
+                                f"(its settings: {', '.join(accepted)})")
     return cls(**settings)
+
+
+def _settings_of(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 @register_detector("mtcnn")
@@ -266,6 +274,7 @@ class DetectSummary:
     skipped: Counter = field(default_factory=Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    crops: str = ""  # the recipe, in words: "112 px aligned (yunet)"
 
 
 def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
@@ -372,7 +381,8 @@ def _detect_folder(raw_dir: Path, out_dir: Path, detector: Detector | str | None
     files = list(iter_files(raw_dir, exclude=out_dir))
     if not files:
         raise FacerecError(f"input folder is empty: {display_path(raw_dir)}")
-    summary = DetectSummary(display_path(raw_dir), display_path(out_dir), files=len(files))
+    summary = DetectSummary(display_path(raw_dir), display_path(out_dir), files=len(files),
+                            crops=spec.describe())
 
     todo: list[_Todo] = []
     special: list[dict] = []  # entries that are not regular files: recorded, never opened
@@ -506,6 +516,7 @@ def print_detect_summary(summary: DetectSummary, file=None) -> None:
     table = Table(title=f"facerec detect: {summary.raw_dir} -> {summary.out_dir}", show_header=False)
     table.add_column(justify="left")
     table.add_column(justify="right")
+    table.add_row("crops", summary.crops)
     table.add_row("files", str(summary.files))
     table.add_row("photos read", str(summary.photos_read))
     table.add_row("already done (skipped)", str(summary.already_done))

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
+from facerec.detection.nms import batched_nms
 from facerec.errors import FacerecError
 
 # ------------------------------------------------------------------------------------ the networks

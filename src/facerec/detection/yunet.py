@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torchvision.ops import batched_nms
 
 from facerec.cropspec import DEFAULT_MARGIN
 from facerec.defaults import resolve_device
 from facerec.detection.detect import Face, register_detector
+from facerec.detection.nms import batched_nms
 from facerec.errors import FacerecError
 from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, load_image
 

@@ -290,7 +290,7 @@ class Predictor:
         from facerec.images import as_rgb_image
 
         loaded = as_rgb_image(image)
-        return self._predict_loaded([(name or "<image>", loaded, None)])[0]
+        return self.predict_loaded([(name or "<image>", loaded, None)])[0]
 
     def predict_paths(self, paths: Iterable[str | os.PathLike], *, progress: bool = False,
                       keep_images: bool = False) -> Iterator[ImageResult]:
@@ -329,7 +329,7 @@ class Predictor:
                 for (_, shown, _), (img, err, secs) in zip(batch, loaded):
                     self.timings["load"] += secs
                     work.append((shown, img, err))
-                for result in self._predict_loaded(work, keep_images=keep_images):
+                for result in self.predict_loaded(work, keep_images=keep_images):
                     if bar is not None:
                         bar.update(1)
                     yield result
@@ -357,8 +357,10 @@ class Predictor:
         self.timings["detect"] += time.perf_counter() - t0
         return [sorted(faces, key=lambda f: (f.box[0], f.box[1])) for faces in found]
 
-    def _predict_loaded(self, work: list[tuple[str, Any, str | None]], keep_images: bool = False
-                        ) -> list[ImageResult]:
+    def predict_loaded(self, work: list[tuple[str, Any, str | None]], keep_images: bool = False
+                       ) -> list[ImageResult]:
+        """One result per ``(name, LoadedImage or None, error)``, the images detected in one
+        batch and all their faces embedded in one (``facerec serve`` batches requests here)."""
         results = [ImageResult(image=name, error=err,
                                width=None if img is None else img.width,
                                height=None if img is None else img.height,

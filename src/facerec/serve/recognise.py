@@ -1,17 +1,20 @@
-"""The model the server recognises with: loaded once, swapped after training, used one request at
-a time (:class:`facerec.inference.predict.Predictor` keeps per-call state and the detector's buffers, so it is
-not thread-safe).
+"""The model the server recognises with: loaded once, swapped after training, shared by all
+requests through one batching queue (:class:`facerec.serve.batching.MicroBatcher`).
 
 Uploads are decoded by :func:`facerec.images.load_image` (the same loader as ``facerec predict``:
 EXIF orientation, every mode, HEIC, the pixel and memory budgets, reduced-size decoding), one
-image at a time: each is read from the request's spooled file, decoded, predicted and dropped
-before the next. At most ``slots`` images are being decoded or predicted at once, all requests
-together (a semaphore), so the memory of concurrent requests is bounded too; a slow decode still
-overlaps another request's prediction. Detection and classification are serialized.
+image at a time per request: each is read from the request's spooled file, decoded, predicted
+and dropped before the next. Two bounds hold across all requests together: at most ``slots``
+images are being decoded at once (a semaphore), and the decoded images waiting for or inside
+the model take at most ``held_bytes`` (:class:`ByteBudget`). Within them, the images of
+concurrent requests are predicted together: the queue's one worker runs detection on a batch of
+photos and the embedder on all their faces at once (a :class:`~facerec.inference.predict.Predictor`
+keeps per-call state and the detector's buffers, so it is never called from two threads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from facerec.errors import UnavailableError
+from facerec.images import MAX_DECODE_BYTES
 
 
 @dataclass
@@ -59,14 +63,46 @@ def _malloc_trim():
         return None
 
 
-class Recogniser:
-    """Holds the current :class:`~facerec.inference.predict.Predictor` (or none) behind a lock."""
+class ByteBudget:
+    """At most ``limit`` bytes held at once by all threads together; one holder may always take
+    up to the whole limit (a bigger claim is cut to it, so no claim waits forever)."""
 
-    def __init__(self, device: str = "auto", slots: int = 2) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, int(limit))
+        self.held = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int):
+        claim = min(max(0, int(nbytes)), self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self.held + claim <= self.limit)
+            self.held += claim
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= claim
+                self._cond.notify_all()
+
+
+class Recogniser:
+    """Holds the current :class:`~facerec.inference.predict.Predictor` (or none) and the queue
+    that batches the requests' images for it."""
+
+    def __init__(self, device: str = "auto", slots: int = 1, held_bytes: int = MAX_DECODE_BYTES,
+                 max_batch: int = 8, max_wait: float = 0.005) -> None:
+        from facerec.serve.batching import MicroBatcher
+
         self.device = device
         self._predictor: Any = None
-        self._lock = threading.Lock()      # one prediction at a time
-        self._slots = threading.BoundedSemaphore(max(1, int(slots)))  # images in hand at once
+        self._swap = threading.Lock()      # the model changes between batches, never inside one
+        self._slots = threading.BoundedSemaphore(max(1, int(slots)))  # decodes at once
+        self.budget = ByteBudget(held_bytes)  # decoded pixels in hand, all requests together
+        self.batcher = MicroBatcher(self._predict_batch, max_batch=max_batch, max_wait=max_wait,
+                                    name="facerec-predict")
         self.checkpoint: str | None = None
         self.loaded_at: float | None = None
 
@@ -82,7 +118,7 @@ class Recogniser:
 
         predictor = Predictor(checkpoint, device=self.device)
         predictor.warm_up()
-        with self._lock:
+        with self._swap:
             self._predictor = predictor
             self.checkpoint = str(checkpoint)
             self.loaded_at = time.time()
@@ -90,34 +126,46 @@ class Recogniser:
     def info(self) -> dict[str, Any]:
         p = self._predictor
         return {"checkpoint": self.checkpoint, "labels": list(p.labels) if p else [],
-                "threshold": p.threshold if p else None, "loaded_at": self.loaded_at}
+                "threshold": p.threshold if p else None, "loaded_at": self.loaded_at,
+                "batches": dict(self.batcher.stats)}
+
+    def close(self) -> None:
+        self.batcher.close()
 
     def predict(self, uploads: list[Upload]) -> list[Any]:
         """One :class:`~facerec.inference.predict.ImageResult` per upload, in order; an unreadable upload
-        gets ``error`` set, as in ``facerec predict`` on a folder. One image at a time: decoded,
-        predicted and dropped before the next (each within one of the server's slots)."""
+        gets ``error`` set, as in ``facerec predict`` on a folder. One image of a request at a
+        time: decoded, predicted (with other requests' images) and dropped before the next."""
         if self._predictor is None:
             raise UnavailableError("no model yet")
         results = []
         for up in uploads:
-            with self._slots:
-                result, size = self._predict_one(up)
-                results.append(result)
-                if size >= TRIM_AFTER_BYTES and _malloc_trim() is not None:
-                    _malloc_trim()(0)  # the image is gone: give its memory back
+            result, size = self._predict_one(up)
+            results.append(result)
+            if size >= TRIM_AFTER_BYTES and _malloc_trim() is not None:
+                _malloc_trim()(0)  # the image is gone: give its memory back
         return results
+
+    def _predict_batch(self, items: list[tuple[str, Any]]) -> list[Any]:
+        with self._swap:
+            predictor = self._predictor
+        return predictor.predict_loaded([(name, loaded, None) for name, loaded in items])
 
     def _predict_one(self, up: Upload) -> tuple[Any, int]:
         """(the result of one upload, the bytes its decoded image took)."""
         from facerec.images import ImageLoadError, load_image
         from facerec.inference.predict import ImageResult
 
-        try:
-            loaded = load_image(Path(up.name or "upload"), data=up.read())
-        except ImageLoadError as exc:
-            return ImageResult(image=up.name, error=str(exc)), 0
-        with self._lock:
+        with contextlib.ExitStack() as held:
+            with self._slots:
+                try:
+                    loaded = load_image(Path(up.name or "upload"), data=up.read())
+                except ImageLoadError as exc:
+                    return ImageResult(image=up.name, error=str(exc)), 0
+                size = loaded.image.width * loaded.image.height * 4
+                # wait for room while still holding the decode slot: no more decodes meanwhile
+                held.enter_context(self.budget.hold(size))
             # a LoadedImage: a photo decoded at a reduced size keeps boxes in original pixels
-            result = self._predictor.predict_image(loaded, name=up.name)
-        result.width, result.height = loaded.width, loaded.height
-        return result, loaded.image.width * loaded.image.height * 4
+            result = self.batcher.submit((up.name, loaded)).result()
+            del loaded
+        return result, size

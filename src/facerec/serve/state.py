@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from facerec.errors import ConflictError, FacerecError, NotFoundError
+from facerec.images import MAX_DECODE_BYTES
 from facerec.safeio import error_summary
 from facerec.serve.people import ManifestCache
 from facerec.serve.recognise import Recogniser
@@ -30,7 +31,9 @@ class ServeConfig:
     max_upload_bytes: int = 20 * 1024 * 1024   # per image
     max_files: int = 16                        # per predict request
     max_body_bytes: int = 2 * 1024 * 1024      # any other request body (JSON)
-    max_images_at_once: int = 1                # uploads decoded or predicted at once, all requests
+    max_images_at_once: int = 1                # uploads being decoded at once, all requests
+    max_held_bytes: int = MAX_DECODE_BYTES     # decoded pixels waiting for or in the model
+    max_batch: int = 8                         # images of concurrent requests predicted together
     host: str = "127.0.0.1"
 
     @property
@@ -61,7 +64,8 @@ class ServeState:
                                 "work folder, or any folder with processed/)")
         edit_lock = threading.Lock()
         notes = recover(workspace.processed, edit_lock)
-        recogniser = Recogniser(device=config.device, slots=config.max_images_at_once)
+        recogniser = Recogniser(device=config.device, slots=config.max_images_at_once,
+                                held_bytes=config.max_held_bytes, max_batch=config.max_batch)
         checkpoint = config.checkpoint or workspace.best_checkpoint()
         if checkpoint is not None:
             try:
