@@ -332,3 +332,47 @@ def test_input_cutter_and_network_give_the_embedder_features(opencv_faces, sface
         raw = net(torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()).numpy()
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True),
                                sface.embed_raw(crops)[0], atol=1e-5)
+
+
+def test_new_work_end_to_end_with_the_defaults_and_the_whole_model_export(tmp_path, celebrities,
+                                                                          monkeypatch):
+    """detect (defaults: YuNet, 112 px aligned) -> split -> train (default: sface) -> export
+    --format onnx (the whole network inside: input the 112 px template face) -> the ONNX model
+    predicts what the checkpoint predicts."""
+    from facerec.cropspec import read_processed_spec
+    from facerec.detection.detect import detect_folder
+    from facerec.inference.predict import Predictor
+    from facerec.recognition.export import export_onnx
+    from facerec.split import split_dataset
+    from facerec.training import train
+
+    monkeypatch.setenv("FACEREC_CACHE_DIR", str(tmp_path / "cache"))
+    raw = tmp_path / "raw"
+    for person in ("ben_afflek", "elton_john", "madonna"):
+        (raw / person).mkdir(parents=True)
+        for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:5]:
+            (raw / person / photo.name).write_bytes(photo.read_bytes())
+    processed, dataset = tmp_path / "processed", tmp_path / "dataset"
+    detect_folder(raw, processed, progress=False)
+    spec = read_processed_spec(processed)
+    assert (spec.detector_name, spec.size, spec.margin, spec.align) == ("yunet", 112, 0.0, True)
+    split_dataset(processed, dataset, val=0.2, test=0.0, progress=False)
+    result = train(data_path=str(dataset), runs_dir=str(tmp_path / "runs"), max_epochs=3,
+                   progress=False, patience=0, test=False, accelerator="cpu")
+    info = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["facerec"]
+    assert info["backbone"]["name"] == "sface" and info["backbone"]["embedder_kwargs"] == {
+        "margin": 0.0}
+    out = export_onnx(result.best_checkpoint, tmp_path / "model.onnx")
+    assert out.kind == "chips" and out.input_shape == ["N", 3, 112, 112]
+    assert out.max_abs_diff is not None and out.max_abs_diff < 1e-3
+    photos = [sorted((celebrities / "val" / p).glob("*.jpg"))[0]
+              for p in ("ben_afflek", "elton_john", "madonna")]
+    ref = list(Predictor(result.best_checkpoint, device="cpu").predict_paths(photos))
+    got = list(Predictor(out.path, device="cpu").predict_paths(photos))
+    faces = 0
+    for a, b in zip(ref, got):
+        assert [f.label for f in a.faces] == [f.label for f in b.faces]
+        for fa, fb in zip(a.faces, b.faces):
+            assert fb.confidence == pytest.approx(fa.confidence, abs=1e-3)
+            faces += 1
+    assert faces >= 3
