@@ -342,6 +342,7 @@ def test_new_work_end_to_end_with_the_defaults_and_the_whole_model_export(tmp_pa
     from facerec.cropspec import read_processed_spec
     from facerec.detection.detect import detect_folder
     from facerec.inference.predict import Predictor
+    from facerec.recognition.backbones import detect_settings_for
     from facerec.recognition.export import export_onnx
     from facerec.split import split_dataset
     from facerec.training import train
@@ -353,7 +354,9 @@ def test_new_work_end_to_end_with_the_defaults_and_the_whole_model_export(tmp_pa
         for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:5]:
             (raw / person / photo.name).write_bytes(photo.read_bytes())
     processed, dataset = tmp_path / "processed", tmp_path / "dataset"
-    detect_folder(raw, processed, progress=False)
+    new = detect_settings_for(processed, {})  # what `facerec detect` / `run` cut for new work
+    detect_folder(raw, processed, size=new["size"], margin=new["margin"], align=new["align"],
+                  progress=False)
     spec = read_processed_spec(processed)
     assert (spec.detector_name, spec.size, spec.margin, spec.align) == ("yunet", 112, 0.0, True)
     split_dataset(processed, dataset, val=0.2, test=0.0, progress=False)

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from facerec.detection.cropping import FaceCrop, crop_faces
-from facerec.cropspec import DEFAULT_MARGIN, CropSpec, write_processed_spec
+from facerec.cropspec import DEFAULT_MARGIN, CropSpec, read_processed_spec, write_processed_spec
 from facerec.defaults import DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE, resolve_device
 from facerec.errors import FacerecError, InvalidInputError
 from facerec.registry import Registry
@@ -349,18 +349,17 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     a registered name (default: :data:`facerec.defaults.DEFAULT_DETECTOR` with its default
     settings). ``min_score``: faces scoring below it are not cut (default: the detector's
     operating point, ``default_min_score``; predict applies the same rule). The crop recipe
-    (``size``, ``margin``, ``align``; None = not given) is completed as ``facerec detect`` does
-    (:func:`facerec.recognition.backbones.detect_settings_for`): the recipe of the crops already
-    in ``out_dir``, else the crop of the default model (:data:`facerec.defaults.DEFAULT_BACKBONE`:
-    112 px aligned for ``sface``). The legacy recipe, 160 px box crops with a 0.2 margin, is
-    ``size=160, margin=0.2, align=False``."""
+    (``size``, ``margin``, ``align``; None = not given) is the one of the crops already in
+    ``out_dir``, else the legacy 160 px box crop (margin 0.2); ``facerec detect`` and ``facerec
+    run`` choose the recipe of the model the crops are for, the default model's for new work
+    (:func:`facerec.recognition.backbones.detect_settings_for`: a later layer than this one)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     _check_dirs(raw_dir, out_dir)
     if size is None or margin is None or align is None:
-        from facerec.recognition.backbones import detect_settings_for
-
-        done = detect_settings_for(out_dir, {"size": size, "margin": margin, "align": align})
-        size, margin, align = done["size"], done["margin"], done["align"]
+        base = read_processed_spec(out_dir) or CropSpec()
+        size = base.size if size is None else size
+        margin = base.margin if margin is None else margin
+        align = base.align if align is None else align
     with folder_lock(out_dir, "detect"):
         return _detect_folder(raw_dir, out_dir, detector, size, margin, align, min_score,
                               batch_size, progress, quality)
