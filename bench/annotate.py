@@ -16,6 +16,7 @@ Reported:
 
     .venv/bin/python bench/annotate.py [--data ../shared/data/celebrities] [--lfw]
     .venv/bin/python bench/annotate.py --loose60 [--embedder NAME]
+    .venv/bin/python bench/annotate.py --embedder sface --lfw --sweep
 
 ``--lfw`` also runs the clustering on ../shared/data/lfw-dev (96 people, ~1,500 faces; slower).
 ``--loose60`` runs only the newcomer's test of ``facerec run`` on loose photos: 60 photos of 6
@@ -24,7 +25,14 @@ loose in one folder, detected and annotated with the default embedder (or ``--em
 prints purity, completeness (for each person, the share of their faces in the one cluster that
 holds most of them: a face left in _singletons, or rejected, counts against it), the clusters
 with what they hold, and sklearn's homogeneity/completeness/V-measure.
-Results are written to bench/results/annotate.json (bench/results/annotate-loose60.json).
+``--embedder NAME``: the embedder (default: the default face model, facerec.defaults); the photos
+are cropped as that embedder declares (its ``crop``: sface wants 112 px aligned crops, dlib_face
+160 px box crops), found by the default detector, and its own distances are used. ``--sweep``:
+also plans (dry runs, nothing moved) with the candidate distances of :data:`SWEEP` and scores
+each plan the same way: how the embedder's distances were chosen (pure clusters first, then
+fewest clusters to cover 95% of the faces).
+Results are written to bench/results/annotate.json (annotate-<embedder>.json for an embedder that
+is not the default; bench/results/annotate-loose60.json).
 """
 
 from __future__ import annotations
@@ -45,7 +53,28 @@ sys.path.insert(0, str(REPO / "src"))
 
 from facerec.annotate import annotate  # noqa: E402
 from facerec.detection.detect import detect_folder  # noqa: E402
-from facerec.recognition.embed import EmbeddingCache, EmbedStats, embed_files  # noqa: E402
+from facerec.recognition.embed import (  # noqa: E402
+    DEFAULT_EMBEDDER,
+    EmbeddingCache,
+    EmbedStats,
+    embed_files,
+    get_embedder,
+)
+
+#: candidate (cluster threshold, member distance) per embedder for --sweep: euclidean distances
+#: between the embedder's vectors (unit vectors for sface: sqrt(2 x cosine distance))
+SWEEP = {
+    "dlib_face": [(1.0, 0.65)],
+    "sface": [(t, m) for t in (1.4, 1.6, 1.8, 2.0, 2.2) for m in (1.05, 1.1, 1.15, 1.2, 1.25)],
+    "sface+dlib_face": [(t, m) for t in (0.9, 1.0, 1.1, 1.2, 1.3) for m in (0.7, 0.74, 0.78, 0.82)],
+}
+
+
+def _detect_for(emb, raw: Path, processed: Path) -> None:
+    """Detect with the default detector, cropping as ``emb`` declares (its ``crop``)."""
+    spec = emb.crop
+    detect_folder(raw, processed, size=spec.size, margin=spec.margin, align=spec.align,
+                  progress=False)
 
 
 def _flatten(photos: list[tuple[str, Path]], raw: Path) -> None:
@@ -74,16 +103,28 @@ def _truth(processed: Path, pick: str) -> dict[str, str]:
 
 
 def _score(processed: Path, truth: dict[str, str]) -> dict:
+    return _score_placed([p.relative_to(processed).as_posix() for p in processed.rglob("*.jpg")],
+                         truth)
+
+
+def _score_plan(moves, truth: dict[str, str]) -> dict:
+    """The score of a dry run's plan (where each crop would go)."""
+    placed = {Path(m.src).name: m.dst for m in moves}
+    return _score_placed([placed.get(name, name) for name in truth], truth)
+
+
+def _score_placed(paths: list[str], truth: dict[str, str]) -> dict:
     clusters: dict[str, list[str]] = {}
     rejected = []
-    for p in processed.rglob("*.jpg"):
-        folder = p.relative_to(processed).parts[0]
+    for rel in paths:
+        name, parts = Path(rel).name, Path(rel).parts
+        folder = parts[0] if len(parts) > 1 else ""
         if folder == "_rejected":
-            rejected.append(truth[p.name])
-        elif folder == "_singletons":
-            clusters[f"single:{p.name}"] = [truth[p.name]]
+            rejected.append(truth[name])
+        elif folder in ("_singletons", ""):
+            clusters[f"single:{name}"] = [truth[name]]
         else:
-            clusters.setdefault(folder, []).append(truth[p.name])
+            clusters.setdefault(folder, []).append(truth[name])
     kept = sum(len(v) for v in clusters.values())
     majority = labelled = 0
     for members in clusters.values():
@@ -105,34 +146,51 @@ def _score(processed: Path, truth: dict[str, str]) -> dict:
     }
 
 
-def run(name: str, photos: list[tuple[str, Path]], pick: str, work: Path, speed: bool) -> dict:
+def run(name: str, photos: list[tuple[str, Path]], pick: str, work: Path, speed: bool,
+        embedder: str = DEFAULT_EMBEDDER, sweep: bool = False) -> dict:
     raw, processed = work / f"raw-{name}", work / f"processed-{name}"
     raw.mkdir()
     _flatten(photos, raw)
+    emb = get_embedder(embedder)
     t0 = time.perf_counter()
-    detect_folder(raw, processed, progress=False)
+    _detect_for(emb, raw, processed)
     detect_s = time.perf_counter() - t0
     truth = _truth(processed, pick)
-    out: dict = {"photos": len(photos), "detect_seconds": round(detect_s, 1)}
+    out: dict = {"photos": len(photos), "embedder": emb.cache_id,
+                 "crop": emb.crop.describe(), "detect_seconds": round(detect_s, 1)}
     crops = sorted(processed.glob("*.jpg"))
     cache_dir = work / f"cache-{name}"
     if speed:
         for label, workers in (("cold_1_process", 1), ("cold_default_workers", None)):
             shutil.rmtree(cache_dir, ignore_errors=True)
             stats = EmbedStats()
-            embed_files(crops, cache=EmbeddingCache(cache_dir), progress=False, workers=workers,
-                        stats=stats)
+            embed_files(crops, emb, cache=EmbeddingCache(cache_dir), progress=False,
+                        workers=workers, stats=stats)
             out[f"embed_{label}_s_per_face"] = round(stats.seconds / stats.computed, 4)
         stats = EmbedStats()
         t0 = time.perf_counter()
-        embed_files(crops, cache=EmbeddingCache(cache_dir), progress=False, stats=stats)
+        embed_files(crops, emb, cache=EmbeddingCache(cache_dir), progress=False, stats=stats)
         cached = time.perf_counter() - t0
         out["embed_cached_s_per_face"] = round(cached / len(crops), 6)
         out["embed_cached_total_s"] = round(cached, 3)
         assert stats.computed == 0
+    if sweep:
+        plans = []
+        for threshold, member in SWEEP.get(embedder, []):
+            plan = annotate(processed, threshold=threshold, member_distance=member, dry_run=True,
+                            embedder=emb, cache=cache_dir, progress=False)
+            score = _score_plan(plan.moves, truth)
+            plans.append({"threshold": threshold, "member_distance": member,
+                          **{k: score[k] for k in ("purity", "non_singleton_clusters",
+                                                   "singletons", "clusters_to_cover_95pct",
+                                                   "rejected")}})
+        out["sweep"] = plans
     t0 = time.perf_counter()
-    result = annotate(processed, cache=cache_dir, progress=False)
+    result = annotate(processed, embedder=emb, cache=cache_dir, progress=False)
     out["annotate_seconds"] = round(time.perf_counter() - t0, 1)
+    out["distances"] = {k: round(getattr(emb, k), 4) for k in (
+        "cluster_threshold", "member_distance", "suggest_distance", "duplicate_distance",
+        "album_distance")}
     out.update(_score(processed, truth))
     out["rejected_by_reason"] = dict(result.rejected)
     return out
@@ -189,15 +247,13 @@ def completeness_report(processed: Path, truth: dict[str, str]) -> dict:
 
 
 def run_loose60(work: Path, data: Path, embedder: str | None) -> dict:
-    from facerec.recognition.embed import DEFAULT_EMBEDDER
-
     photos = loose60_photos(data)
     raw, processed = work / "raw-loose60", work / "processed-loose60"
     raw.mkdir()
     for person, photo in photos:
         (raw / f"{person}__{photo.name}").symlink_to(photo.resolve())
     t0 = time.perf_counter()
-    detect_folder(raw, processed, progress=False)
+    _detect_for(get_embedder(embedder or DEFAULT_EMBEDDER), raw, processed)
     detect_s = time.perf_counter() - t0
     truth = _truth(processed, "centre")
     t0 = time.perf_counter()
@@ -217,8 +273,10 @@ def main() -> int:
     parser.add_argument("--lfw", action="store_true", help="also cluster lfw-dev (96 people)")
     parser.add_argument("--loose60", action="store_true",
                         help="only the 60 loose lfw-dev photos of 6 people (see above)")
-    parser.add_argument("--embedder", default=None, help="--loose60: the embedder (default: the "
-                        "default face model)")
+    parser.add_argument("--embedder", default=None, help="the embedder (default: the default "
+                        "face model)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also score dry runs with the candidate distances of SWEEP")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.loose60:
@@ -236,7 +294,9 @@ def main() -> int:
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"written to {out}")
         return 0
-    args.out = args.out or str(REPO / "bench" / "results" / "annotate.json")
+    embedder = args.embedder or DEFAULT_EMBEDDER
+    tail = "" if embedder == DEFAULT_EMBEDDER else f"-{embedder}"
+    args.out = args.out or str(REPO / "bench" / "results" / f"annotate{tail}.json")
     data = Path(args.data)
     photos = [(p.parent.name, p) for split in ("train", "val")
               for p in sorted((data / split).glob("*/*.jpg"))]
@@ -245,14 +305,16 @@ def main() -> int:
         return 2
     results = {}
     with tempfile.TemporaryDirectory(prefix="facerec-bench-") as tmp:
-        results["celebrities"] = run("celebrities", photos, "largest", Path(tmp), speed=True)
+        results["celebrities"] = run("celebrities", photos, "largest", Path(tmp), speed=True,
+                                     embedder=embedder, sweep=args.sweep)
         print(json.dumps({"celebrities": results["celebrities"]}, indent=1))
         if args.lfw:
             lfw = data.parent / "lfw-dev"
             lfw_photos = [(p.parent.name, p) for p in sorted(lfw.glob("*/*.jpg"))]
             # _flatten wants <split>/<person>/ paths; LFW has <person>/ only
             results["lfw-dev"] = run("lfw", [(person, p) for person, p in lfw_photos], "centre",
-                                     Path(tmp), speed=False)
+                                     Path(tmp), speed=False, embedder=embedder,
+                                     sweep=args.sweep)
             print(json.dumps({"lfw-dev": results["lfw-dev"]}, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

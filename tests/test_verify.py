@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from facerec.cli import main
+from facerec.defaults import DEFAULT_BACKBONE
 from facerec.inference.verify import default_pair_threshold, pair_rates, pair_threshold
 
 
@@ -44,7 +45,8 @@ def test_verify_real_pairs(lfw, capsys):
         for pair, truth in ((same, True), (other, False)):
             assert main(["verify", *pair, "--pick", "center", "--json"]) == 0
             r = json.loads(capsys.readouterr().out)
-            assert r["threshold"] == pytest.approx(default_pair_threshold("dlib_face"))
+            # the default model's threshold (facerec.defaults: sface)
+            assert r["threshold"] == pytest.approx(default_pair_threshold(DEFAULT_BACKBONE))
             assert r["metric"] == "cosine distance" and 0 <= r["distance"] <= 2
             assert r["same"] == (r["distance"] <= r["threshold"])
             results.append((r["same"], truth, r["distance"]))

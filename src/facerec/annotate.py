@@ -274,7 +274,7 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
     threshold = emb.cluster_threshold if threshold is None else float(threshold)
     member_distance = emb.member_distance if member_distance is None else float(member_distance)
     suggest_distance = emb.suggest_distance if suggest_distance is None else float(suggest_distance)
-    album_distance = emb.same_person_threshold if album_distance is None else float(album_distance)
+    album_distance = emb.album_distance if album_distance is None else float(album_distance)
     if min_score is None:  # the score scale is the detector's that found these crops
         from facerec.cropspec import CropSpec, read_processed_spec
         from facerec.detection.detect import detector_class

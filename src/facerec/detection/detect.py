@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from facerec.detection.cropping import FaceCrop, crop_faces
-from facerec.cropspec import DEFAULT_MARGIN, DEFAULT_SIZE, CropSpec, write_processed_spec
+from facerec.cropspec import DEFAULT_MARGIN, CropSpec, read_processed_spec, write_processed_spec
 from facerec.defaults import DEFAULT_DETECTOR, MAX_SIDE, MIN_FACE_SIZE, resolve_device
 from facerec.errors import FacerecError, InvalidInputError
 from facerec.registry import Registry
@@ -339,9 +339,9 @@ def unchanged(previous: dict | None, stat: os.stat_result) -> bool:
 
 
 def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "processed", *,
-                  detector: Detector | str | None = None, size: int = DEFAULT_SIZE,
-                  margin: float = DEFAULT_MARGIN,
-                  align: bool = False, min_score: float | None = None, batch_size: int = 8,
+                  detector: Detector | str | None = None, size: int | None = None,
+                  margin: float | None = None,
+                  align: bool | None = None, min_score: float | None = None, batch_size: int = 8,
                   progress: bool = True, quality: int = 95) -> DetectSummary:
     """Detect and crop every face of every photo under ``raw_dir`` into ``out_dir``. Resumable.
 
@@ -351,11 +351,17 @@ def detect_folder(raw_dir: str | os.PathLike, out_dir: str | os.PathLike = "proc
     a registered name (default: :data:`facerec.defaults.DEFAULT_DETECTOR` with its default
     settings). ``min_score``: faces scoring below it are not cut (default: the detector's
     operating point, ``default_min_score``; predict applies the same rule). The crop recipe
-    (``size``, ``margin``, ``align``) defaults to 160 px box crops; ``facerec detect`` and
-    ``facerec run`` choose the recipe of the model the crops are for
-    (:func:`facerec.recognition.backbones.detect_settings_for`)."""
+    (``size``, ``margin``, ``align``; None = not given) is the one of the crops already in
+    ``out_dir``, else the legacy 160 px box crop (margin 0.2); ``facerec detect`` and ``facerec
+    run`` choose the recipe of the model the crops are for, the default model's for new work
+    (:func:`facerec.recognition.backbones.detect_settings_for`: a later layer than this one)."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     check_dirs(raw_dir, out_dir)
+    if size is None or margin is None or align is None:
+        base = read_processed_spec(out_dir) or CropSpec()
+        size = base.size if size is None else size
+        margin = base.margin if margin is None else margin
+        align = base.align if align is None else align
     with folder_lock(out_dir, "detect"):
         return _detect_folder(raw_dir, out_dir, detector, size, margin, align, min_score,
                               batch_size, progress, quality)

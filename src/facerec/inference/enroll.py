@@ -94,7 +94,7 @@ def faces_of_photos(paths: list[str | os.PathLike], detector, *, crop: CropSpec 
                     batch_size: int = 8) -> list[PhotoFace]:
     """One :class:`PhotoFace` per image file under ``paths`` (files, folders searched recursively),
     cropped as ``facerec predict`` crops (:func:`facerec.detection.cropping.crop_faces`, with
-    ``crop``: default, as ``facerec detect`` does by default). Unreadable files, photos without
+    ``crop``: default, the legacy 160 px box crop). Unreadable files, photos without
     a face and ambiguous group photos get ``reason`` instead of a crop (never an exception)."""
     from facerec.detection.cropping import crop_faces, operating_point
     from facerec.images import ImageLoadError, load_image

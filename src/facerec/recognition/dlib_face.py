@@ -24,6 +24,14 @@ from facerec.errors import FacerecError
 from facerec.recognition.embed import Embedder, FaceQuality, register_embedder, to_rgb_array
 
 
+#: where MTCNN's face box lies in a face aligned on the 112x112 ArcFace template: centre x, centre
+#: y, side of the square dlib's fit should run in (the median box centre, and the median box
+#: height = max(w, h), as in facerec detect's box crops), measured on the 1,301 lfw-dev faces
+#: (bench/recognition.py --only pairs: "mtcnn_box_in_template"). The template's own square sits
+#: 8 px higher and is 8% larger: dlib's fit inside it loses 1.5 points of pair accuracy.
+DLIB_BOX_IN_TEMPLATE_112 = (54.6, 64.2, 103.9)
+
+
 def dlib_models_dir() -> Path:
     """Folder holding the dlib model files of ``face_recognition_models`` (located, never imported:
     importing it needs ``pkg_resources``)."""
@@ -37,16 +45,20 @@ class DlibChipper:
     0.25): what dlib's face ResNet is fed. dlib only; no network (ONNX runtimes use it alone).
 
     The fit runs inside a face rectangle on the crop: the given box, else the box ``facerec
-    detect`` leaves in the middle of every crop (``margin`` of context around it).
+    detect`` leaves in the middle of every crop (``margin`` of context around it). With ``align``
+    the crops are aligned on the ArcFace template (``facerec detect --align``) with ``margin``
+    around it: the box is where MTCNN's box lies in such a face (:data:`DLIB_BOX_IN_TEMPLATE_112`;
+    the ``sface+dlib_face`` ensemble's crops).
     """
 
     chip_size = 150
     chip_padding = 0.25
 
-    def __init__(self, margin: float = 0.2) -> None:
+    def __init__(self, margin: float = 0.2, align: bool = False) -> None:
         import dlib
 
         self.margin = float(margin)
+        self.align = bool(align)
         from facerec.weights import wheel_file
 
         path = wheel_file("dlib_shape5")
@@ -59,7 +71,16 @@ class DlibChipper:
 
     def default_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The face box ``facerec detect`` leaves in a crop: centred, 1/(1+margin) of its side
-        (detect crops a square of side max(w, h) * (1 + margin) around the box)."""
+        (detect crops a square of side max(w, h) * (1 + margin) around the box); in an aligned
+        crop (``align``), MTCNN's box in the template square (see the class docstring)."""
+        if self.align:
+            from facerec.detection.align import template_face_box
+
+            x0, y0, x1, y1 = template_face_box(width, height, self.margin)
+            sx, sy = (x1 - x0) / 112.0, (y1 - y0) / 112.0
+            cx, cy, side = DLIB_BOX_IN_TEMPLATE_112
+            return (x0 + (cx - side / 2) * sx, y0 + (cy - side / 2) * sy,
+                    x0 + (cx + side / 2) * sx, y0 + (cy + side / 2) * sy)
         fw, fh = width / (1 + self.margin), height / (1 + self.margin)
         return ((width - fw) / 2, (height - fh) / 2, (width + fw) / 2, (height + fh) / 2)
 
@@ -107,7 +128,9 @@ class DlibFaceEmbedder(Embedder):
     batched (``batch_size`` chips per forward pass), channels-last, on ``device`` (``auto``: CUDA
     when available, in float16 there). ``margin`` is the context ``facerec detect`` left around the
     face box in each crop (used when no box is given); ``num_jitters`` > 0 averages that many
-    jittered copies of each chip (``dlib.jitter_image``; slower, a bit better).
+    jittered copies of each chip (``dlib.jitter_image``; slower, a bit better). ``align``: the
+    crops are aligned on the ArcFace template instead (see :class:`DlibChipper`; how the
+    ``sface+dlib_face`` ensemble uses it: not a checkpoint setting).
     """
 
     name = "dlib_face"
@@ -138,9 +161,13 @@ class DlibFaceEmbedder(Embedder):
     network_input_size = 150  # dlib's aligned chip
 
     def __init__(self, device: str = "auto", margin: float = 0.2, num_jitters: int = 0,
-                 batch_size: int = 64, half: bool | None = None) -> None:
-        self.chipper = DlibChipper(margin=margin)
+                 batch_size: int = 64, half: bool | None = None, align: bool = False) -> None:
+        self.chipper = DlibChipper(margin=margin, align=align)
         self.margin = self.chipper.margin
+        self.align = self.chipper.align
+        if self.align:  # the template face at 112 px, as the ensemble's crop
+            self.crop = CropSpec(size=round(112 * (1 + self.margin)), margin=self.margin,
+                                 align=True)
         self.num_jitters = int(num_jitters)
         self.batch_size = max(1, int(batch_size))
         self._half = half
@@ -154,6 +181,7 @@ class DlibFaceEmbedder(Embedder):
     @property
     def cache_id(self) -> str:
         extra = "" if (self.margin, self.num_jitters) == (0.2, 0) else f"-m{self.margin:g}-j{self.num_jitters}"
+        extra += "-aligned" if self.align else ""
         # a fine-tuned network's descriptors are keyed by its weights: never mixed with dlib's
         return f"{self.name}-v{self.version}{extra}{self._tuned_id}"
 

@@ -6,6 +6,12 @@ One interface, :class:`Embedder`, and a registry so that another model can be ad
     vecs = emb.embed_images([crop1, crop2])          # (2, 128) float32
     vecs = embed_files(paths, emb)                   # same, cached by crop content hash
 
+Every embedder declares the crop it is made for as ``crop`` (a
+:class:`~facerec.cropspec.CropSpec`). The built-in models, one file each, registered lazily:
+``dlib_face`` (:mod:`facerec.recognition.dlib_face`), ``sface`` (OpenCV Zoo's SFace 2021dec,
+:mod:`facerec.recognition.sface`: 112 px crops aligned on the ArcFace template, compared by
+cosine) and their ensemble ``sface+dlib_face`` (:mod:`facerec.recognition.sface_dlib`).
+
 The dlib backbone works on 150x150 "face chips" that dlib aligns itself from a 5-point landmark fit
 (two corners of each eye and the base of the nose); the network is dlib's ResNet ported to PyTorch
 (:mod:`facerec.recognition.dlib_net`), batched, on CUDA when available; ``embed_views`` embeds each chip and its
@@ -99,7 +105,7 @@ class EmbedStats:
 # --------------------------------------------------------------------------------------- registry
 EMBEDDERS = Registry("embedder")
 _INSTANCES: dict[tuple, Embedder] = {}
-_INSTANCES_LOCK = threading.Lock()
+_INSTANCES_LOCK = threading.RLock()  # reentrant: an ensemble builds its members
 #: class decorator: make an :class:`Embedder` subclass available to :func:`get_embedder`
 register_embedder = EMBEDDERS.register
 available_embedders = EMBEDDERS.names
@@ -107,6 +113,8 @@ available_embedders = EMBEDDERS.names
 embedder_class = EMBEDDERS.get
 # the built-in models, one file each, imported when first asked for by name
 EMBEDDERS.register_lazy("dlib_face", "facerec.recognition.dlib_face:DlibFaceEmbedder")
+EMBEDDERS.register_lazy("sface", "facerec.recognition.sface:SFaceEmbedder")
+EMBEDDERS.register_lazy("sface+dlib_face", "facerec.recognition.sface_dlib:SFaceDlibEmbedder")
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", **kwargs: Any) -> Embedder:
@@ -139,7 +147,10 @@ class Embedder(abc.ABC):
     * ``settings``: its constructor's options that a checkpoint may record, with their types and
       ranges (a checkpoint's ``embedder_kwargs`` are checked against them);
     * :meth:`input_cutter` / :meth:`torch_network`: the input its network takes and the network
-      itself, for an ONNX export of the whole classifier (without them the head alone is).
+      itself, for an ONNX export of the whole classifier (without them the head alone is);
+    * ``composite``: made of other registered embedders (``sface+dlib_face``): never inferred as
+      the model of a folder of crops (:func:`facerec.recognition.backbones.backbone_for_crops`),
+      only chosen by name.
     """
 
     name: str = ""
@@ -155,6 +166,8 @@ class Embedder(abc.ABC):
     settings: dict[str, tuple[type, float, float]] = {}
     #: side of the square RGB uint8 input of :meth:`torch_network` (0: no whole-model export)
     network_input_size: int = 0
+    #: an ensemble of other embedders (see the class docstring)
+    composite: bool = False
 
     def options(self) -> dict:
         """This instance's values of its ``settings`` (what a checkpoint records)."""
@@ -188,7 +201,9 @@ class Embedder(abc.ABC):
         return f"{self.name}-v{self.version}"
 
     # Distances used by annotate/split, scaled from ``same_person_threshold`` unless a subclass
-    # measured better ones (the dlib values come from bench/annotate.py).
+    # measured better ones (the dlib values come from bench/annotate.py). Annotate and split
+    # measure them as euclidean distances between the vectors ``embed_files`` returns (for an
+    # embedder of unit vectors, sqrt(2 x cosine distance)), whatever ``metric`` is.
     @property
     def cluster_threshold(self) -> float:
         """Ward-linkage merge distance for clustering faces by person."""
@@ -208,6 +223,11 @@ class Embedder(abc.ABC):
     def duplicate_distance(self) -> float:
         """Below this, two crops are taken for the same photo (re-sized or re-cropped)."""
         return self.same_person_threshold * 0.25 / 0.6
+
+    @property
+    def album_distance(self) -> float:
+        """Max distance of an album crop to the mean of the album's main cluster to keep it."""
+        return self.same_person_threshold
 
     def embed_images(self, images: Sequence[Any], landmarks: Sequence[Any] | None = None,
                      boxes: Sequence[Any] | None = None) -> np.ndarray:

@@ -117,13 +117,12 @@ def undo(state: State) -> dict[str, Any]:
 def cluster(state: State) -> dict[str, Any]:
     """Cluster the loose crops (and those seen once) as ``facerec annotate`` does: clusters of one
     person into new person_NN folders, faces close to a named person into _suggested/, poor crops
-    into _rejected/. Logged like an annotate run: `POST /api/undo` reverts it."""
-    from facerec.recognition.embed import DEFAULT_EMBEDDER, get_embedder
-
-    embedder = get_embedder(DEFAULT_EMBEDDER, device=state.config.device)
+    into _rejected/. Logged like an annotate run: `POST /api/undo` reverts it. The embedder is
+    annotate's: the model the folder's crops were cut for."""
     with state.edit_lock:
         # a FacerecError or an OSError goes to the app's handler (paths made relative there)
-        result = ann.annotate(state.workspace.processed, embedder=embedder, progress=False)
+        result = ann.annotate(state.workspace.processed, embedder=None, progress=False,
+                              device=state.config.device)
     return {"op": result.op, "loose": result.loose, "clusters": result.clusters,
             "singletons": result.singletons, "suggested": result.suggested,
             "rejected": dict(result.rejected), "moved": len(result.moves)}
