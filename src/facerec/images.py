@@ -218,6 +218,27 @@ def load_image(path: str | os.PathLike, max_side: int | None = None,
         return _load_from(source, max_side)
 
 
+def decode_cost(source: bytes | BinaryIO) -> int:
+    """The most memory :func:`load_image` can take to decode ``source`` (bytes or a seekable
+    file; only its header is read, no pixel decoded): the image's own pixels and its RGB
+    conversion, at most :data:`MAX_DECODE_BYTES` (a bigger image is reduced or refused within
+    it), plus the file's bytes. A server admits uploads against a byte budget with it.
+    Unparseable data costs its own size (its decode fails at once)."""
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(stream) as im:
+                need = im.size[0] * im.size[1] * (2 * _pixel_bytes(im.mode) + _convert_bytes(im) + 4)
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is refused by the decode
+        need = 0
+    finally:
+        stream.seek(0)
+    return int(min(need, MAX_DECODE_BYTES) + size)
+
+
 def _load_from(source: BinaryIO, max_side: int | None) -> LoadedImage:
     if source.seek(0, io.SEEK_END) == 0:
         raise ImageLoadError("empty file", "0 bytes")

@@ -5,8 +5,9 @@ Uploads are decoded by :func:`facerec.images.load_image` (the same loader as ``f
 EXIF orientation, every mode, HEIC, the pixel and memory budgets, reduced-size decoding), one
 image at a time per request: each is read from the request's spooled file, decoded, predicted
 and dropped before the next. Two bounds hold across all requests together: at most ``slots``
-images are being decoded at once (a semaphore), and the decoded images waiting for or inside
-the model take at most ``held_bytes`` (:class:`ByteBudget`). Within them, the images of
+images are being decoded at once (a semaphore), and the images being decoded, waiting for or
+inside the model take at most ``held_bytes`` (:class:`ByteBudget`, each claiming the most its
+decode can take, :func:`facerec.images.decode_cost`, read from its header). Within them, the images of
 concurrent requests are predicted together: the queue's one worker runs detection on a batch of
 photos and the embedder on all their faces at once (a :class:`~facerec.inference.predict.Predictor`
 keeps per-call state and the detector's buffers, so it is never called from two threads).
@@ -153,18 +154,20 @@ class Recogniser:
 
     def _predict_one(self, up: Upload) -> tuple[Any, int]:
         """(the result of one upload, the bytes its decoded image took)."""
-        from facerec.images import ImageLoadError, load_image
+        from facerec.images import ImageLoadError, decode_cost, load_image
         from facerec.inference.predict import ImageResult
 
-        with contextlib.ExitStack() as held:
+        # the claim covers the upload's bytes, the decode's peak and the decoded image until its
+        # answer is back: all requests together never hold more than the budget (the worst
+        # upload takes it all, alone)
+        cost = decode_cost(up.data if up.data is not None else up.file)
+        with self.budget.hold(cost):
             with self._slots:
                 try:
                     loaded = load_image(Path(up.name or "upload"), data=up.read())
                 except ImageLoadError as exc:
                     return ImageResult(image=up.name, error=str(exc)), 0
-                size = loaded.image.width * loaded.image.height * 4
-                # wait for room while still holding the decode slot: no more decodes meanwhile
-                held.enter_context(self.budget.hold(size))
+            size = loaded.image.width * loaded.image.height * 4
             # a LoadedImage: a photo decoded at a reduced size keeps boxes in original pixels
             result = self.batcher.submit((up.name, loaded)).result()
             del loaded
