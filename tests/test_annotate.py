@@ -219,3 +219,32 @@ def test_cluster_embeddings_splits_off_strangers():
     assert labels[10] == 2
     assert len(cluster_embeddings(np.zeros((1, 128)))) == 1
     assert len(cluster_embeddings(np.zeros((0, 128)))) == 0
+
+
+def test_two_faces_of_one_photo_never_share_a_cluster():
+    """A group photo's faces are different people, however alike their embeddings: the one
+    further from the rest is split off (the two faces of one celebrity photo clustered together
+    when annotate was rerun on _singletons/ with SFace)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=128)
+    close = [base + rng.normal(scale=0.01, size=128) for _ in range(3)]
+    assert len(set(cluster_embeddings(np.vstack(close)))) == 1
+    labels = cluster_embeddings(np.vstack(close), sources=["p1.jpg", "p2.jpg", "p1.jpg"])
+    assert labels[0] != labels[2] and len(set(labels)) == 2
+    # the pair alone, as in a rerun on two singletons of one photo
+    pair = cluster_embeddings(np.vstack(close[:2]), sources=["group.jpg", "group.jpg"])
+    assert pair[0] != pair[1]
+
+
+def test_a_pair_is_one_person_only_within_the_pair_distance():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=128), rng.normal(size=128)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    mid = (a + b) / np.linalg.norm(a + b)
+    pair = np.vstack([a, mid])  # |a - mid| ~ 0.75
+    gap = float(np.linalg.norm(a - mid))
+    assert len(set(cluster_embeddings(pair, threshold=2.0, member_distance=1.25))) == 1
+    assert len(set(cluster_embeddings(pair, threshold=2.0, member_distance=1.25,
+                                      pair_distance=gap - 0.01))) == 2
+    assert len(set(cluster_embeddings(pair, threshold=2.0, member_distance=1.25,
+                                      pair_distance=gap + 0.01))) == 1

@@ -158,7 +158,9 @@ def test_run_takes_every_detect_and_train_option(tmp_path, celebrities, shared_c
     flags = {c: set(re.findall(r"(?<![\w-])--?[a-z][a-z_]*", commands[c].format_help()))
              for c in ("run", "detect", "train")}
     own = {"--data_path", "--out", "--runs_dir", "--ckpt_path", "--quiet", "--config", "--json",
-           "--batch_size", "--size", "--margin", "--device", "-h", "--help"}
+           "--batch_size", "--size", "--margin", "--device", "-h", "--help",
+           # detect's Ray engine: `run` is the one-machine path (docs/scaling-out.md)
+           "--engine", "--ray_address", "--ray_workers"}
     assert (flags["detect"] | flags["train"]) - own <= flags["run"]
     assert {option(f) for f in cli_fields()} - own <= flags["run"]
     assert "--detect_batch_size" in flags["run"]

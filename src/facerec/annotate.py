@@ -128,12 +128,17 @@ def describe_op(command: str, params: dict | None) -> str:
 
 # ------------------------------------------------------------------------------------ clustering
 def cluster_embeddings(vecs: np.ndarray, threshold: float = 1.0,
-                       member_distance: float = 0.65) -> np.ndarray:
+                       member_distance: float = 0.65,
+                       sources: list[str] | None = None,
+                       pair_distance: float | None = None) -> np.ndarray:
     """Cluster labels 0..K-1 ordered by cluster size (largest first, then first member).
 
     Ward-linkage agglomerative clustering cut at ``threshold``; then, repeatedly, the member whose
     mean distance to the rest of its cluster is largest is split off while that distance exceeds
-    ``member_distance``. The defaults suit dlib's descriptor.
+    ``member_distance``, or while it shares its ``sources`` entry (the photo it was cut from)
+    with another member: two faces of one photo are two people. A cluster of two is one person
+    only if the pair is within ``pair_distance`` (the embedder's ``suggest_distance``: one pair
+    is a single measurement, not the mean of many). The defaults suit dlib's descriptor.
     """
     from sklearn.cluster import AgglomerativeClustering
 
@@ -154,8 +159,13 @@ def cluster_embeddings(vecs: np.ndarray, threshold: float = 1.0,
             d = np.sqrt(np.maximum(((sub[:, None, :] - sub[None, :, :]) ** 2).sum(-1), 0))
             mean = d.sum(1) / (len(idx) - 1)
             worst = int(np.argmax(mean))
-            if mean[worst] <= member_distance:
-                break
+            too_far = mean[worst] > member_distance or (
+                len(idx) == 2 and pair_distance is not None and d[0, 1] > pair_distance)
+            if not too_far:
+                shared = _sharing_a_source([sources[i] for i in idx]) if sources else []
+                if not shared:
+                    break
+                worst = max(shared, key=lambda k: mean[k])
             labels[idx[worst]] = next_label
             next_label += 1
             idx.pop(worst)
@@ -163,6 +173,14 @@ def cluster_embeddings(vecs: np.ndarray, threshold: float = 1.0,
     order = sorted(np.unique(labels), key=lambda c: (-(labels == c).sum(), np.where(labels == c)[0][0]))
     remap = {c: i for i, c in enumerate(order)}
     return np.array([remap[c] for c in labels], dtype=int)
+
+
+def _sharing_a_source(sources: list[str]) -> list[int]:
+    """Positions of the entries whose source another entry has too."""
+    counts: dict[str, int] = {}
+    for src in sources:
+        counts[src] = counts.get(src, 0) + 1
+    return [k for k, src in enumerate(sources) if counts[src] > 1]
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -317,7 +335,7 @@ def _annotate(processed: Path, threshold, member_distance, suggest_distance, alb
         _album_others(plan, name, threshold, member_distance, album_distance)
     _suggest(plan, people, suggest_distance)
     _cluster(plan, threshold, member_distance, set(people) | {
-        p.name for p in processed.iterdir() if p.is_dir()})
+        p.name for p in processed.iterdir() if p.is_dir()}, pair_distance=suggest_distance)
     moves = plan.moves
 
     moves = _dedupe_targets(processed, [m for m in moves if m.src != m.dst])
@@ -428,11 +446,14 @@ def _suggest(plan: _Plan, people: dict[str, list[Path]], suggest_distance: float
             plan.move(i, f"{SUGGESTED}/{name}", f"suggested for {name}")
 
 
-def _cluster(plan: _Plan, threshold: float, member_distance: float, taken: set[str]) -> None:
+def _cluster(plan: _Plan, threshold: float, member_distance: float, taken: set[str],
+             pair_distance: float | None = None) -> None:
     """The remaining loose crops: clusters of two or more become person_NN/ (numbers not in
     TAKEN), the rest _singletons/."""
     todo = [i for i in range(plan.n_loose) if not plan.status[i]]
-    labels = cluster_embeddings(plan.vecs[todo].astype(np.float64), threshold, member_distance)
+    labels = cluster_embeddings(plan.vecs[todo].astype(np.float64), threshold, member_distance,
+                                sources=[plan.infos[i].source for i in todo],
+                                pair_distance=pair_distance)
     number = 0
     cluster_names: dict[int, str] = {}
     for c in range(labels.max() + 1 if len(labels) else 0):
