@@ -113,7 +113,8 @@ def main() -> int:
     t = predictor.timings
     out = {"checkpoint": ckpt, "clip": {"size": [1920, 1080], "fps": 25, "seconds": s},
            "sample_fps": args.fps, "frames_decoded": res.frames_decoded,
-           "frames_sampled": res.frames_sampled, "wall_seconds": wall,
+           "frames_sampled": res.frames_sampled, "faces_embedded": res.faces_embedded,
+           "wall_seconds": wall,
            "sampled_frames_per_second": res.frames_sampled / wall,
            "decoded_frames_per_second": res.frames_decoded / wall,
            "stage_seconds": {k: round(t[k], 2) for k in ("detect", "embed", "classify")},

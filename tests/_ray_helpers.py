@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from facerec.defaults import DEFAULT_DETECTOR
+
 
 class CrashOnce:
-    """MTCNN that kills its own process (``os._exit``, as a crash or an OOM kill would) the first
-    time any worker runs it: the marker file says it happened."""
+    """The default detector (what the local engine's reference output was made with), killing
+    its own process (``os._exit``, as a crash or an OOM kill would) the first time any worker
+    runs it: the marker file says it happened."""
 
-    name = "mtcnn"
+    name = DEFAULT_DETECTOR
 
     def __init__(self, marker: Path, **settings) -> None:
         self.marker = str(marker)
@@ -26,7 +29,7 @@ class CrashOnce:
         if self._inner is None:
             from facerec.detection.detect import get_detector
 
-            self._inner = get_detector("mtcnn", device="cpu", **self.settings_given)
+            self._inner = get_detector(self.name, device="cpu", **self.settings_given)
         return self._inner
 
     def __getstate__(self):
@@ -54,7 +57,8 @@ class CrashOnce:
 
 
 class FailsInWorker(CrashOnce):
-    """MTCNN that raises a facerec error in the worker (a stage's error, not a crash)."""
+    """The default detector raising a facerec error in the worker (a stage's error, not a
+    crash)."""
 
     def detect_batch(self, images):
         from facerec.errors import FacerecError
