@@ -293,3 +293,30 @@ def test_serve_memory_stays_within_a_gigabyte(celebrities, tmp_path):
         assert phase["growth"] <= 1 << 30, (name, phase)
         statuses = {a[0] for a in phase["answers"]}
         assert statuses <= {200, 413}, (name, phase["answers"])
+
+
+def test_the_batching_queue_keeps_no_item_once_answered():
+    """The worker kept the last batch's items (decoded photos) referenced while it waited for
+    the next: the server's memory stayed up by one photo after every request."""
+    import gc
+    import weakref
+
+    from facerec.serve.batching import MicroBatcher
+
+    class Photo:
+        pass
+
+    batcher = MicroBatcher(lambda items: [1 for _ in items], max_wait=0.0)
+    try:
+        photo = Photo()
+        alive = weakref.ref(photo)
+        assert batcher.submit(photo).result(5) == 1
+        del photo
+        for _ in range(50):
+            gc.collect()
+            if alive() is None:
+                break
+            time.sleep(0.01)
+        assert alive() is None
+    finally:
+        batcher.close()

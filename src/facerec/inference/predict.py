@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from facerec.cropspec import CropSpec
-from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE, resolve_device
+from facerec.defaults import MAX_SIDE, MIN_FACE_SIZE, PREDICT_MAX_SIDE, resolve_device
 from facerec.detection.cropping import CROP_MAX_SIDE
 from facerec.errors import FacerecError
 from facerec.images import IMAGE_EXTS
@@ -304,7 +304,7 @@ class Predictor:
         def load(path: Path):
             t0 = time.perf_counter()
             try:
-                return load_image(path), None, time.perf_counter() - t0
+                return load_image(path, PREDICT_MAX_SIDE), None, time.perf_counter() - t0
             except ImageLoadError as exc:
                 return None, str(exc), time.perf_counter() - t0
             except OSError as exc:  # e.g. a folder vanished while reading

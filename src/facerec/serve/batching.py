@@ -65,28 +65,44 @@ class MicroBatcher:
         return batch, False
 
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, closing = self._collect(first)
-            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
-            if live:
-                self._run_batch(live)
-            if closing:
-                return
+        while self._serve_one_batch():
+            pass
 
-    def _run_batch(self, batch: list[tuple[Any, Future]]) -> None:
-        self.stats["batches"] += 1
-        self.stats["items"] += len(batch)
-        self.stats["largest"] = max(self.stats["largest"], len(batch))
+    def _serve_one_batch(self) -> bool:
+        """Wait for, collect and run one batch; False once closed. Every reference to the items
+        (decoded photos: up to hundreds of MB) is dropped before the answers are handed back, so
+        the memory is free when a caller moves on (and trims it), and none is kept while the
+        worker waits for the next batch."""
+        first = self._queue.get()
+        if first is None:
+            return False
+        batch, closing = self._collect(first)
+        del first
+        futures = [fut for _, fut in batch if fut.set_running_or_notify_cancel()]
+        items = [item for item, fut in batch if fut.running()]
+        del batch
+        if futures:
+            self.stats["batches"] += 1
+            self.stats["items"] += len(items)
+            self.stats["largest"] = max(self.stats["largest"], len(items))
+            outcome = self._run_items(items)
+            for k, fut in enumerate(futures):
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome[k])
+        return not closing
+
+    def _run_items(self, items: list[Any]) -> list[Any] | BaseException:
+        """``run(items)`` (emptying ``items``), or the exception it raised: every waiting request
+        learns of it; the worker lives on."""
+        n = len(items)
         try:
-            results = list(self._run([item for item, _ in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
-        except BaseException as exc:  # every waiting request learns of it; the worker lives on
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return
-        for (_, fut), result in zip(batch, results):
-            fut.set_result(result)
+            results = list(self._run(items))
+            if len(results) != n:
+                raise RuntimeError(f"batch of {n} gave {len(results)} results")
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers
+            return exc
+        finally:
+            items.clear()
+        return results

@@ -47,6 +47,12 @@ class Upload:
 
 #: a decoded image at least this big (bytes of its RGB pixels) is followed by a malloc_trim
 TRIM_AFTER_BYTES = 32 * 1024 * 1024
+#: a decoded image at least this big is predicted alone, in its request's thread, not through
+#: the batching queue: a 12-MP photo (48 MB) is batched, a 4096-px scan is not. Measured with
+#: bench/serve_memory.py: the worst uploads sent through the queue's worker thread peaked ~200 MB
+#: higher than in their own thread (memory freed in one thread's malloc arena while the next
+#: image grows another's), and they gain nothing from batching (their cost is their decode).
+ALONE_BYTES = 64 * 1024 * 1024
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,6 +106,7 @@ class Recogniser:
         self.device = device
         self._predictor: Any = None
         self._swap = threading.Lock()      # the model changes between batches, never inside one
+        self._model = threading.Lock()     # the predictor runs one batch (or big image) at a time
         self._slots = threading.BoundedSemaphore(max(1, int(slots)))  # decodes at once
         self.budget = ByteBudget(held_bytes)  # decoded pixels in hand, all requests together
         self.batcher = MicroBatcher(self._predict_batch, max_batch=max_batch, max_wait=max_wait,
@@ -141,19 +148,18 @@ class Recogniser:
             raise UnavailableError("no model yet")
         results = []
         for up in uploads:
-            result, size = self._predict_one(up)
-            results.append(result)
-            if size >= TRIM_AFTER_BYTES and _malloc_trim() is not None:
-                _malloc_trim()(0)  # the image is gone: give its memory back
+            results.append(self._predict_one(up))
         return results
 
     def _predict_batch(self, items: list[tuple[str, Any]]) -> list[Any]:
         with self._swap:
             predictor = self._predictor
-        return predictor.predict_loaded([(name, loaded, None) for name, loaded in items])
+        with self._model:
+            return predictor.predict_loaded([(name, loaded, None) for name, loaded in items])
 
-    def _predict_one(self, up: Upload) -> tuple[Any, int]:
-        """(the result of one upload, the bytes its decoded image took)."""
+    def _predict_one(self, up: Upload) -> Any:
+        """The result of one upload."""
+        from facerec.defaults import PREDICT_MAX_SIDE
         from facerec.images import ImageLoadError, decode_cost, load_image
         from facerec.inference.predict import ImageResult
 
@@ -164,11 +170,22 @@ class Recogniser:
         with self.budget.hold(cost):
             with self._slots:
                 try:
-                    loaded = load_image(Path(up.name or "upload"), data=up.read())
+                    loaded = load_image(Path(up.name or "upload"), PREDICT_MAX_SIDE,
+                                        data=up.read())
                 except ImageLoadError as exc:
-                    return ImageResult(image=up.name, error=str(exc)), 0
-            size = loaded.image.width * loaded.image.height * 4
-            # a LoadedImage: a photo decoded at a reduced size keeps boxes in original pixels
-            result = self.batcher.submit((up.name, loaded)).result()
-            del loaded
-        return result, size
+                    return ImageResult(image=up.name, error=str(exc))
+                size = loaded.image.width * loaded.image.height * 4
+                # a LoadedImage: a photo decoded at a reduced size keeps boxes in original pixels
+                if size >= ALONE_BYTES:  # big: predicted here, before another decode starts
+                    result = self._predict_batch([(up.name, loaded)])[0]
+                    del loaded
+            if size < ALONE_BYTES:
+                result = self.batcher.submit((up.name, loaded)).result()
+                del loaded
+            if max(size, cost) >= TRIM_AFTER_BYTES and _malloc_trim() is not None:
+                # the image is gone: give its memory back before the budget lets the next one
+                # in (trimmed after, the next decode would add to pages not yet returned). The
+                # decode's peak counts (cost), not only what it kept: a 9700-px PNG is reduced
+                # to a 10 MB image, after a 376 MB decode.
+                _malloc_trim()(0)
+        return result
