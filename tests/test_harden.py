@@ -450,3 +450,48 @@ def test_docs_are_served_from_local_files_with_no_inline_script(work):
     assert client.get("/docs/assets/../../etc/passwd").status_code == 404
     assert client.get("/docs/assets/index.html").status_code == 404
     assert client.get("/redoc").status_code == 404  # FastAPI's, from a CDN: gone
+
+
+# --------------------------------------------- 7. malformed checkpoints, in every command
+def _malformed(good: dict) -> dict[str, dict]:
+    """The issue's examples: fields of a safely loaded checkpoint that are wrong."""
+    def edit(fn):
+        ck = copy.deepcopy(good)
+        fn(ck["facerec"], ck)
+        return ck
+
+    return {
+        "no backbone": edit(lambda f, ck: f.pop("backbone")),
+        "unknown embedder kwarg": edit(
+            lambda f, ck: f["backbone"].setdefault("embedder_kwargs", {}).update(evil=1)),
+        "huge num_jitters": edit(
+            lambda f, ck: f["backbone"].setdefault("embedder_kwargs", {}).update(
+                num_jitters=10 ** 7)),
+        "list state_dict": edit(lambda f, ck: ck.update(state_dict=[1, 2, 3])),
+        "string threshold": edit(lambda f, ck: f.update(threshold="0.9")),
+        "bad crop block": edit(lambda f, ck: f["preprocess"].update(crop={"size": "big"})),
+    }
+
+
+def test_malformed_checkpoints_are_one_line_in_every_command(tmp_path, capsys, celebrities):
+    """Item 7: predict, enroll, verify and evaluate each answer a malformed checkpoint with one
+    line and exit status 2 (they ended in tracebacks; num_jitters 10**7 hung predict)."""
+    import torch
+
+    import _checkpoints
+
+    good = torch.load(_checkpoints.checkpoint("dlib", celebrities), weights_only=True)
+    photo = sorted((celebrities / "val" / "madonna").glob("*.jpg"))[0]
+    data = _checkpoints.dataset(celebrities)
+    for name, raw in _malformed(good).items():
+        path = tmp_path / f"{name.replace(' ', '_')}.ckpt"
+        torch.save(raw, path)
+        for argv in (["predict", str(photo), "--checkpoint_path", str(path)],
+                     ["enroll", str(photo), "--checkpoint_path", str(path), "--name", "x",
+                      "--out", str(tmp_path / "e.ckpt")],
+                     ["verify", str(photo), "--checkpoint_path", str(path)],
+                     ["evaluate", str(data / "test"), "--checkpoint_path", str(path)]):
+            assert main([*argv, "--device", "cpu"]) == 2, (name, argv[0])
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"facerec {argv[0]}: error: ") and "\n" not in err, (name, err)
+            assert "Traceback" not in err
