@@ -137,9 +137,6 @@ class Recogniser:
                 "threshold": p.threshold if p else None, "loaded_at": self.loaded_at,
                 "batches": dict(self.batcher.stats)}
 
-    def close(self) -> None:
-        self.batcher.close()
-
     def predict(self, uploads: list[Upload]) -> list[Any]:
         """One :class:`~facerec.inference.predict.ImageResult` per upload, in order; an unreadable upload
         gets ``error`` set, as in ``facerec predict`` on a folder. One image of a request at a
