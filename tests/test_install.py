@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import _checkpoints
+import _facecrops
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,21 +54,27 @@ def test_the_core_install_predicts_verifies_and_enrolls(core_venv, celebrities, 
     ckpt = _checkpoints.checkpoint("dlib", celebrities)
     env = {"FACEREC_CACHE_DIR": str(tmp_path / "cache")}
     # the same answers as this (full) install gives, on photos of a person it knows
-    photos = sorted((celebrities / "train" / "madonna").glob("*.jpg"))[:4]
+    person = _facecrops.PEOPLE[0]
+    photos = sorted((celebrities / "train" / person).glob("*.jpg"))[:4]
     here = subprocess.run([sys.executable, "-m", "facerec.cli", "predict", "--checkpoint_path",
                            str(ckpt), "--image_path", *map(str, photos), "--quiet"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, **env}, cwd=tmp_path)
-    assert here.returncode == 0 and "Predicted class: madonna" in here.stdout, here.stderr
+    assert here.returncode == 0 and f"Predicted class: {person}" in here.stdout, here.stderr
     proc = _run(core_venv, "predict", "--checkpoint_path", str(ckpt), "--image_path",
                 *map(str, photos), "--quiet", env_extra=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == here.stdout
 
-    a, b = sorted((celebrities / "train" / "madonna").glob("*.jpg"))[:2]
+    a, b = sorted((celebrities / "train" / person).glob("*.jpg"))[:2]
+    # the default model alone (its own 1:1 threshold), then the checkpoint's backbone and calibration
     proc = _run(core_venv, "verify", str(a), str(b), env_extra=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("Same person: yes")
+    assert proc.stdout.startswith("Same person: ") and "distance" in proc.stdout
+    proc = _run(core_venv, "verify", str(a), str(b), "--checkpoint_path", str(ckpt),
+                env_extra=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("Same person: yes"), proc.stdout
 
     copy = tmp_path / "model.ckpt"
     copy.write_bytes(Path(ckpt).read_bytes())
