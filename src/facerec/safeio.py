@@ -179,6 +179,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def atomic_write_jsonl(path: str | os.PathLike, records: dict) -> None:
+    """``records``' values as JSON Lines in the order of their sorted keys, written atomically
+    and fsynced (a manifest, predictions.jsonl)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for key in sorted(records):
+                handle.write(json.dumps(records[key]) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    atomic_write(path, write)
+
+
 def remove_temporaries(folder: str | os.PathLike) -> None:
     """Remove the half-written files of :func:`atomic_write` that a killed run left."""
     for tmp in Path(folder).rglob(".*.tmp-*"):

@@ -50,8 +50,8 @@ from facerec.registry import Registry
 from facerec.images import (ImageLoadError, LoadedImage, as_rgb_image, entry_problem, iter_files,
                             load_image, read_file)
 from facerec.manifest import MANIFEST, read_manifest
-from facerec.safeio import (atomic_write, check_output_location, display_path, folder_lock,
-                            remove_temporaries)
+from facerec.safeio import (atomic_write, atomic_write_jsonl, check_output_location, display_path,
+                            folder_lock, remove_temporaries)
 
 @dataclass
 class Face:
@@ -128,6 +128,25 @@ def _settings_of(cls: type) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
+def detection_copy(image: Any, max_side: int | None) -> LoadedImage:
+    """What a detector runs on: ``image`` (a path, a :class:`LoadedImage`, a PIL image or an
+    array) as an upright RGB copy at most ``max_side`` pixels long (a path is decoded at that
+    size), keeping the original size and the scale so that boxes map back to it."""
+    if isinstance(image, LoadedImage):
+        loaded = image
+    elif isinstance(image, (str, os.PathLike)):
+        return load_image(image, max_side)
+    else:
+        loaded = as_rgb_image(image)
+    side = max(loaded.image.size)
+    if max_side and side > max_side:
+        scale = max_side / side
+        size = (max(1, round(loaded.image.width * scale)), max(1, round(loaded.image.height * scale)))
+        small = loaded.image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return LoadedImage(small, loaded.width, loaded.height, loaded.scale * scale)
+    return loaded
+
+
 @register_detector("mtcnn")
 class FaceDetector:
     """MTCNN face detector (P-, R-, O-Net) in PyTorch, batched, CUDA when available.
@@ -160,19 +179,7 @@ class FaceDetector:
                 "factor": float(m.factor), "max_side": self.max_side}
 
     def _prepare(self, image) -> LoadedImage:
-        if isinstance(image, LoadedImage):
-            loaded = image
-        elif isinstance(image, (str, os.PathLike)):
-            return load_image(image, self.max_side)
-        else:
-            loaded = as_rgb_image(image)
-        side = max(loaded.image.size)
-        if self.max_side and side > self.max_side:
-            scale = self.max_side / side
-            size = (max(1, round(loaded.image.width * scale)), max(1, round(loaded.image.height * scale)))
-            small = loaded.image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return LoadedImage(small, loaded.width, loaded.height, loaded.scale * scale)
-        return loaded
+        return detection_copy(image, self.max_side)
 
     def detect(self, image) -> list[Face]:
         """Faces in one image (a path, PIL image or HxWx3 uint8 array), highest score first."""
@@ -511,16 +518,7 @@ def crop_entry(face: FaceCrop, rel: str, index: int) -> dict:
 
 def compact_manifest(out_dir: Path) -> None:
     """Rewrite the manifest with one line per path (sorted), atomically."""
-    records = read_manifest(out_dir)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for rel in sorted(records):
-                handle.write(json.dumps(records[rel]) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    atomic_write(out_dir / MANIFEST, write)
+    atomic_write_jsonl(out_dir / MANIFEST, read_manifest(out_dir))
 
 
 def print_detect_summary(summary: DetectSummary, file=None) -> None:

@@ -25,7 +25,6 @@ the border of OpenCV's own canvas; every other layer is per-pixel or aligned to 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from torch import nn
 
 from facerec.cropspec import DEFAULT_MARGIN
 from facerec.defaults import resolve_device
-from facerec.detection.detect import Face, register_detector
+from facerec.detection.detect import Face, detection_copy, register_detector
 from facerec.detection.nms import batched_nms
 from facerec.errors import FacerecError
-from facerec.images import ImageLoadError, LoadedImage, as_rgb_image, load_image
+from facerec.images import ImageLoadError, LoadedImage, as_rgb_image
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # the input is padded to a multiple of the coarsest stride
@@ -383,24 +382,11 @@ class YuNetDetector:
     # -- input ------------------------------------------------------------------------------------
     def _prepare(self, image) -> LoadedImage:
         try:
-            if isinstance(image, LoadedImage):
-                loaded = image
-            elif isinstance(image, (str, os.PathLike)):
-                return load_image(image, self.max_side)
-            else:
-                loaded = as_rgb_image(image)
+            return detection_copy(image, self.max_side)
         except ImageLoadError as exc:
             raise FacerecError(f"cannot read {image}: {exc}") from None
         except ValueError as exc:
             raise FacerecError(f"not an image: {exc}") from None
-        side = max(loaded.image.size)
-        if self.max_side and side > self.max_side:
-            scale = self.max_side / side
-            size = (max(1, round(loaded.image.width * scale)),
-                    max(1, round(loaded.image.height * scale)))
-            small = loaded.image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return LoadedImage(small, loaded.width, loaded.height, loaded.scale * scale)
-        return loaded
 
     # -- detection --------------------------------------------------------------------------------
     def run(self, arrays: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:

@@ -37,7 +37,8 @@ from facerec.distributed.pipeline import loaded_image, rows, run_stage
 from facerec.distributed.storage import Location, list_tree, modified_ns
 from facerec.errors import ConflictError, FacerecError
 from facerec.images import IMAGE_EXTS
-from facerec.safeio import META_DIR, atomic_write, check_output_location, display_path
+from facerec.safeio import (META_DIR, atomic_write, atomic_write_jsonl, check_output_location,
+                            display_path)
 
 PREDICTIONS = "predictions.jsonl"
 SETTINGS = f"{META_DIR}/predict.json"
@@ -259,15 +260,7 @@ def _merge(output: Output, fetch: bool) -> dict[str, dict]:
     new, shards = output.take_shards("predict")
     if new or not fetch:
         records.update({r["image"]: r for r in new if isinstance(r.get("image"), str)})
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for key in sorted(records):
-                    handle.write(json.dumps(records[key]) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-
-        atomic_write(path, write)
+        atomic_write_jsonl(path, records)
         output.publish(PREDICTIONS)
         output.drop(shards)
     return records

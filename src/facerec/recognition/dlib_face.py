@@ -21,7 +21,8 @@ import numpy as np
 
 from facerec.cropspec import CropSpec
 from facerec.errors import FacerecError
-from facerec.recognition.embed import Embedder, FaceQuality, register_embedder, to_rgb_array
+from facerec.recognition.embed import (Embedder, FaceQuality, lazy_torch_net, register_embedder,
+                                      to_rgb_array)
 
 
 #: where MTCNN's face box lies in a face aligned on the 112x112 ArcFace template: centre x, centre
@@ -232,18 +233,7 @@ class DlibFaceEmbedder(Embedder):
     @property
     def net(self):
         """The torch network on this embedder's device (loaded at first use)."""
-        if self._net is None:
-            with self._net_lock:
-                if self._net is None:
-                    import torch
-
-                    from facerec.recognition.dlib_net import load_dlib_resnet
-
-                    net = load_dlib_resnet().to(self.torch_device)
-                    half = self._half if self._half is not None else self.torch_device.type == "cuda"
-                    self.dtype = torch.float16 if half else torch.float32
-                    self._net = net.to(dtype=self.dtype, memory_format=torch.channels_last).eval()
-        return self._net
+        return lazy_torch_net(self, "facerec.recognition.dlib_net:load_dlib_resnet")
 
     @classmethod
     def input_cutter(cls, settings):

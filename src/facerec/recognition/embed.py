@@ -130,6 +130,29 @@ def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", **kwargs: A
 
 
 # ------------------------------------------------------------------------------------------- base
+def lazy_torch_net(embedder: Any, loader: str) -> Any:
+    """``embedder``'s torch network, built at first use by ``loader`` ("module:function",
+    imported then: an embedder's module loads no torch until it embeds) on its ``torch_device``
+    and cached in its ``_net`` (thread-safe, under its ``_net_lock``): float16 on CUDA unless
+    its ``_half`` says otherwise, channels-last, in eval mode; sets its ``dtype``."""
+    if embedder._net is None:
+        with embedder._net_lock:
+            if embedder._net is None:
+                import importlib
+
+                import torch
+
+                module, function = loader.split(":")
+                net = getattr(importlib.import_module(module), function)()
+                net = net.to(embedder.torch_device)
+                half = embedder._half if embedder._half is not None \
+                    else embedder.torch_device.type == "cuda"
+                embedder.dtype = torch.float16 if half else torch.float32
+                embedder._net = net.to(dtype=embedder.dtype,
+                                       memory_format=torch.channels_last).eval()
+    return embedder._net
+
+
 class Embedder(abc.ABC):
     """Maps RGB face crops to fixed-size vectors where distance means "different person".
 

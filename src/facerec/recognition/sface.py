@@ -22,7 +22,8 @@ from PIL import Image
 from facerec.cropspec import CropSpec
 from facerec.detection.align import TEMPLATE_112, template_face_box
 from facerec.errors import FacerecError
-from facerec.recognition.embed import Embedder, FaceQuality, register_embedder, to_rgb_array
+from facerec.recognition.embed import (Embedder, FaceQuality, lazy_torch_net, register_embedder,
+                                      to_rgb_array)
 
 __all__ = ["INPUT_SIZE", "SFaceEmbedder", "template_faces"]
 
@@ -149,18 +150,7 @@ class SFaceEmbedder(Embedder):
     @property
     def net(self):
         """The torch network on this embedder's device (loaded at first use)."""
-        if self._net is None:
-            with self._net_lock:
-                if self._net is None:
-                    import torch
-
-                    from facerec.recognition.sface_net import load_sface_net
-
-                    net = load_sface_net().to(self.torch_device)
-                    half = self._half if self._half is not None else self.torch_device.type == "cuda"
-                    self.dtype = torch.float16 if half else torch.float32
-                    self._net = net.to(dtype=self.dtype, memory_format=torch.channels_last).eval()
-        return self._net
+        return lazy_torch_net(self, "facerec.recognition.sface_net:load_sface_net")
 
     @classmethod
     def input_cutter(cls, settings):
